@@ -70,6 +70,9 @@ pub mod live {
     pub const WRITE_PENDING: usize = COMMIT_LINE + 32;
     /// Unix milliseconds of the last commit.
     pub const LAST_COMMIT_MS: usize = COMMIT_LINE + 40;
+    /// Length the file has been allocated to (by fallocate); writers extend
+    /// the file before raising it, and never publish past it.
+    pub const ALLOC_END: usize = COMMIT_LINE + 48;
 
     /// Cache line "counters" (written by every commit).
     pub const COUNTER_LINE: usize = BASE + 128;
@@ -90,6 +93,14 @@ pub mod live {
     /// One past the last live word.
     pub const END: usize = BASE + 192;
 }
+
+// Layout invariants, checked at compile time.
+const _: () = assert!(OFF_NAME + MAX_NAME_LEN <= OFF_HEADER_CRC);
+const _: () = assert!(
+    live::BASE.is_multiple_of(64),
+    "live words start on a cache line"
+);
+const _: () = assert!(live::END as u64 <= HEADER_SIZE);
 
 /// The immutable part of a data file header.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,14 +154,12 @@ impl Header {
     pub fn decode(buf: &[u8]) -> Result<Header, FormatError> {
         if buf.len() < IMMUTABLE_LEN {
             // Still tell a foreign file from a short one when we can.
-            if let Some(m) = buf.get(..8) {
-                if m != MAGIC {
-                    return Err(bad_magic(m));
-                }
+            if let Some(m) = buf.get(..8).filter(|m| *m != MAGIC) {
+                return Err(bad_magic(m));
             }
             return Err(FormatError::Truncated {
                 what: "header",
-                needed: HEADER_SIZE,
+                needed: IMMUTABLE_LEN as u64,
                 available: buf.len() as u64,
             });
         }
@@ -231,9 +240,7 @@ mod tests {
     #[test]
     fn layout_constants_are_consistent() {
         assert_eq!(OFF_NAME + MAX_NAME_LEN, 1090);
-        assert!(OFF_NAME + MAX_NAME_LEN <= OFF_HEADER_CRC);
-        assert_eq!(live::BASE % 64, 0, "live words start on a cache line");
-        assert!(live::END as u64 <= HEADER_SIZE);
+        assert_eq!(live::BASE, 1536);
         assert_eq!(live::BOOT_ID_HI + 8, live::COUNTER_LINE + 48);
     }
 

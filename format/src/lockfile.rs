@@ -70,9 +70,9 @@ mod tests {
     #[test]
     fn round_trip_and_states() {
         let mut page = vec![0u8; SIZE as usize];
-        assert_eq!(decode(&page).unwrap(), false);
+        assert!(!decode(&page).unwrap());
         page[..16].copy_from_slice(&encode());
-        assert_eq!(decode(&page).unwrap(), true);
+        assert!(decode(&page).unwrap());
         page[0] = b'X';
         assert!(matches!(decode(&page), Err(FormatError::BadMagic { .. })));
         assert!(decode(&page[..4]).is_err());

@@ -41,7 +41,7 @@ pub const MAX_KEY_LEN: usize = u16::MAX as usize;
 pub const MAX_VALUE_LEN: usize = 1 << 30;
 
 /// Length of a commit marker's body.
-pub const COMMIT_BODY_LEN: usize = 24;
+pub const COMMIT_BODY_LEN: usize = 32;
 /// Length of an index block's header (prefix + 4 zero bytes); slots follow.
 pub const INDEX_HEADER_LEN: usize = 16;
 /// Smallest index capacity, as a power of two.
@@ -151,7 +151,7 @@ impl Prefix {
                 return Err(FormatError::InvalidField {
                     field: "value_len",
                     value: value_len.into(),
-                    reason: "a commit marker has no key and a 24-byte body",
+                    reason: "a commit marker has no key and a 32-byte body",
                 });
             }
             Kind::Index
@@ -291,6 +291,11 @@ fn encode_keyed(
     Ok(total)
 }
 
+/// The stored checksum of the block at the start of `buf` (no validation).
+pub fn stored_crc(buf: &[u8]) -> Option<u32> {
+    read_u32(buf, OFF_CRC)
+}
+
 /// Decodes and verifies a put or delete record at the start of `buf`.
 ///
 /// `buf` may extend past the record. Fails on a checksum mismatch, a
@@ -346,6 +351,11 @@ pub struct Commit {
     pub txn_start: u64,
     /// Unix milliseconds of the commit.
     pub unix_ms: u64,
+    /// Number of put and delete records in the transaction.
+    pub records: u32,
+    /// CRC32 over the stored `crc` fields (4 bytes each, in log order) of
+    /// the transaction's records: ties the marker to exactly those records.
+    pub records_crc: u32,
 }
 
 impl Commit {
@@ -360,6 +370,8 @@ impl Commit {
         out[b..b + 8].copy_from_slice(&self.txn_id.to_le_bytes());
         out[b + 8..b + 16].copy_from_slice(&self.txn_start.to_le_bytes());
         out[b + 16..b + 24].copy_from_slice(&self.unix_ms.to_le_bytes());
+        out[b + 24..b + 28].copy_from_slice(&self.records.to_le_bytes());
+        out[b + 28..b + 32].copy_from_slice(&self.records_crc.to_le_bytes());
         seal(out, b + COMMIT_BODY_LEN, total);
         Ok(total)
     }
@@ -393,6 +405,8 @@ impl Commit {
             txn_id: read_u64(body, b).unwrap_or_default(),
             txn_start: read_u64(body, b + 8).unwrap_or_default(),
             unix_ms: read_u64(body, b + 16).unwrap_or_default(),
+            records: read_u32(body, b + 24).unwrap_or_default(),
+            records_crc: read_u32(body, b + 28).unwrap_or_default(),
         })
     }
 }
@@ -503,9 +517,11 @@ mod tests {
             txn_id: 5,
             txn_start: 4096,
             unix_ms: 99,
+            records: 2,
+            records_crc: 0xDEAD_BEEF,
         };
         let mut buf = [0u8; COMMIT_LEN as usize];
-        assert_eq!(c.encode(&mut buf).unwrap(), 40);
+        assert_eq!(c.encode(&mut buf).unwrap(), 48);
         assert_eq!(Commit::decode(&buf).unwrap(), c);
         buf[20] ^= 1;
         assert!(Commit::decode(&buf).is_err());

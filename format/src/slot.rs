@@ -31,7 +31,7 @@ pub const fn bucket(hash: u64, log2: u32) -> u64 {
 ///
 /// Returns `None` when the offset is zero, unaligned or too large.
 pub const fn pack(offset: u64, hash: u64) -> Option<u64> {
-    if offset == 0 || offset % 8 != 0 || offset > MAX_OFFSET {
+    if offset == 0 || !offset.is_multiple_of(8) || offset > MAX_OFFSET {
         return None;
     }
     Some((tag(hash) << OFFSET_BITS) | (offset >> 3))

@@ -1,0 +1,153 @@
+//! Errors: one enum, typed, carrying the path, offset and field involved.
+
+use std::io;
+use std::path::PathBuf;
+
+use carboy_format::FormatError;
+
+use crate::name::NameError;
+
+/// A specialized `Result` for carboy operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the store.
+///
+/// Every variant names the file it concerns; corruption names the byte
+/// offset too. `Display` says what happened and, where there is one, what
+/// to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What carboy was doing ("open", "fallocate", "fsync", ...).
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not a carboy data file of a version this build reads.
+    #[error("{path}: {source}")]
+    NotCarboy {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: FormatError,
+    },
+    /// Bytes that carboy wrote no longer verify: the file is damaged.
+    #[error(
+        "{path}: corruption at offset {offset}: {detail} (run `carboy check` to see all damage, \
+         `carboy salvage` to rebuild a clean file from what still verifies)"
+    )]
+    Corruption {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the damaged structure.
+        offset: u64,
+        /// What failed to verify.
+        detail: String,
+    },
+    /// A key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN).
+    #[error("key is {len} bytes long; the limit is {max} bytes")]
+    KeyTooLong {
+        /// Length of the key given.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value longer than [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN).
+    #[error("value is {len} bytes long; the limit is {max} bytes")]
+    ValueTooLong {
+        /// Length of the value given.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A namespace name that cannot be used.
+    #[error("invalid namespace name {name:?}: {source}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Why it was refused.
+        #[source]
+        source: NameError,
+    },
+    /// The file at a namespace's path belongs to another namespace (a
+    /// hashed long name collided, or a file was copied by hand).
+    #[error("{path} holds namespace {found:?}, not {expected:?}")]
+    NameMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The namespace asked for.
+        expected: String,
+        /// The namespace recorded in the file's header.
+        found: String,
+    },
+    /// An earlier write failed part way; the store refuses further writes
+    /// until it is reopened, so that nothing builds on an unknown state.
+    #[error(
+        "{path}: store is read-only after an earlier write failure ({cause}); \
+         reopen it to recover"
+    )]
+    Latched {
+        /// The file.
+        path: PathBuf,
+        /// The failure that latched the store.
+        cause: String,
+    },
+    /// The file would grow past what the format can address.
+    #[error("{path}: file would grow to {wanted} bytes; the format addresses at most {max}")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The size it would need.
+        wanted: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// An option or argument with a value carboy cannot use.
+    #[error("invalid option {name}: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The data file does not exist and creation was not asked for.
+    #[error("{path}: no such namespace file (open with create enabled to make one)")]
+    NotFound {
+        /// The path looked for.
+        path: PathBuf,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corruption(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        detail: impl ToString,
+    ) -> Error {
+        Error::Corruption {
+            path: path.into(),
+            offset,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// True for [`Error::Corruption`].
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corruption { .. })
+    }
+}

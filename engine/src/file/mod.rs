@@ -1,0 +1,345 @@
+//! The file layer: memory mappings, file growth, locks and syncs.
+//!
+//! This is the only module of carboy that uses `unsafe`. Its surface is
+//! small and every block states why it is sound; the argument for the shared
+//! mapping as a whole is in `engine/DESIGN.md` ("Soundness of the shared
+//! mapping"). In short:
+//!
+//! * A mapping is never unmapped while the [`MappedFile`] that made it lives,
+//!   so every pointer handed out stays valid for `&self`'s lifetime; a
+//!   mapping that grows is *replaced* by a larger one and the old one is kept.
+//! * Words that change while the file is shared (live words in the header,
+//!   index slots, the lock file's generation) are only touched through
+//!   [`AtomicU64`], by every process.
+//! * Bytes handed out as `&[u8]` lie below the committed end of the log,
+//!   which no writer writes again while the file is live. Writers only write
+//!   above it, under the exclusive lock, before publishing.
+//! * Nothing is read past the end the file is known to have (the committed
+//!   end, or the allocated end for a writer), so a well-formed file never
+//!   raises SIGBUS. A foreign process that truncates the file can still make
+//!   any mmap reader fault; that is documented as out of reach.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+use parking_lot::Mutex;
+
+/// Smallest address-space reservation for a data file (1 GiB). Reserving
+/// costs only virtual addresses: the mapping is file-backed and created with
+/// `MAP_NORESERVE`, so no memory is committed until pages are touched.
+const MIN_RESERVATION: u64 = 1 << 30;
+
+/// A data file mapped into memory with room to grow.
+pub(crate) struct MappedFile {
+    file: File,
+    path: PathBuf,
+    /// Base of the newest mapping.
+    base: AtomicPtr<u8>,
+    /// Length of the newest mapping. Stored after `base` (Release), loaded
+    /// before it (Acquire), so a reader that sees a length sees a base at
+    /// least as new, and every mapping is at least as long as the previous.
+    reserved: AtomicUsize,
+    /// Every mapping ever made of this file, kept until drop so that no
+    /// pointer handed out for `&self` dangles.
+    maps: Mutex<Vec<MmapRaw>>,
+}
+
+impl std::fmt::Debug for MappedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappedFile")
+            .field("path", &self.path)
+            .field("reserved", &self.reserved.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl MappedFile {
+    /// Maps `file`, whose length is at least `len` bytes (checked by the
+    /// caller with `fstat` before any byte of it is touched).
+    pub(crate) fn map(file: File, path: &Path, len: u64) -> io::Result<MappedFile> {
+        let reserve = reservation_for(len)?;
+        let map = map_raw(&file, reserve)?;
+        let base = map.as_mut_ptr();
+        Ok(MappedFile {
+            file,
+            path: path.to_path_buf(),
+            base: AtomicPtr::new(base),
+            reserved: AtomicUsize::new(reserve),
+            maps: Mutex::new(vec![map]),
+        })
+    }
+
+    /// The open file.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The path the file was opened at.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes sure the mapping covers `end` bytes, remapping into a larger
+    /// reservation when it does not. Old mappings stay alive.
+    fn ensure_mapped(&self, end: u64) -> io::Result<()> {
+        if end <= self.reserved.load(Ordering::Acquire) as u64 {
+            return Ok(());
+        }
+        let mut maps = self.maps.lock();
+        let current = self.reserved.load(Ordering::Acquire);
+        if end <= current as u64 {
+            return Ok(());
+        }
+        let reserve = reservation_for(end)?.max(current.saturating_mul(2));
+        let map = map_raw(&self.file, reserve)?;
+        self.base.store(map.as_mut_ptr(), Ordering::Release);
+        self.reserved.store(reserve, Ordering::Release);
+        maps.push(map);
+        Ok(())
+    }
+
+    /// The base pointer of a mapping at least `end` bytes long.
+    fn base_for(&self, end: u64) -> io::Result<*mut u8> {
+        let reserved = self.reserved.load(Ordering::Acquire);
+        if end > reserved as u64 {
+            self.ensure_mapped(end)?;
+        }
+        Ok(self.base.load(Ordering::Acquire))
+    }
+
+    /// The 8-byte word at `offset` as an atomic.
+    ///
+    /// `offset` must be a multiple of 8 and `offset + 8` must not exceed
+    /// `file_len`, a length the file is known to have (the header page, the
+    /// committed end, or the allocated end). Returns `None` otherwise.
+    pub(crate) fn word(&self, offset: u64, file_len: u64) -> Option<&AtomicU64> {
+        if !offset.is_multiple_of(8) || offset.checked_add(8)? > file_len {
+            return None;
+        }
+        let base = self.base_for(offset + 8).ok()?;
+        // SAFETY: the mapping starting at `base` is at least `offset + 8`
+        // bytes long (base_for) and stays mapped for as long as `self` (old
+        // mappings are kept in `maps` until drop). The file is at least
+        // `offset + 8` bytes long (caller's contract), so the page is backed.
+        // `base` is page-aligned and `offset` is a multiple of 8, so the
+        // pointer is aligned for AtomicU64, which has the size and layout of
+        // u64. Every process accesses these words only through 8-byte atomic
+        // operations (DESIGN.md), so no non-atomic access races with them.
+        Some(unsafe { AtomicU64::from_ptr(base.add(offset as usize).cast::<u64>()) })
+    }
+
+    /// Loads the little-endian live word at `offset` in the header page.
+    pub(crate) fn load(&self, offset: usize) -> u64 {
+        match self.word(offset as u64, carboy_format::header::HEADER_SIZE) {
+            Some(w) => u64::from_le(w.load(Ordering::Acquire)),
+            None => 0,
+        }
+    }
+
+    /// Stores the little-endian live word at `offset` in the header page.
+    pub(crate) fn store(&self, offset: usize, value: u64) {
+        if let Some(w) = self.word(offset as u64, carboy_format::header::HEADER_SIZE) {
+            w.store(value.to_le(), Ordering::Release);
+        }
+    }
+
+    /// Borrows `len` bytes at `offset`, which must lie below `bound`, a
+    /// length the file is known to have.
+    ///
+    /// Callers pass the committed end as `bound`: bytes below it are never
+    /// written again while the file is live (except index slots, which are
+    /// never borrowed as bytes by well-formed slots; see DESIGN.md).
+    pub(crate) fn bytes(&self, offset: u64, len: u64, bound: u64) -> Option<&[u8]> {
+        let end = offset.checked_add(len)?;
+        if end > bound {
+            return None;
+        }
+        let base = self.base_for(end).ok()?;
+        // SAFETY: `offset + len <= bound <= file length` (caller's contract),
+        // and the mapping at `base` covers `end` bytes and lives as long as
+        // `self`. The range lies below the committed end, which no writer
+        // (in this or any process; all writers are carboy) writes again
+        // while the file is live, so the bytes do not change for the
+        // lifetime of the borrow.
+        Some(unsafe { std::slice::from_raw_parts(base.add(offset as usize), len as usize) })
+    }
+
+    /// Copies `data` to `offset`. Writer only.
+    ///
+    /// The caller holds the exclusive lock and `offset` is at or above the
+    /// committed end and `offset + data.len()` at or below the allocated
+    /// end: no reader can reach these bytes yet.
+    pub(crate) fn write(&self, offset: u64, data: &[u8], alloc_end: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= alloc_end)
+            .ok_or_else(|| io::Error::other("write past the allocated end of the file"))?;
+        let base = self.base_for(end)?;
+        // SAFETY: the destination range lies within the mapping (base_for)
+        // and within the file's allocated length, so the pages are backed.
+        // It is above the committed end, so no reader holds a reference to
+        // it (slots are published only after the bytes are written), and
+        // the exclusive lock keeps other writers out. `data` is a separate
+        // allocation or an immutable range below the committed end, never
+        // overlapping the destination.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(offset as usize), data.len());
+        }
+        Ok(())
+    }
+
+    /// Lets `fill` write `len` bytes at `offset` in place. Same contract as
+    /// [`write`](Self::write): the range is unpublished and the caller holds
+    /// the exclusive lock.
+    pub(crate) fn fill<R>(
+        &self,
+        offset: u64,
+        len: u64,
+        alloc_end: u64,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> io::Result<R> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= alloc_end)
+            .ok_or_else(|| io::Error::other("write past the allocated end of the file"))?;
+        let base = self.base_for(end)?;
+        // SAFETY: the range is mapped (base_for), backed by the file (below
+        // the allocated end), above the committed end so that no reader
+        // holds a reference into it, and the exclusive lock gives the
+        // caller sole access: a unique `&mut` over it aliases nothing for
+        // the duration of `fill`.
+        let slice =
+            unsafe { std::slice::from_raw_parts_mut(base.add(offset as usize), len as usize) };
+        Ok(fill(slice))
+    }
+
+    /// Fills `len` bytes at `offset` with zeros. Same contract as [`write`](Self::write).
+    pub(crate) fn zero(&self, offset: u64, len: u64, alloc_end: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= alloc_end)
+            .ok_or_else(|| io::Error::other("zeroing past the allocated end of the file"))?;
+        let base = self.base_for(end)?;
+        // SAFETY: as for `write`: the range is mapped, backed by the file,
+        // above the committed end and written only by the lock holder.
+        unsafe {
+            std::ptr::write_bytes(base.add(offset as usize), 0, len as usize);
+        }
+        Ok(())
+    }
+
+    /// Extends the file to `new_len` bytes with real blocks (fallocate), so
+    /// that a full disk is an error here rather than a SIGBUS later.
+    pub(crate) fn allocate(&self, old_len: u64, new_len: u64) -> io::Result<()> {
+        if new_len <= old_len {
+            return Ok(());
+        }
+        allocate(&self.file, old_len, new_len)?;
+        self.ensure_mapped(new_len)
+    }
+
+    /// Flushes the file's data and length to the device (`fdatasync`).
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Extends `file` from `old_len` to `new_len` with allocated blocks.
+pub(crate) fn allocate(file: &File, old_len: u64, new_len: u64) -> io::Result<()> {
+    match rustix::fs::fallocate(
+        file,
+        rustix::fs::FallocateFlags::empty(),
+        old_len,
+        new_len - old_len,
+    ) {
+        Ok(()) => Ok(()),
+        // Filesystems without fallocate: fall back to a sparse extension.
+        // A full disk then surfaces at writeback, not here (documented).
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+            file.set_len(new_len)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn reservation_for(len: u64) -> io::Result<usize> {
+    let want = len
+        .checked_mul(2)
+        .and_then(u64::checked_next_power_of_two)
+        .unwrap_or(u64::MAX)
+        .max(MIN_RESERVATION);
+    usize::try_from(want).map_err(|_| io::Error::other("file too large to map"))
+}
+
+fn map_raw(file: &File, len: usize) -> io::Result<MmapRaw> {
+    // A shared, read-write, file-backed mapping that may extend past the end
+    // of the file; pages past the end are never touched (see module docs).
+    MmapOptions::new().len(len).no_reserve_swap().map_raw(file)
+}
+
+/// The lock file: an exclusive `flock` for writers, a shared one for
+/// snapshots, and a mapped first page holding the generation word.
+pub(crate) struct LockFile {
+    file: File,
+    map: MmapRaw,
+}
+
+impl std::fmt::Debug for LockFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockFile").finish_non_exhaustive()
+    }
+}
+
+impl LockFile {
+    /// Maps the first page of an opened lock file that is at least
+    /// [`carboy_format::lockfile::SIZE`] bytes long (checked by the caller).
+    pub(crate) fn map(file: File) -> io::Result<LockFile> {
+        let map = MmapOptions::new()
+            .len(carboy_format::lockfile::SIZE as usize)
+            .map_raw(&file)?;
+        Ok(LockFile { file, map })
+    }
+
+    /// The generation live word.
+    pub(crate) fn generation(&self) -> &AtomicU64 {
+        // SAFETY: the mapping is SIZE (4096) bytes long, backed by a file of
+        // at least that length (checked before mapping), lives as long as
+        // `self`, and is page-aligned, so the word at OFF_GENERATION (64) is
+        // in bounds and 8-aligned. It is only accessed atomically.
+        unsafe {
+            AtomicU64::from_ptr(
+                self.map
+                    .as_mut_ptr()
+                    .add(carboy_format::lockfile::OFF_GENERATION)
+                    .cast::<u64>(),
+            )
+        }
+    }
+
+    /// Blocks until this process holds the exclusive lock.
+    pub(crate) fn lock_exclusive(&self) -> io::Result<()> {
+        self.file.lock()
+    }
+
+    /// Takes the exclusive lock if nobody holds any lock.
+    pub(crate) fn try_lock_exclusive(&self) -> io::Result<bool> {
+        match self.file.try_lock() {
+            Ok(()) => Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// Blocks until this process holds a shared lock.
+    pub(crate) fn lock_shared(&self) -> io::Result<()> {
+        self.file.lock_shared()
+    }
+
+    /// Releases whichever lock this process holds.
+    pub(crate) fn unlock(&self) -> io::Result<()> {
+        self.file.unlock()
+    }
+}

@@ -1,0 +1,188 @@
+//! One opened data file: its mapping, its header, and checked reads of its
+//! records and index.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+
+use carboy_format::header::{self, HEADER_SIZE, Header, live};
+use carboy_format::record::{self, Prefix, Record};
+
+use crate::error::{Error, Result};
+use crate::file::MappedFile;
+
+/// An opened data file.
+#[derive(Debug)]
+pub(crate) struct FileState {
+    pub(crate) map: MappedFile,
+    pub(crate) header: Header,
+    /// (device, inode) of the data file.
+    pub(crate) dev_ino: (u64, u64),
+}
+
+/// The current index block: where it is and how big.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IndexView {
+    pub(crate) offset: u64,
+    pub(crate) log2: u32,
+}
+
+impl IndexView {
+    pub(crate) fn capacity(&self) -> u64 {
+        1u64 << self.log2
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        record::index_len(self.log2)
+    }
+
+    pub(crate) fn slot_offset(&self, bucket: u64) -> u64 {
+        self.offset + record::INDEX_HEADER_LEN as u64 + bucket * 8
+    }
+}
+
+/// Live words read from a header page copy, before the file is mapped.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LiveWords {
+    pub(crate) commit_end: u64,
+    pub(crate) alloc_end: u64,
+    pub(crate) index_offset: u64,
+}
+
+impl FileState {
+    /// Opens the data file at `path` for reading and writing, verifies its
+    /// header and maps it.
+    ///
+    /// Returns the state and whether the live words are plausible (when they
+    /// are not, the caller rebuilds the index before using it).
+    pub(crate) fn open(path: &Path) -> Result<(FileState, bool)> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Error::NotFound {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    Error::io("open", path, e)
+                }
+            })?;
+        Self::from_file(file, path)
+    }
+
+    pub(crate) fn from_file(file: File, path: &Path) -> Result<(FileState, bool)> {
+        let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+        let len = meta.len();
+        let mut page = vec![0u8; HEADER_SIZE.min(len) as usize];
+        file.read_exact_at(&mut page, 0)
+            .map_err(|e| Error::io("read header of", path, e))?;
+        let header = Header::decode(&page).map_err(|source| Error::NotCarboy {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // The header page is complete (decode checked its length), so every
+        // live word can be read from the copy.
+        let word =
+            |off: usize| u64::from_le_bytes(page[off..off + 8].try_into().unwrap_or_default());
+        let words = LiveWords {
+            commit_end: word(live::COMMIT_END),
+            alloc_end: word(live::ALLOC_END),
+            index_offset: word(live::INDEX_OFFSET),
+        };
+        let plausible = words.commit_end >= HEADER_SIZE
+            && words.commit_end <= len
+            && words.alloc_end <= len
+            && words.index_offset >= HEADER_SIZE
+            && words.index_offset < words.commit_end
+            && words.commit_end.is_multiple_of(8);
+        let map = MappedFile::map(file, path, len).map_err(|e| Error::io("mmap", path, e))?;
+        let state = FileState {
+            map,
+            header,
+            dev_ino: (meta.dev(), meta.ino()),
+        };
+        let plausible = plausible && state.index().is_ok();
+        Ok((state, plausible))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.map.path()
+    }
+
+    pub(crate) fn load(&self, word: usize) -> u64 {
+        self.map.load(word)
+    }
+
+    pub(crate) fn store(&self, word: usize, value: u64) {
+        self.map.store(word, value)
+    }
+
+    pub(crate) fn commit_end(&self) -> u64 {
+        self.load(live::COMMIT_END)
+    }
+
+    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
+        carboy_format::key_hash(&self.header.hash_key, key)
+    }
+
+    pub(crate) fn corruption(&self, offset: u64, detail: impl ToString) -> Error {
+        Error::corruption(self.path(), offset, detail)
+    }
+
+    /// The current index block, verified.
+    pub(crate) fn index(&self) -> Result<IndexView> {
+        let bound = self.commit_end();
+        let offset = self.load(live::INDEX_OFFSET);
+        self.index_at(offset, bound)
+    }
+
+    /// The index block at `offset`, verified against `bound`.
+    pub(crate) fn index_at(&self, offset: u64, bound: u64) -> Result<IndexView> {
+        if offset < HEADER_SIZE || !offset.is_multiple_of(8) {
+            return Err(self.corruption(
+                header::live::INDEX_OFFSET as u64,
+                format!("index_offset {offset} is not an aligned offset in the log"),
+            ));
+        }
+        let head = self
+            .map
+            .bytes(offset, record::INDEX_HEADER_LEN as u64, bound)
+            .ok_or_else(|| {
+                self.corruption(
+                    offset,
+                    format!("index block lies past the committed end {bound}"),
+                )
+            })?;
+        let log2 = record::decode_index_header(head).map_err(|e| self.corruption(offset, e))?;
+        let view = IndexView { offset, log2 };
+        if offset.checked_add(view.len()).is_none_or(|end| end > bound) {
+            return Err(self.corruption(offset, "index block extends past the committed end"));
+        }
+        Ok(view)
+    }
+
+    /// Reads and verifies the put or delete record at `offset`, which must
+    /// lie entirely below `bound`.
+    pub(crate) fn record(&self, offset: u64, bound: u64) -> Result<Record<'_>> {
+        let prefix = self
+            .map
+            .bytes(offset, record::PREFIX_LEN as u64, bound)
+            .ok_or_else(|| self.corruption(offset, format!("record lies past the end {bound}")))?;
+        let p = Prefix::decode(prefix).map_err(|e| self.corruption(offset, e))?;
+        let covered = p.covered_len();
+        let bytes = self
+            .map
+            .bytes(offset, covered, bound)
+            .ok_or_else(|| self.corruption(offset, format!("record runs past the end {bound}")))?;
+        record::decode(bytes).map_err(|e| self.corruption(offset, e))
+    }
+
+    /// Raw bytes of the whole block at `offset` (for copying verbatim).
+    pub(crate) fn block_bytes(&self, offset: u64, len: u64, bound: u64) -> Result<&[u8]> {
+        self.map
+            .bytes(offset, len, bound)
+            .ok_or_else(|| self.corruption(offset, "block runs past the end"))
+    }
+}

@@ -1,0 +1,230 @@
+//! The index: open addressing with linear probing over 8-byte atomic slots.
+//!
+//! The probe loop is [`probe`]; everything that reads or writes slots goes
+//! through it. Slots only ever go from empty to a record offset, or from one
+//! record offset to a newer one for the same key (a delete is a record
+//! too), so a lock-free reader walking a probe chain can never miss a key
+//! that was present before its walk began.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use carboy_format::record::{Kind, Record};
+use carboy_format::slot;
+
+use super::file_state::{FileState, IndexView};
+use crate::error::Result;
+
+/// Where a key is, or where it would go.
+pub(crate) enum Probe<'a> {
+    /// The key's slot and its newest record.
+    Found {
+        slot: &'a AtomicU64,
+        offset: u64,
+        record: Record<'a>,
+    },
+    /// The key is absent; this is the first empty slot on its chain.
+    Vacant { slot: &'a AtomicU64 },
+    /// Every slot is taken and none holds the key (the table is kept below
+    /// 3/4 full, so this means a damaged file).
+    Full,
+}
+
+/// Walks the probe chain of `key` in `idx`.
+///
+/// Records must lie below `bound`; when `bound` is `None` the committed end
+/// is re-read after each slot load (the reader's path: a slot is published
+/// only after the end that covers its record, so the end loaded after the
+/// slot covers it).
+pub(crate) fn probe<'a>(
+    fs: &'a FileState,
+    idx: IndexView,
+    hash: u64,
+    key: &[u8],
+    bound: Option<u64>,
+) -> Result<Probe<'a>> {
+    let mask = idx.capacity() - 1;
+    let index_end = idx.offset + idx.len();
+    let want = slot::tag(hash);
+    let mut bucket = slot::bucket(hash, idx.log2);
+    for _ in 0..idx.capacity() {
+        let at = idx.slot_offset(bucket);
+        let word = fs
+            .map
+            .word(at, index_end)
+            .ok_or_else(|| fs.corruption(at, "index slot outside its index block"))?;
+        let s = u64::from_le(word.load(Ordering::Acquire));
+        if s == slot::EMPTY {
+            return Ok(Probe::Vacant { slot: word });
+        }
+        if slot::slot_tag(s) == want {
+            let offset = slot::offset(s);
+            if offset < index_end && offset >= idx.offset {
+                return Err(
+                    fs.corruption(at, format!("slot points into its own index at {offset}"))
+                );
+            }
+            let limit = bound.unwrap_or_else(|| fs.commit_end());
+            let record = fs.record(offset, limit)?;
+            if record.key == key {
+                return Ok(Probe::Found {
+                    slot: word,
+                    offset,
+                    record,
+                });
+            }
+        }
+        bucket = (bucket + 1) & mask;
+    }
+    Ok(Probe::Full)
+}
+
+/// Running changes to the counters kept in the live words.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) live_keys: i64,
+    pub(crate) used_slots: i64,
+    pub(crate) expiring_keys: i64,
+    pub(crate) dead_bytes: i64,
+}
+
+impl Counters {
+    fn add_record(&mut self, rec: &Record<'_>, sign: i64) {
+        // A delete record counts nowhere: it is dead weight from the
+        // moment it is written.
+        if rec.kind == Kind::Put {
+            self.live_keys += sign;
+            if rec.expiry != carboy_format::Expiry::Never {
+                self.expiring_keys += sign;
+            }
+        }
+    }
+}
+
+/// Points the slot for the record at `offset` (already written, below
+/// `bound`) at it, updating `counters`.
+pub(crate) fn publish(
+    fs: &FileState,
+    idx: IndexView,
+    offset: u64,
+    bound: u64,
+    counters: &mut Counters,
+) -> Result<()> {
+    let rec = fs.record(offset, bound)?;
+    let hash = fs.hash(rec.key);
+    let value = slot::pack(offset, hash)
+        .ok_or_else(|| fs.corruption(offset, "record offset cannot be addressed by a slot"))?;
+    match probe(fs, idx, hash, rec.key, Some(bound))? {
+        Probe::Found {
+            slot,
+            offset: old,
+            record: old_rec,
+        } => {
+            if old == offset {
+                return Ok(()); // replayed: already published
+            }
+            counters.add_record(&old_rec, -1);
+            if old_rec.kind == Kind::Put {
+                counters.dead_bytes += old_rec.len as i64;
+            }
+            slot.store(value.to_le(), Ordering::Release);
+        }
+        Probe::Vacant { slot } => {
+            counters.used_slots += 1;
+            slot.store(value.to_le(), Ordering::Release);
+        }
+        Probe::Full => {
+            return Err(fs.corruption(idx.offset, "index is full: no slot left for a new key"));
+        }
+    }
+    counters.add_record(&rec, 1);
+    if rec.kind == Kind::Delete {
+        counters.dead_bytes += rec.len as i64;
+    }
+    Ok(())
+}
+
+/// Copies every slot of `old` whose record is a put into the empty table
+/// `new` (both below `bound`), returning the number of slots used.
+pub(crate) fn rehash(fs: &FileState, old: IndexView, new: IndexView, bound: u64) -> Result<u64> {
+    let new_end = new.offset + new.len();
+    let mask = new.capacity() - 1;
+    let mut used = 0;
+    for b in 0..old.capacity() {
+        let s = load_slot(fs, old, b)?;
+        if s == slot::EMPTY {
+            continue;
+        }
+        let offset = slot::offset(s);
+        let rec = fs.record(offset, bound)?;
+        if rec.kind != Kind::Put {
+            continue;
+        }
+        let hash = fs.hash(rec.key);
+        let mut bucket = slot::bucket(hash, new.log2);
+        loop {
+            let at = new.slot_offset(bucket);
+            let word = fs
+                .map
+                .word(at, new_end)
+                .ok_or_else(|| fs.corruption(at, "index slot outside its index block"))?;
+            if word.load(Ordering::Relaxed) == 0 {
+                word.store(s.to_le(), Ordering::Relaxed);
+                used += 1;
+                break;
+            }
+            bucket = (bucket + 1) & mask;
+        }
+    }
+    Ok(used)
+}
+
+/// Loads slot `bucket` of `idx`.
+pub(crate) fn load_slot(fs: &FileState, idx: IndexView, bucket: u64) -> Result<u64> {
+    let at = idx.slot_offset(bucket);
+    let word = fs
+        .map
+        .word(at, idx.offset + idx.len())
+        .ok_or_else(|| fs.corruption(at, "index slot outside its index block"))?;
+    Ok(u64::from_le(word.load(Ordering::Acquire)))
+}
+
+/// The smallest capacity (as a power of two) that holds `keys` at most
+/// half full.
+pub(crate) fn log2_for(keys: u64) -> u32 {
+    let want = keys
+        .saturating_mul(2)
+        .max(1 << carboy_format::record::MIN_INDEX_LOG2);
+    let log2 = 64 - (want - 1).leading_zeros();
+    log2.clamp(
+        carboy_format::record::MIN_INDEX_LOG2,
+        carboy_format::record::MAX_INDEX_LOG2,
+    )
+}
+
+/// True when adding `new_keys` could take the table past 3/4 full.
+pub(crate) fn needs_growth(idx: IndexView, used: u64, new_keys: u64) -> bool {
+    used.saturating_add(new_keys).saturating_mul(4) > idx.capacity() * 3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log2_for_keeps_half_full() {
+        assert_eq!(log2_for(0), 4);
+        assert_eq!(log2_for(8), 4);
+        assert_eq!(log2_for(9), 5);
+        assert_eq!(log2_for(1_000_000), 21);
+    }
+
+    #[test]
+    fn growth_threshold_is_three_quarters() {
+        let idx = IndexView {
+            offset: 4096,
+            log2: 4,
+        };
+        assert!(!needs_growth(idx, 12, 0));
+        assert!(needs_growth(idx, 12, 1));
+    }
+}

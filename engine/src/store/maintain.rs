@@ -1,0 +1,511 @@
+//! Upkeep: statistics, compaction, deep verification and salvage.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use carboy_format::header::{HEADER_SIZE, live};
+use carboy_format::record::{self, Commit, Kind, Prefix};
+use carboy_format::{Expiry, slot};
+
+use super::Store;
+use super::file_state::FileState;
+use super::index::{self, Probe};
+use super::open;
+use crate::error::{Error, Result};
+use crate::options::Options;
+
+/// Figures about a namespace file, from its live words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The data file.
+    pub path: PathBuf,
+    /// Format version of the file.
+    pub format_version: u32,
+    /// Compaction generation.
+    pub generation: u64,
+    /// Bytes allocated to the file.
+    pub allocated_bytes: u64,
+    /// End of the committed log.
+    pub committed_bytes: u64,
+    /// Keys whose newest record is a put (expired ones included until
+    /// compaction drops them).
+    pub stored_keys: u64,
+    /// Of those, keys that carry an expiry.
+    pub expiring_keys: u64,
+    /// Occupied index slots (deleted keys keep theirs until the index is
+    /// rebuilt).
+    pub used_slots: u64,
+    /// Index capacity in slots.
+    pub index_capacity: u64,
+    /// Bytes compaction would reclaim (approximate).
+    pub dead_bytes: u64,
+    /// Id of the last committed transaction.
+    pub last_txn: u64,
+    /// When it committed, Unix milliseconds.
+    pub last_commit_unix_ms: u64,
+}
+
+/// What [`Store::compact`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactReport {
+    /// Committed bytes before.
+    pub bytes_before: u64,
+    /// Committed bytes after.
+    pub bytes_after: u64,
+    /// Keys kept.
+    pub keys: u64,
+    /// Expired keys dropped.
+    pub expired_dropped: u64,
+}
+
+/// One problem found by [`Store::verify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Byte offset in the data file.
+    pub offset: u64,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "offset {}: {}", self.offset, self.what)
+    }
+}
+
+/// What [`Store::verify`] checked and found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Records (puts and deletes) that verified.
+    pub records: u64,
+    /// Committed transactions that verified.
+    pub transactions: u64,
+    /// Index slots checked.
+    pub slots: u64,
+    /// Live keys found.
+    pub live_keys: u64,
+    /// Every problem, with its offset.
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// True when nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// What [`salvage`](crate::salvage) recovered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SalvageReport {
+    /// Keys written to the new file.
+    pub keys: u64,
+    /// Records that verified and belonged to a committed transaction.
+    pub records: u64,
+    /// Records that verified but whose transaction's commit marker was not
+    /// found (dropped: they may never have committed).
+    pub uncommitted_records: u64,
+    /// Damaged byte ranges skipped, as (offset, length).
+    pub damaged: Vec<(u64, u64)>,
+}
+
+/// One block found by walking a log byte by byte where it is damaged.
+enum Block<'a> {
+    Record(u64, record::Record<'a>),
+    Commit(u64, Commit),
+    Index(u64, u64),
+    Damaged(u64, u64),
+}
+
+/// Walks `from..limit`, yielding every block that verifies and every
+/// damaged range between them (resynchronizing at 8-byte steps).
+fn walk(fs: &FileState, from: u64, limit: u64, stop_at_zeros: bool) -> Vec<Block<'_>> {
+    let mut out = Vec::new();
+    let mut pos = from;
+    let mut bad_from: Option<u64> = None;
+    while pos + record::PREFIX_LEN as u64 <= limit {
+        let head = fs
+            .map
+            .bytes(pos, record::PREFIX_LEN as u64, limit)
+            .unwrap_or(&[]);
+        if stop_at_zeros && bad_from.is_none() && head.iter().all(|&b| b == 0) {
+            break;
+        }
+        let found = Prefix::decode(head).ok().and_then(|p| match p.kind {
+            Kind::Put | Kind::Delete => fs
+                .record(pos, limit)
+                .ok()
+                .map(|r| (Block::Record(pos, r), p.block_len())),
+            Kind::Commit => fs
+                .map
+                .bytes(pos, record::COMMIT_LEN, limit)
+                .and_then(|b| Commit::decode(b).ok())
+                .map(|c| (Block::Commit(pos, c), record::COMMIT_LEN)),
+            Kind::Index => fs
+                .index_at(pos, limit)
+                .ok()
+                .map(|v| (Block::Index(pos, v.len()), v.len())),
+        });
+        match found {
+            Some((block, len)) => {
+                if let Some(start) = bad_from.take() {
+                    out.push(Block::Damaged(start, pos - start));
+                }
+                out.push(block);
+                pos += len;
+            }
+            None => {
+                bad_from.get_or_insert(pos);
+                pos += 8;
+            }
+        }
+    }
+    if let Some(start) = bad_from {
+        out.push(Block::Damaged(start, limit.max(pos) - start));
+    }
+    out
+}
+
+impl Store {
+    /// Figures about the file, read from its live words (no scan).
+    pub fn stats(&self) -> Result<Stats> {
+        let fs = self.shared.current_file()?;
+        let idx = fs.index()?;
+        Ok(Stats {
+            path: fs.path().to_path_buf(),
+            format_version: fs.header.version,
+            generation: fs.header.generation,
+            allocated_bytes: fs.load(live::ALLOC_END),
+            committed_bytes: fs.commit_end(),
+            stored_keys: fs.load(live::LIVE_KEYS),
+            expiring_keys: fs.load(live::EXPIRING_KEYS),
+            used_slots: fs.load(live::USED_SLOTS),
+            index_capacity: idx.capacity(),
+            dead_bytes: fs.load(live::DEAD_BYTES),
+            last_txn: fs.load(live::TXN_ID),
+            last_commit_unix_ms: fs.load(live::LAST_COMMIT_MS),
+        })
+    }
+
+    /// Rewrites the file with only its live, unexpired entries and renames
+    /// it into place. Other processes keep reading the old file until their
+    /// next operation, then move to the new one; writers wait meanwhile.
+    pub fn compact(&self) -> Result<CompactReport> {
+        self.rewrite(true)
+    }
+
+    /// Removes every entry (by compacting to an empty file).
+    pub fn clear(&self) -> Result<()> {
+        self.rewrite(false).map(|_| ())
+    }
+
+    fn rewrite(&self, keep: bool) -> Result<CompactReport> {
+        let guard = self.shared.write_lock()?;
+        let old = Arc::clone(&guard.fs);
+        let bound = old.commit_end();
+        let idx = old.index()?;
+        let now = self.clock().now_unix_ms();
+        let mut blocks: Vec<&[u8]> = Vec::new();
+        let mut expired_dropped = 0;
+        if keep {
+            for b in 0..idx.capacity() {
+                let s = index::load_slot(&old, idx, b)?;
+                if s == slot::EMPTY {
+                    continue;
+                }
+                let offset = slot::offset(s);
+                let rec = old.record(offset, bound)?;
+                if rec.kind != Kind::Put {
+                    continue;
+                }
+                if rec.expiry.is_expired_at(now) {
+                    expired_dropped += 1;
+                    continue;
+                }
+                blocks.push(old.block_bytes(offset, rec.len, bound)?);
+            }
+        }
+        let generation = old.header.generation + 1;
+        let path = self.shared.data_path.clone();
+        let tmp = open::temp_path(&path, "compact")?;
+        let opts = Options::new()
+            .clock(Arc::clone(&self.clock))
+            .expected_keys(blocks.len() as u64);
+        let built = open::write_new_file(&tmp, &old.header.name, generation, &opts, &blocks);
+        if let Err(e) = built {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        // Announce the new generation, then move the file into place.
+        self.shared
+            .lock
+            .generation()
+            .store(generation.to_le(), Ordering::Release);
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            self.shared
+                .lock
+                .generation()
+                .store(old.header.generation.to_le(), Ordering::Release);
+            return Err(Error::io("rename", &tmp, e));
+        }
+        open::sync_dir(&path)?;
+        old.store(live::SUPERSEDED, 1);
+        let (fresh, _) = FileState::open(&path)?;
+        let bytes_after = fresh.commit_end();
+        self.shared.file.store(Arc::new(fresh));
+        self.shared.checked_gen.store(generation, Ordering::Release);
+        drop(guard);
+        Ok(CompactReport {
+            bytes_before: bound,
+            bytes_after,
+            keys: blocks.len() as u64,
+            expired_dropped,
+        })
+    }
+
+    /// Checks every byte carboy can check: every record's and commit
+    /// marker's CRC, the transaction chain, every index slot (it must point
+    /// at the newest record of its key, reachable by a probe), and the
+    /// counters. Holds a shared lock while it runs.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let snap = self.snapshot()?;
+        let fs = &snap.fs;
+        let bound = snap.bound;
+        let mut report = VerifyReport::default();
+        let problem = |report: &mut VerifyReport, offset: u64, what: String| {
+            report.problems.push(Problem { offset, what });
+        };
+
+        // 1. The log: every block, the transaction chain, newest record per key.
+        let mut newest: HashMap<&[u8], (u64, Kind)> = HashMap::new();
+        let mut pending: Vec<(u64, record::Record<'_>)> = Vec::new();
+        let mut txn_start = HEADER_SIZE;
+        let mut last_txn = 0;
+        for block in walk(fs, HEADER_SIZE, bound, false) {
+            match block {
+                Block::Record(off, rec) => pending.push((off, rec)),
+                Block::Commit(off, c) => {
+                    if c.txn_id != last_txn + 1 || c.txn_start != txn_start {
+                        problem(
+                            &mut report,
+                            off,
+                            format!(
+                                "commit marker of txn {} (start {}) breaks the chain: expected \
+                                 txn {} starting at {}",
+                                c.txn_id,
+                                c.txn_start,
+                                last_txn + 1,
+                                txn_start
+                            ),
+                        );
+                    } else if c.records as usize != pending.len() {
+                        problem(
+                            &mut report,
+                            off,
+                            format!(
+                                "commit marker counts {} records, {} verified",
+                                c.records,
+                                pending.len()
+                            ),
+                        );
+                    }
+                    last_txn = c.txn_id;
+                    report.transactions += 1;
+                    for (o, r) in pending.drain(..) {
+                        report.records += 1;
+                        newest.insert(r.key, (o, r.kind));
+                    }
+                    txn_start = off + record::COMMIT_LEN;
+                }
+                Block::Index(off, len) => txn_start = off + len,
+                Block::Damaged(off, len) => {
+                    problem(
+                        &mut report,
+                        off,
+                        format!("{len} bytes that are no valid block"),
+                    );
+                    pending.clear();
+                }
+            }
+        }
+        if !pending.is_empty() {
+            problem(
+                &mut report,
+                pending[0].0,
+                format!(
+                    "{} records below the committed end have no commit marker",
+                    pending.len()
+                ),
+            );
+        }
+        if last_txn != fs.load(live::TXN_ID) {
+            problem(
+                &mut report,
+                live::TXN_ID as u64,
+                format!(
+                    "last txn id is {}, the log ends with txn {last_txn}",
+                    fs.load(live::TXN_ID)
+                ),
+            );
+        }
+
+        // 2. The index: every slot points at the newest record of its key.
+        let idx = snap.idx;
+        let mut indexed = 0u64;
+        let mut used = 0u64;
+        for b in 0..idx.capacity() {
+            let s = index::load_slot(fs, idx, b)?;
+            report.slots += 1;
+            if s == slot::EMPTY {
+                continue;
+            }
+            used += 1;
+            let at = idx.slot_offset(b);
+            let offset = slot::offset(s);
+            let rec = match fs.record(offset, bound) {
+                Ok(r) => r,
+                Err(e) => {
+                    problem(&mut report, at, format!("slot points at a bad record: {e}"));
+                    continue;
+                }
+            };
+            let hash = fs.hash(rec.key);
+            if slot::slot_tag(s) != slot::tag(hash) {
+                problem(
+                    &mut report,
+                    at,
+                    "slot tag does not match its key's hash".into(),
+                );
+            }
+            match index::probe(fs, idx, hash, rec.key, Some(bound)) {
+                Ok(Probe::Found { offset: o, .. }) if o == offset => {}
+                _ => problem(
+                    &mut report,
+                    at,
+                    "slot is not reachable by its key's probe".into(),
+                ),
+            }
+            match newest.get(rec.key) {
+                Some(&(o, _)) if o == offset => {}
+                Some(&(o, _)) => problem(
+                    &mut report,
+                    at,
+                    format!("slot points at {offset}, the key's newest record is at {o}"),
+                ),
+                None => problem(
+                    &mut report,
+                    at,
+                    "slot points at a record of no committed transaction".into(),
+                ),
+            }
+            if rec.kind == Kind::Put {
+                indexed += 1;
+                if !rec.expiry.is_expired_at(snap.now) {
+                    report.live_keys += 1;
+                }
+            }
+        }
+        let in_log = newest.values().filter(|(_, k)| *k == Kind::Put).count() as u64;
+        if in_log != indexed {
+            problem(
+                &mut report,
+                idx.offset,
+                format!("the log holds {in_log} keys, the index {indexed}"),
+            );
+        }
+        if fs.load(live::LIVE_KEYS) != indexed {
+            problem(
+                &mut report,
+                live::LIVE_KEYS as u64,
+                format!(
+                    "live_keys says {}, the index holds {indexed}",
+                    fs.load(live::LIVE_KEYS)
+                ),
+            );
+        }
+        if fs.load(live::USED_SLOTS) != used {
+            problem(
+                &mut report,
+                live::USED_SLOTS as u64,
+                format!(
+                    "used_slots says {}, {used} are used",
+                    fs.load(live::USED_SLOTS)
+                ),
+            );
+        }
+        Ok(report)
+    }
+}
+
+/// Builds a clean file at `dst` from every record of `src` that still
+/// verifies and belongs to a committed transaction; the newest record of
+/// each key wins. `src` is only read; `dst` must not exist.
+pub fn salvage(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> Result<SalvageReport> {
+    let (src, dst) = (src.as_ref(), dst.as_ref());
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(src)
+        .map_err(|e| Error::io("open", src, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", src, e))?
+        .len();
+    let (fs, _) = FileState::from_file(file, src)?;
+    let mut report = SalvageReport::default();
+    let mut pending: Vec<(u64, record::Record<'_>)> = Vec::new();
+    let mut newest: HashMap<&[u8], (u64, record::Record<'_>)> = HashMap::new();
+    let mut order = 0u64;
+    for block in walk(&fs, HEADER_SIZE, len, true) {
+        match block {
+            Block::Record(off, rec) => pending.push((off, rec)),
+            Block::Commit(_, c) => {
+                for (off, rec) in pending.drain(..) {
+                    if off < c.txn_start {
+                        report.uncommitted_records += 1;
+                        continue;
+                    }
+                    report.records += 1;
+                    order += 1;
+                    newest.insert(rec.key, (order, rec));
+                }
+            }
+            Block::Index(..) => {}
+            Block::Damaged(off, n) => report.damaged.push((off, n)),
+        }
+    }
+    report.uncommitted_records += pending.len() as u64;
+    let mut live: Vec<(u64, record::Record<'_>)> = newest
+        .into_values()
+        .filter(|(_, r)| r.kind == Kind::Put)
+        .collect();
+    live.sort_by_key(|(o, _)| *o);
+    let mut blocks: Vec<Vec<u8>> = Vec::with_capacity(live.len());
+    for (_, rec) in &live {
+        let n = record::put_len(rec.key.len(), rec.value.len(), rec.expiry).unwrap_or(0) as usize;
+        let mut buf = vec![0u8; n];
+        record::encode_put(&mut buf, rec.key, rec.value, rec.expiry)
+            .map_err(|e| Error::corruption(src, 0, e))?;
+        blocks.push(buf);
+    }
+    report.keys = blocks.len() as u64;
+    let refs: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
+    let opts = Options::new().expected_keys(refs.len() as u64);
+    if dst.exists() {
+        return Err(Error::io(
+            "create",
+            dst,
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "salvage target exists"),
+        ));
+    }
+    open::create_file_with(dst, &fs.header.name, 0, &opts, &refs)?;
+    let _ = Expiry::Never;
+    Ok(report)
+}

@@ -1,0 +1,348 @@
+//! The namespace store: one data file, shared by threads and processes.
+//!
+//! Files of this module, by concern:
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `mod.rs` | the public [`Store`] API and the read path |
+//! | `file_state.rs` | one opened data file and checked reads of it |
+//! | `index.rs` | the probe loop and slot publishing |
+//! | `writer.rs` | the writer lock and the commit protocol |
+//! | `recovery.rs` | log scans, dead-writer replay, index rebuild |
+//! | `open.rs` | lock file, creation, registry, following compactions |
+//! | `snapshot.rs` | consistent reads and iteration under a shared lock |
+//! | `maintain.rs` | compaction, verification, salvage, statistics |
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use carboy_format::Expiry;
+use carboy_format::header::live;
+use carboy_format::record::Kind;
+use parking_lot::{Mutex, RwLock};
+
+use crate::Durability;
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::file::LockFile;
+use crate::options::Options;
+
+mod file_state;
+mod index;
+mod maintain;
+mod open;
+mod recovery;
+mod snapshot;
+mod writer;
+
+use file_state::FileState;
+use index::Probe;
+
+pub use maintain::{CompactReport, Problem, SalvageReport, Stats, VerifyReport, salvage};
+pub use snapshot::{Entry, Iter, Snapshot};
+pub use writer::Transaction;
+
+/// State shared by every handle of one namespace in this process.
+pub(crate) struct Shared {
+    lock: LockFile,
+    lock_path: PathBuf,
+    data_path: PathBuf,
+    /// The data file in use; replaced when a compaction moves the path to
+    /// a new file.
+    file: ArcSwap<FileState>,
+    /// In-process side of the locks: writers take it exclusively,
+    /// snapshots shared (flock alone cannot tell threads apart).
+    rw: RwLock<()>,
+    /// Snapshots of this process holding the shared flock.
+    shared_holders: Mutex<usize>,
+    /// Set when a write failed part way; cleared by [`Store::recover`].
+    latched: Mutex<Option<String>>,
+    /// The lock-file generation this process last reconciled with.
+    checked_gen: AtomicU64,
+    /// Serializes reloads after a compaction.
+    reload: Mutex<()>,
+}
+
+impl Shared {
+    /// Latches the store after a failed `op` and returns the error.
+    pub(crate) fn latch(&self, op: &'static str, e: std::io::Error) -> Error {
+        let err = Error::io(op, &self.data_path, e);
+        *self.latched.lock() = Some(err.to_string());
+        err
+    }
+
+    /// Latches the store with `err` as the cause and returns it.
+    pub(crate) fn latch_err(&self, err: Error) -> Error {
+        *self.latched.lock() = Some(err.to_string());
+        err
+    }
+}
+
+/// A namespace: one carboy data file, open for reading and writing.
+///
+/// `Store` is cheap to clone and `Send + Sync`; every clone, and every
+/// `Store` opened on the same file in this process, shares one mapping and
+/// one lock. Other processes may open the same file at the same time.
+///
+/// Point reads ([`get`](Store::get), [`get_owned`](Store::get_owned),
+/// [`contains`](Store::contains)) take no lock and make no system call in
+/// the steady state. Writes are serialized across threads and processes.
+///
+/// ```
+/// use carboy::Store;
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path().join("greetings.carboy"))?;
+/// store.put(b"en", b"hello")?;
+/// assert_eq!(store.get(b"en")?.as_deref(), Some(&b"hello"[..]));
+/// assert!(store.delete(b"en")?);
+/// assert!(store.get(b"en")?.is_none());
+/// # Ok::<(), carboy::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    durability: Durability,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.shared.data_path)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A value borrowed from the mapped file, without copying.
+///
+/// It keeps the file it points into alive (even if a compaction replaces
+/// it meanwhile); it derefs to `&[u8]`.
+pub struct ValueRef<'s> {
+    file: arc_swap::Guard<Arc<FileState>>,
+    offset: u64,
+    len: u64,
+    expiry: Expiry,
+    _store: std::marker::PhantomData<&'s Store>,
+}
+
+impl ValueRef<'_> {
+    /// When the value expires.
+    pub fn expiry(&self) -> Expiry {
+        self.expiry
+    }
+}
+
+impl std::ops::Deref for ValueRef<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // The range was read and verified when the guard was made, below
+        // the committed end, and `file` keeps the mapping alive.
+        self.file
+            .map
+            .bytes(self.offset, self.len, self.offset + self.len)
+            .unwrap_or_default()
+    }
+}
+
+impl AsRef<[u8]> for ValueRef<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl fmt::Debug for ValueRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValueRef")
+            .field("len", &self.len)
+            .field("expiry", &self.expiry)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the namespace file at `path` with default
+    /// [`Options`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Options::new().open(path)
+    }
+
+    /// Opens (or creates) namespace `name` in the data directory `dir`
+    /// with default [`Options`].
+    pub fn open_namespace(dir: impl AsRef<Path>, name: &str) -> Result<Store> {
+        Options::new().open_namespace(dir, name)
+    }
+
+    pub(crate) fn open_with(path: &Path, name: Option<&str>, opts: &Options) -> Result<Store> {
+        let shared = open::open_shared(path, name, opts)?;
+        Ok(Store {
+            shared,
+            durability: opts.durability,
+            clock: Arc::clone(&opts.clock),
+        })
+    }
+
+    /// The data file's path.
+    pub fn path(&self) -> &Path {
+        &self.shared.data_path
+    }
+
+    /// This handle's durability.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Borrows the value of `key` from the mapped file, or `None` when it
+    /// is absent or expired. The bytes are checked against their CRC first.
+    pub fn get(&self, key: &[u8]) -> Result<Option<ValueRef<'_>>> {
+        let file = self.shared.current_file()?;
+        let idx = file.index()?;
+        let hash = file.hash(key);
+        let (offset, len, expiry) = match index::probe(&file, idx, hash, key, None)? {
+            Probe::Found { offset, record, .. } => {
+                if record.kind != Kind::Put {
+                    return Ok(None);
+                }
+                if record.expiry != Expiry::Never
+                    && record.expiry.is_expired_at(self.clock.now_unix_ms())
+                {
+                    return Ok(None);
+                }
+                let value_at = record.value.as_ptr() as u64 - record.key.as_ptr() as u64
+                    + key_offset(offset, record.expiry);
+                (value_at, record.value.len() as u64, record.expiry)
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(ValueRef {
+            file,
+            offset,
+            len,
+            expiry,
+            _store: std::marker::PhantomData,
+        }))
+    }
+
+    /// The value of `key`, copied out.
+    pub fn get_owned(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// True when `key` has a value that has not expired.
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// Sets `key` to `value`, with no expiry, as one commit.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_with_expiry(key, value, Expiry::Never)
+    }
+
+    /// Sets `key` to `value`, readable for `ttl` from now (per this
+    /// store's clock).
+    pub fn put_for(&self, key: &[u8], value: &[u8], ttl: Duration) -> Result<()> {
+        let at = self
+            .clock
+            .now_unix_ms()
+            .saturating_add(ttl.as_millis().min(u128::from(u64::MAX)) as u64);
+        self.put_with_expiry(key, value, Expiry::AtUnixMs(at))
+    }
+
+    /// Sets `key` to `value`, readable until `expiry`, as one commit.
+    pub fn put_with_expiry(&self, key: &[u8], value: &[u8], expiry: Expiry) -> Result<()> {
+        writer::check_sizes(key, value)?;
+        let mut txn = self.transaction()?;
+        txn.put_with_expiry(key, value, expiry)?;
+        txn.commit()
+    }
+
+    /// Removes `key` as one commit; returns whether it was present.
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        writer::check_sizes(key, &[])?;
+        let mut txn = self.transaction()?;
+        let existed = txn.delete(key)?;
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    /// Starts a write transaction, waiting for the writer lock.
+    pub fn transaction(&self) -> Result<Transaction<'_>> {
+        let guard = self.shared.write_lock()?;
+        Ok(Transaction::begin(guard, self.durability, &*self.clock))
+    }
+
+    /// A consistent view for iteration and repeated reads: it holds a
+    /// shared lock, so writers (in every process) wait until it is dropped.
+    pub fn snapshot(&self) -> Result<Snapshot<'_>> {
+        Snapshot::new(self)
+    }
+
+    /// Iterates over every live entry, in no particular order, over a
+    /// consistent snapshot.
+    pub fn iter(&self) -> Result<Iter<'_>> {
+        Ok(self.snapshot()?.into_iter())
+    }
+
+    /// Every live key, in no particular order.
+    pub fn keys(&self) -> Result<Vec<Vec<u8>>> {
+        self.iter()?.map(|e| e.map(|e| e.key)).collect()
+    }
+
+    /// Number of live (present, unexpired) keys. Constant time unless some
+    /// keys carry an expiry, in which case they are counted.
+    pub fn len(&self) -> Result<u64> {
+        let file = self.shared.current_file()?;
+        if file.load(live::EXPIRING_KEYS) == 0 {
+            return Ok(file.load(live::LIVE_KEYS));
+        }
+        drop(file);
+        self.snapshot()?.len()
+    }
+
+    /// True when [`len`](Store::len) is zero.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Flushes every commit so far to the device (`fdatasync`), whatever
+    /// this handle's durability.
+    pub fn sync(&self) -> Result<()> {
+        let guard = self.shared.write_lock()?;
+        let end = guard.fs.commit_end();
+        guard
+            .fs
+            .map
+            .sync()
+            .map_err(|e| self.shared.latch("fsync", e))?;
+        guard.fs.store(live::SYNCED_END, end);
+        Ok(())
+    }
+
+    /// Clears the latch set by a failed write, after finishing any
+    /// half-done commit. Returns the cause that was latched, if any.
+    pub fn recover(&self) -> Result<Option<String>> {
+        let cause = self.shared.latched.lock().take();
+        match self.shared.write_lock() {
+            Ok(_guard) => Ok(cause),
+            Err(e) => {
+                *self.shared.latched.lock() = cause;
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+}
+
+/// Offset of the key of the record at `offset` with `expiry`.
+fn key_offset(offset: u64, expiry: Expiry) -> u64 {
+    let ext = if expiry == Expiry::Never { 0 } else { 8 };
+    offset + carboy_format::record::PREFIX_LEN as u64 + ext
+}

@@ -1,0 +1,407 @@
+//! Opening: the lock file, creating a data file atomically, the
+//! process-wide registry of open namespaces, and moving to the file a
+//! compaction put in place.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Weak};
+
+use arc_swap::ArcSwap;
+use carboy_format::header::{HEADER_SIZE, Header, live};
+use carboy_format::record::{self, Commit};
+use carboy_format::{FORMAT_VERSION, lockfile};
+use parking_lot::{Mutex, RwLock};
+
+use super::file_state::{FileState, IndexView};
+use super::index::{self, Counters};
+use super::{Shared, recovery};
+use crate::error::{Error, Result};
+use crate::file::{LockFile, MappedFile};
+use crate::options::Options;
+
+/// Every namespace this process has open, by the (device, inode) of its
+/// lock file: threads share one handle per file, because flock belongs to
+/// the open file description.
+type Registry = HashMap<(u64, u64), Weak<Shared>>;
+
+static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The lock file's path for a data file: the data file's name plus `.lock`.
+pub(crate) fn lock_path_for(data: &Path) -> PathBuf {
+    let mut name = data
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".lock");
+    data.with_file_name(name)
+}
+
+/// Opens the shared state of the namespace at `data_path`.
+pub(crate) fn open_shared(
+    data_path: &Path,
+    name: Option<&str>,
+    opts: &Options,
+) -> Result<Arc<Shared>> {
+    if data_path.file_name().is_none() {
+        return Err(Error::InvalidOption {
+            name: "path",
+            reason: format!("{} does not name a file", data_path.display()),
+        });
+    }
+    let lock_path = lock_path_for(data_path);
+    let (lock, key) = open_lock_file(&lock_path, data_path, opts.create)?;
+    let mut registry = REGISTRY.lock();
+    if let Some(shared) = registry.get(&key).and_then(Weak::upgrade) {
+        check_name(&shared.file.load(), name)?;
+        return Ok(shared);
+    }
+    registry.retain(|_, w| w.strong_count() > 0);
+
+    // Create the data file if needed, under the exclusive lock so that two
+    // processes never both create it.
+    lock.lock_exclusive()
+        .map_err(|e| Error::io("lock", &lock_path, e))?;
+    let opened = (|| {
+        if !data_path.exists() {
+            if !opts.create {
+                return Err(Error::NotFound {
+                    path: data_path.to_path_buf(),
+                });
+            }
+            create_file(data_path, name.unwrap_or_default().as_bytes(), 0, opts)?;
+        }
+        let (fs, plausible) = FileState::open(data_path)?;
+        check_name(&fs, name)?;
+        if !plausible || opts.rebuild_index || recovery::from_another_boot(&fs) {
+            recovery::rebuild(&fs)?;
+        } else {
+            recovery::recover_locked(&fs)?;
+        }
+        // The lock file may be new (or was recreated): make its generation
+        // name the file at the path.
+        lock.generation()
+            .store(fs.header.generation.to_le(), Ordering::Release);
+        Ok(fs)
+    })();
+    let _ = lock.unlock();
+    let fs = opened?;
+    let generation = fs.header.generation;
+    let shared = Arc::new(Shared {
+        lock,
+        lock_path,
+        data_path: data_path.to_path_buf(),
+        file: ArcSwap::from_pointee(fs),
+        rw: RwLock::new(()),
+        shared_holders: Mutex::new(0),
+        latched: Mutex::new(None),
+        checked_gen: AtomicU64::new(generation),
+        reload: Mutex::new(()),
+    });
+    registry.insert(key, Arc::downgrade(&shared));
+    Ok(shared)
+}
+
+fn check_name(fs: &FileState, name: Option<&str>) -> Result<()> {
+    if let Some(name) = name
+        && fs.header.name != name.as_bytes()
+    {
+        return Err(Error::NameMismatch {
+            path: fs.path().to_path_buf(),
+            expected: name.to_string(),
+            found: String::from_utf8_lossy(&fs.header.name).into_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Opens (creating and initializing if needed) the lock file.
+fn open_lock_file(
+    lock_path: &Path,
+    data_path: &Path,
+    create: bool,
+) -> Result<(LockFile, (u64, u64))> {
+    let mut oo = File::options();
+    oo.read(true).write(true);
+    if create || data_path.exists() {
+        oo.create(true);
+    }
+    let file = oo.open(lock_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound && !create {
+            Error::NotFound {
+                path: data_path.to_path_buf(),
+            }
+        } else {
+            Error::io("open lock file", lock_path, e)
+        }
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("stat", lock_path, e))?;
+    if meta.len() < lockfile::SIZE {
+        file.lock().map_err(|e| Error::io("lock", lock_path, e))?;
+        let result = (|| {
+            let len = file.metadata()?.len();
+            if len < lockfile::SIZE {
+                let mut head = vec![0u8; len as usize];
+                file.read_exact_at(&mut head, 0)?;
+                if head.iter().any(|&b| b != 0) {
+                    return Err(std::io::Error::other(
+                        "not a carboy lock file (short and not empty); remove it if no carboy \
+                         process uses this namespace",
+                    ));
+                }
+                crate::file::allocate(&file, len, lockfile::SIZE)?;
+                file.write_all_at(&lockfile::encode(), 0)?;
+            }
+            Ok(())
+        })();
+        let _ = file.unlock();
+        result.map_err(|e| Error::io("initialize lock file", lock_path, e))?;
+    }
+    let mut head = [0u8; 16];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| Error::io("read", lock_path, e))?;
+    if !lockfile::decode(&head).map_err(|source| Error::NotCarboy {
+        path: lock_path.to_path_buf(),
+        source,
+    })? {
+        // Zeros: a lock file whose creator died before writing its magic.
+        file.write_all_at(&lockfile::encode(), 0)
+            .map_err(|e| Error::io("initialize lock file", lock_path, e))?;
+    }
+    let key = (meta.dev(), meta.ino());
+    let lock = LockFile::map(file).map_err(|e| Error::io("mmap", lock_path, e))?;
+    Ok((lock, key))
+}
+
+fn random_bytes() -> Result<[u8; 16]> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| Error::Io {
+        op: "read random bytes",
+        path: PathBuf::from("getrandom"),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(b)
+}
+
+/// A temporary path beside `path`, unique to this process and call.
+pub(crate) fn temp_path(path: &Path, what: &str) -> Result<PathBuf> {
+    let tag = u64::from_le_bytes(random_bytes()?[..8].try_into().unwrap_or_default());
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".{what}-{}-{tag:016x}", std::process::id()));
+    Ok(path.with_file_name(name))
+}
+
+/// Syncs the directory holding `path`, so a rename into it is durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Creates a data file at `path` holding `blocks` (verbatim put records, as
+/// one transaction), atomically: it is built beside `path` and renamed into
+/// place. The caller holds the exclusive lock.
+pub(crate) fn create_file_with(
+    path: &Path,
+    name: &[u8],
+    generation: u64,
+    opts: &Options,
+    blocks: &[&[u8]],
+) -> Result<()> {
+    let tmp = temp_path(path, "new")?;
+    let result = write_new_file(&tmp, name, generation, opts, blocks)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e)))
+        .and_then(|()| sync_dir(path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn create_file(path: &Path, name: &[u8], generation: u64, opts: &Options) -> Result<()> {
+    create_file_with(path, name, generation, opts, &[])
+}
+
+pub(crate) fn write_new_file(
+    path: &Path,
+    name: &[u8],
+    generation: u64,
+    opts: &Options,
+    blocks: &[&[u8]],
+) -> Result<()> {
+    let header = Header {
+        version: FORMAT_VERSION,
+        hash_key: random_bytes()?,
+        file_id: random_bytes()?,
+        generation,
+        created_ms: opts.clock.now_unix_ms(),
+        name: name.to_vec(),
+    };
+    let head = header.encode().map_err(|e| Error::InvalidOption {
+        name: "namespace name",
+        reason: e.to_string(),
+    })?;
+    let body: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+    let marker_len = if blocks.is_empty() {
+        0
+    } else {
+        record::COMMIT_LEN
+    };
+    let log2 = index::log2_for(opts.expected_keys.max(blocks.len() as u64));
+    let idx = IndexView {
+        offset: HEADER_SIZE + body + marker_len,
+        log2,
+    };
+    let end = idx.offset + idx.len();
+    let alloc_end = end.next_multiple_of(1 << 16);
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Error::io("create", path, e))?;
+    crate::file::allocate(&file, 0, alloc_end)
+        .map_err(|e| Error::io("extend (fallocate)", path, e))?;
+    let map = MappedFile::map(file, path, alloc_end).map_err(|e| Error::io("mmap", path, e))?;
+    let io = |e| Error::io("write", path, e);
+    map.write(0, &head, alloc_end).map_err(io)?;
+    let mut pos = HEADER_SIZE;
+    let mut offsets = Vec::with_capacity(blocks.len());
+    let mut crc = crc32fast::Hasher::new();
+    for block in blocks {
+        map.write(pos, block, alloc_end).map_err(io)?;
+        crc.update(&block[..4]);
+        offsets.push(pos);
+        pos += block.len() as u64;
+    }
+    let now = opts.clock.now_unix_ms();
+    if !blocks.is_empty() {
+        let marker = Commit {
+            txn_id: 1,
+            txn_start: HEADER_SIZE,
+            unix_ms: now,
+            records: blocks.len() as u32,
+            records_crc: crc.finalize(),
+        };
+        let mut buf = [0u8; record::COMMIT_LEN as usize];
+        marker
+            .encode(&mut buf)
+            .map_err(|e| Error::corruption(path, pos, e))?;
+        map.write(pos, &buf, alloc_end).map_err(io)?;
+    }
+    let index_header =
+        record::encode_index_header(log2).map_err(|e| Error::corruption(path, idx.offset, e))?;
+    map.write(idx.offset, &index_header, alloc_end)
+        .map_err(io)?;
+    let fs = FileState {
+        map,
+        header,
+        dev_ino: (0, 0),
+    };
+    let mut counters = Counters::default();
+    for off in offsets {
+        index::publish(&fs, idx, off, idx.offset, &mut counters)?;
+    }
+    fs.store(live::INDEX_OFFSET, idx.offset);
+    fs.store(live::COMMIT_END, end);
+    fs.store(live::INDEXED_END, end);
+    fs.store(live::TXN_ID, u64::from(!blocks.is_empty()));
+    fs.store(live::SYNCED_END, idx.offset);
+    fs.store(live::ALLOC_END, alloc_end);
+    fs.store(live::LAST_COMMIT_MS, now);
+    fs.store(live::LIVE_KEYS, counters.live_keys.max(0) as u64);
+    fs.store(live::USED_SLOTS, counters.used_slots.max(0) as u64);
+    fs.store(live::EXPIRING_KEYS, counters.expiring_keys.max(0) as u64);
+    fs.store(live::DEAD_BYTES, marker_len);
+    if let Some((lo, hi)) = recovery::boot_id() {
+        fs.store(live::BOOT_ID_LO, lo);
+        fs.store(live::BOOT_ID_HI, hi);
+    }
+    fs.map.sync().map_err(|e| Error::io("fsync", path, e))?;
+    Ok(())
+}
+
+impl Shared {
+    /// With the writer lock held: returns the file at the path, moving to
+    /// it (and repairing the lock file's generation) when a compaction
+    /// replaced `current`.
+    pub(crate) fn adopt_current_file_locked(
+        &self,
+        current: &Arc<FileState>,
+    ) -> Result<Arc<FileState>> {
+        let lock_gen = u64::from_le(self.lock.generation().load(Ordering::Acquire));
+        if lock_gen == current.header.generation && current.load(live::SUPERSEDED) == 0 {
+            return Ok(Arc::clone(current));
+        }
+        let (fs, plausible) = FileState::open(&self.data_path)?;
+        if !plausible {
+            recovery::rebuild(&fs)?;
+        }
+        let fs = if fs.dev_ino == current.dev_ino {
+            Arc::clone(current)
+        } else {
+            let fs = Arc::new(fs);
+            self.file.store(Arc::clone(&fs));
+            fs
+        };
+        // A compactor that died between raising the generation and the
+        // rename leaves the old file in place: put the word back.
+        self.lock
+            .generation()
+            .store(fs.header.generation.to_le(), Ordering::Release);
+        self.checked_gen
+            .store(fs.header.generation, Ordering::Release);
+        Ok(fs)
+    }
+
+    /// The reader's check that it uses the current file: one atomic load
+    /// of the lock file's generation word, compared with the last one this
+    /// process reconciled. Mismatches take the slow path.
+    pub(crate) fn current_file(&self) -> Result<arc_swap::Guard<Arc<FileState>>> {
+        let lock_gen = u64::from_le(self.lock.generation().load(Ordering::Acquire));
+        if lock_gen != self.checked_gen.load(Ordering::Acquire) {
+            self.reload(lock_gen)?;
+        }
+        Ok(self.file.load())
+    }
+
+    fn reload(&self, lock_gen: u64) -> Result<()> {
+        let _one = self.reload.lock();
+        if lock_gen == self.checked_gen.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let current = self.file.load_full();
+        let (fs, plausible) = FileState::open(&self.data_path)?;
+        if fs.header.generation == lock_gen && plausible {
+            if fs.dev_ino != current.dev_ino {
+                self.file.store(Arc::new(fs));
+            }
+            self.checked_gen.store(lock_gen, Ordering::Release);
+            return Ok(());
+        }
+        // A compaction is between raising the generation and renaming, or
+        // its process died there. Keep reading the file we have (nobody
+        // writes it while a compactor holds the lock); if no writer holds
+        // the lock, repair the word ourselves.
+        if let Some(_w) = self.rw.try_write()
+            && self
+                .lock
+                .try_lock_exclusive()
+                .map_err(|e| Error::io("lock", &self.lock_path, e))?
+        {
+            let result = self.adopt_current_file_locked(&current);
+            let _ = self.lock.unlock();
+            result?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,409 @@
+//! The write path: the writer lock and the commit protocol, in one place.
+//!
+//! A transaction appends its records above the committed end, where no
+//! reader looks. [`Transaction::commit`] then, in this order:
+//!
+//! 1. appends a commit marker that names the transaction's id, first
+//!    offset, record count and the CRC of its records' CRCs;
+//! 2. if the index would pass 3/4 full, builds a larger index block after
+//!    the marker (unpublished, so readers keep using the old one);
+//! 3. with [`Durability::Sync`], `fdatasync`s the file;
+//! 4. stores the new committed end (the commit point: from here on a crash
+//!    keeps the transaction), then the new index offset;
+//! 5. points the index slots at the new records (readers now see them);
+//! 6. stores the counters, `indexed_end = committed end`, and clears
+//!    `write_pending`.
+//!
+//! A writer that dies before step 4 leaves garbage above the committed end,
+//! which the next writer overwrites. One that dies between 4 and 6 leaves
+//! `indexed_end < commit_end`; the next writer replays the records in
+//! between (see `recovery.rs`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use carboy_format::Expiry;
+use carboy_format::header::live;
+use carboy_format::record::{self, Commit, Kind};
+use carboy_format::slot::MAX_OFFSET;
+use parking_lot::RwLockWriteGuard;
+
+use super::Shared;
+use super::file_state::{FileState, IndexView};
+use super::index::{self, Counters, Probe};
+use crate::Durability;
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+
+/// Holds the in-process write lock and the exclusive flock.
+pub(crate) struct WriteGuard<'s> {
+    pub(crate) shared: &'s Shared,
+    _rw: RwLockWriteGuard<'s, ()>,
+    pub(crate) fs: Arc<FileState>,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        // Unlocking cannot meaningfully fail; if it did, the descriptor's
+        // close (at the latest) releases the lock.
+        let _ = self.shared.lock.unlock();
+    }
+}
+
+impl Shared {
+    /// Takes the writer lock (in-process, then flock), moves to the
+    /// current file if a compaction replaced it, and finishes whatever a
+    /// writer that died left half done.
+    pub(crate) fn write_lock(&self) -> Result<WriteGuard<'_>> {
+        if let Some(cause) = self.latched.lock().clone() {
+            return Err(Error::Latched {
+                path: self.data_path.clone(),
+                cause,
+            });
+        }
+        let rw = self.rw.write();
+        self.lock
+            .lock_exclusive()
+            .map_err(|e| Error::io("lock", &self.lock_path, e))?;
+        let mut guard = WriteGuard {
+            shared: self,
+            _rw: rw,
+            fs: self.file.load_full(),
+        };
+        guard.fs = self.adopt_current_file_locked(&guard.fs)?;
+        super::recovery::recover_locked(&guard.fs)?;
+        Ok(guard)
+    }
+}
+
+/// A write transaction: reads see its own writes, and its writes become
+/// visible to everyone at once or not at all (after a crash too).
+///
+/// It holds the namespace's writer lock from [`Store::transaction`]
+/// until it is committed or dropped, so keep it short. Dropping it without
+/// committing discards its writes.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let store = carboy::Store::open(dir.path().join("counters.carboy"))?;
+/// let mut txn = store.transaction()?;
+/// let n = txn.get(b"hits")?.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()));
+/// txn.put(b"hits", &(n + 1).to_le_bytes())?;
+/// txn.commit()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// [`Store::transaction`]: crate::Store::transaction
+pub struct Transaction<'s> {
+    guard: WriteGuard<'s>,
+    durability: Durability,
+    clock: &'s dyn Clock,
+    /// Committed end when the transaction began: its first block goes here.
+    start: u64,
+    /// Where the next block goes.
+    cursor: u64,
+    alloc_end: u64,
+    /// Newest record of each key written by this transaction.
+    pending: HashMap<Vec<u8>, u64>,
+    records: u32,
+    records_crc: crc32fast::Hasher,
+    /// Bytes of this transaction's records that a later record of the same
+    /// transaction replaced.
+    dead: u64,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("path", &self.guard.fs.path())
+            .field("records", &self.records)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'s> Transaction<'s> {
+    pub(crate) fn begin(
+        guard: WriteGuard<'s>,
+        durability: Durability,
+        clock: &'s dyn Clock,
+    ) -> Transaction<'s> {
+        let fs = &guard.fs;
+        let start = fs.commit_end();
+        let alloc_end = fs.load(live::ALLOC_END).max(start);
+        Transaction {
+            guard,
+            durability,
+            clock,
+            start,
+            cursor: start,
+            alloc_end,
+            pending: HashMap::new(),
+            records: 0,
+            records_crc: crc32fast::Hasher::new(),
+            dead: 0,
+        }
+    }
+
+    fn fs(&self) -> &FileState {
+        &self.guard.fs
+    }
+
+    /// The value of `key` as this transaction sees it: its own writes first,
+    /// then the committed state. Expired values read as absent.
+    pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        let now = self.clock.now_unix_ms();
+        let fs = self.fs();
+        let rec = if let Some(&offset) = self.pending.get(key) {
+            fs.record(offset, self.cursor)?
+        } else {
+            match index::probe(fs, fs.index()?, fs.hash(key), key, Some(self.start))? {
+                Probe::Found { record, .. } => record,
+                _ => return Ok(None),
+            }
+        };
+        if rec.kind != Kind::Put || rec.expiry.is_expired_at(now) {
+            return Ok(None);
+        }
+        Ok(Some(rec.value))
+    }
+
+    /// True when [`get`](Self::get) would return a value.
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// Sets `key` to `value`, with no expiry.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_with_expiry(key, value, Expiry::Never)
+    }
+
+    /// Sets `key` to `value`, readable until `expiry`.
+    pub fn put_with_expiry(&mut self, key: &[u8], value: &[u8], expiry: Expiry) -> Result<()> {
+        check_sizes(key, value)?;
+        self.append(Kind::Put, key, value, expiry)
+    }
+
+    /// Removes `key`; returns whether it was present (and not expired).
+    pub fn delete(&mut self, key: &[u8]) -> Result<bool> {
+        check_sizes(key, &[])?;
+        let now = self.clock.now_unix_ms();
+        let fs = self.fs();
+        let newest = if let Some(&offset) = self.pending.get(key) {
+            Some(fs.record(offset, self.cursor)?)
+        } else {
+            match index::probe(fs, fs.index()?, fs.hash(key), key, Some(self.start))? {
+                Probe::Found { record, .. } => Some(record),
+                _ => None,
+            }
+        };
+        let Some(rec) = newest else {
+            return Ok(false);
+        };
+        if rec.kind != Kind::Put {
+            return Ok(false);
+        }
+        let was_visible = !rec.expiry.is_expired_at(now);
+        self.append(Kind::Delete, key, &[], Expiry::Never)?;
+        Ok(was_visible)
+    }
+
+    /// Makes room for `end` bytes, extending the file with real blocks.
+    fn reserve(&mut self, end: u64) -> Result<()> {
+        if end <= self.alloc_end {
+            return Ok(());
+        }
+        if end > MAX_OFFSET {
+            return Err(Error::FileTooLarge {
+                path: self.fs().path().to_path_buf(),
+                wanted: end,
+                max: MAX_OFFSET,
+            });
+        }
+        let step = (self.alloc_end / 8).clamp(1 << 20, 1 << 30);
+        let new_end = end
+            .max(self.alloc_end + step)
+            .next_multiple_of(1 << 16)
+            .min(MAX_OFFSET);
+        let fs = &self.guard.fs;
+        fs.map
+            .allocate(self.alloc_end, new_end)
+            .map_err(|e| Error::io("extend (fallocate)", fs.path(), e))?;
+        fs.store(live::ALLOC_END, new_end);
+        self.alloc_end = new_end;
+        Ok(())
+    }
+
+    fn append(&mut self, kind: Kind, key: &[u8], value: &[u8], expiry: Expiry) -> Result<()> {
+        let len = record::put_len(key.len(), value.len(), expiry).ok_or(Error::KeyTooLong {
+            len: key.len(),
+            max: record::MAX_KEY_LEN,
+        })?;
+        let offset = self.cursor;
+        self.reserve(offset + len + record::COMMIT_LEN)?;
+        if self.records == 0 {
+            self.fs().store(live::WRITE_PENDING, 1);
+        }
+        let fs = &self.guard.fs;
+        let encoded = fs
+            .map
+            .fill(offset, len, self.alloc_end, |out| match kind {
+                Kind::Put => record::encode_put(out, key, value, expiry),
+                _ => record::encode_delete(out, key),
+            })
+            .map_err(|e| Error::io("write", fs.path(), e))?
+            .map_err(|e| fs.corruption(offset, e))?;
+        debug_assert_eq!(encoded as u64, len);
+        let crc = fs
+            .map
+            .bytes(offset, 4, self.alloc_end)
+            .and_then(record::stored_crc)
+            .unwrap_or_default();
+        self.records_crc.update(&crc.to_le_bytes());
+        self.records += 1;
+        self.cursor += len;
+        if let Some(old) = self.pending.insert(key.to_vec(), offset) {
+            self.dead += fs.record(old, self.cursor).map(|r| r.len).unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    /// Makes every write of this transaction durable (per the store's
+    /// [`Durability`]) and visible, all at once.
+    pub fn commit(mut self) -> Result<()> {
+        if self.records == 0 {
+            return Ok(());
+        }
+        // On an error before the commit point `records` is still set and
+        // dropping `self` discards the writes; after it, `records` is 0.
+        self.commit_inner()
+    }
+
+    fn commit_inner(&mut self) -> Result<()> {
+        let fs = Arc::clone(&self.guard.fs);
+        let txn_id = fs.load(live::TXN_ID) + 1;
+        let marker = Commit {
+            txn_id,
+            txn_start: self.start,
+            unix_ms: self.clock.now_unix_ms(),
+            records: self.records,
+            records_crc: self.records_crc.clone().finalize(),
+        };
+        let at = self.cursor;
+        fs.map
+            .fill(at, record::COMMIT_LEN, self.alloc_end, |out| {
+                marker.encode(out)
+            })
+            .map_err(|e| Error::io("write", fs.path(), e))?
+            .map_err(|e| fs.corruption(at, e))?;
+        let mut end = at + record::COMMIT_LEN;
+
+        // Grow the index if this commit could take it past 3/4 full.
+        let old_idx = fs.index()?;
+        let used = fs.load(live::USED_SLOTS);
+        let mut counters = Counters::default();
+        let mut idx = old_idx;
+        let new_keys = self.pending.len() as u64;
+        if index::needs_growth(old_idx, used, new_keys) {
+            let live_keys = fs.load(live::LIVE_KEYS);
+            let log2 = index::log2_for(live_keys + new_keys);
+            let new_idx = IndexView { offset: end, log2 };
+            self.reserve(end + new_idx.len())?;
+            let header = record::encode_index_header(log2).map_err(|e| fs.corruption(end, e))?;
+            fs.map
+                .write(end, &header, self.alloc_end)
+                .and_then(|()| {
+                    fs.map.zero(
+                        end + record::INDEX_HEADER_LEN as u64,
+                        new_idx.len() - record::INDEX_HEADER_LEN as u64,
+                        self.alloc_end,
+                    )
+                })
+                .map_err(|e| Error::io("write", fs.path(), e))?;
+            let new_used = index::rehash(&fs, old_idx, new_idx, self.start)?;
+            counters.used_slots = new_used as i64 - used as i64;
+            counters.dead_bytes += old_idx.len() as i64;
+            end += new_idx.len();
+            idx = new_idx;
+        }
+
+        if self.durability == Durability::Sync {
+            fs.map
+                .sync()
+                .map_err(|e| self.guard.shared.latch("fsync", e))?;
+        }
+
+        // The commit point. From here on the transaction is committed: it
+        // must not be discarded, and a failure to publish is left for the
+        // next writer's replay (and latches this store).
+        fs.store(live::COMMIT_END, end);
+        self.records = 0;
+        fs.store(live::TXN_ID, txn_id);
+        fs.store(live::LAST_COMMIT_MS, marker.unix_ms);
+        if idx != old_idx {
+            fs.store(live::INDEX_OFFSET, idx.offset);
+        }
+        for &offset in self.pending.values() {
+            index::publish(&fs, idx, offset, end, &mut counters)
+                .map_err(|e| self.guard.shared.latch_err(e))?;
+        }
+        counters.dead_bytes += (self.dead + record::COMMIT_LEN) as i64;
+        apply_counters(&fs, counters);
+        fs.store(live::INDEXED_END, end);
+        fs.store(live::WRITE_PENDING, 0);
+        if self.durability == Durability::Sync {
+            fs.store(live::SYNCED_END, at + record::COMMIT_LEN);
+        }
+        Ok(())
+    }
+
+    /// Throws away what this transaction wrote (nothing was published).
+    fn discard(&mut self) {
+        if self.records == 0 {
+            return;
+        }
+        let fs = &self.guard.fs;
+        // Zero what was appended so no stale record lingers above the
+        // committed end. Best effort: the commit marker chain already keeps
+        // a scan from accepting these records.
+        let _ = fs
+            .map
+            .zero(self.start, self.cursor - self.start, self.alloc_end);
+        fs.store(live::WRITE_PENDING, 0);
+        self.records = 0;
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}
+
+/// Adds `c` to the counter live words.
+pub(crate) fn apply_counters(fs: &FileState, c: Counters) {
+    let add = |word: usize, delta: i64| {
+        let v = fs.load(word) as i64 + delta;
+        fs.store(word, v.max(0) as u64);
+    };
+    add(live::LIVE_KEYS, c.live_keys);
+    add(live::USED_SLOTS, c.used_slots);
+    add(live::EXPIRING_KEYS, c.expiring_keys);
+    add(live::DEAD_BYTES, c.dead_bytes);
+}
+
+/// Refuses keys and values over the format's limits.
+pub(crate) fn check_sizes(key: &[u8], value: &[u8]) -> Result<()> {
+    if key.len() > record::MAX_KEY_LEN {
+        return Err(Error::KeyTooLong {
+            len: key.len(),
+            max: record::MAX_KEY_LEN,
+        });
+    }
+    if value.len() > record::MAX_VALUE_LEN {
+        return Err(Error::ValueTooLong {
+            len: value.len(),
+            max: record::MAX_VALUE_LEN,
+        });
+    }
+    Ok(())
+}

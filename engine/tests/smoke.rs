@@ -1,0 +1,104 @@
+//! Basic behaviour of one store in one process: the API does what its docs say.
+
+use carboy::{Durability, Expiry, MockClock, Options, Store};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[test]
+fn put_get_delete_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.carboy");
+    {
+        let s = Store::open(&path).unwrap();
+        for i in 0..5000u32 {
+            s.put(&i.to_le_bytes(), format!("value-{i}").as_bytes())
+                .unwrap();
+        }
+        assert_eq!(s.len().unwrap(), 5000);
+        assert!(s.delete(&7u32.to_le_bytes()).unwrap());
+        assert!(!s.delete(&7u32.to_le_bytes()).unwrap());
+        assert_eq!(s.len().unwrap(), 4999);
+        assert!(
+            s.verify().unwrap().is_clean(),
+            "{:?}",
+            s.verify().unwrap().problems
+        );
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(
+        s.get_owned(&9u32.to_le_bytes()).unwrap().unwrap(),
+        b"value-9"
+    );
+    assert!(s.get(&7u32.to_le_bytes()).unwrap().is_none());
+    assert_eq!(s.len().unwrap(), 4999);
+    let r = s.compact().unwrap();
+    assert_eq!(r.keys, 4999);
+    assert!(r.bytes_after < r.bytes_before);
+    assert_eq!(
+        s.get_owned(&9u32.to_le_bytes()).unwrap().unwrap(),
+        b"value-9"
+    );
+    assert_eq!(s.keys().unwrap().len(), 4999);
+    assert!(
+        s.verify().unwrap().is_clean(),
+        "{:?}",
+        s.verify().unwrap().problems
+    );
+    s.put(b"after", b"compaction").unwrap();
+    assert_eq!(s.get_owned(b"after").unwrap().unwrap(), b"compaction");
+    s.clear().unwrap();
+    assert_eq!(s.len().unwrap(), 0);
+}
+
+#[test]
+fn expiry_with_mock_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = MockClock::new(1_000_000);
+    let s = Options::new()
+        .clock(Arc::new(clock.clone()))
+        .durability(Durability::Sync)
+        .open(dir.path().join("e.carboy"))
+        .unwrap();
+    s.put_for(b"k", b"v", Duration::from_secs(10)).unwrap();
+    s.put_with_expiry(b"never", b"v", Expiry::Never).unwrap();
+    assert!(s.contains(b"k").unwrap());
+    assert_eq!(s.len().unwrap(), 2);
+    clock.advance(Duration::from_secs(10));
+    assert!(!s.contains(b"k").unwrap());
+    assert_eq!(s.len().unwrap(), 1);
+    let r = s.compact().unwrap();
+    assert_eq!(r.expired_dropped, 1);
+}
+
+#[test]
+fn transaction_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("x.carboy")).unwrap();
+    {
+        let mut t = s.transaction().unwrap();
+        t.put(b"a", b"1").unwrap();
+        assert_eq!(t.get(b"a").unwrap(), Some(&b"1"[..]));
+        // dropped: discarded
+    }
+    assert!(s.get(b"a").unwrap().is_none());
+    let mut t = s.transaction().unwrap();
+    t.put(b"a", b"1").unwrap();
+    t.put(b"a", b"2").unwrap();
+    t.put(b"b", b"3").unwrap();
+    t.commit().unwrap();
+    assert_eq!(s.get_owned(b"a").unwrap().unwrap(), b"2");
+    assert!(
+        s.verify().unwrap().is_clean(),
+        "{:?}",
+        s.verify().unwrap().problems
+    );
+}
+
+#[test]
+fn namespaces_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open_namespace(dir.path(), "../escape").unwrap();
+    a.put(b"k", b"v").unwrap();
+    assert!(a.path().starts_with(dir.path()));
+    assert!(Store::open_namespace(dir.path(), "").is_err());
+}

@@ -1,0 +1,1 @@
+//! Helpers shared by carboy's integration tests.
