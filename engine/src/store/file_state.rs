@@ -82,6 +82,16 @@ impl FileState {
             path: path.to_path_buf(),
             source,
         })?;
+        if len < HEADER_SIZE {
+            return Err(Error::NotCarboy {
+                path: path.to_path_buf(),
+                source: carboy_format::FormatError::Truncated {
+                    what: "header page",
+                    needed: HEADER_SIZE,
+                    available: len,
+                },
+            });
+        }
         // The header page is complete (decode checked its length), so every
         // live word can be read from the copy.
         let word =
