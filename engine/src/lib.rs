@@ -36,7 +36,7 @@
 //!
 //! assert_eq!(store.get(b"owner")?.as_deref(), Some(&b"alice"[..]));
 //! assert_eq!(store.len()?, 3);
-//! # Ok::<(), carboy::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! The file format is specified in `format/FORMAT.md`; the design and the

@@ -101,7 +101,7 @@ impl Shared {
 /// assert_eq!(store.get(b"en")?.as_deref(), Some(&b"hello"[..]));
 /// assert!(store.delete(b"en")?);
 /// assert!(store.get(b"en")?.is_none());
-/// # Ok::<(), carboy::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct Store {

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 /// let snap = store.snapshot()?;
 /// assert_eq!(snap.len()?, 2);
 /// assert_eq!(snap.get(b"a")?, Some(&b"1"[..]));
-/// # Ok::<(), carboy::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Snapshot<'s> {
     store: &'s Store,
