@@ -61,10 +61,31 @@ fn keys(seed: u64, n: usize) -> Vec<[u8; KEY_LEN]> {
         .collect()
 }
 
-/// Random indexes into `0..n`, `count` of them.
-fn order(seed: u64, n: usize, count: usize) -> Vec<u32> {
+/// `count` keys of `keys` in random order, copied out in that order so
+/// that the timed loop streams through them: fetching a key must not cost
+/// a cache miss of its own (about 200 ns here) on top of the store's.
+fn shuffled(keys: &[[u8; KEY_LEN]], seed: u64, count: usize) -> Vec<[u8; KEY_LEN]> {
     let mut rng = Rng::new(seed);
-    (0..count).map(|_| rng.below(n) as u32).collect()
+    (0..count).map(|_| keys[rng.below(keys.len())]).collect()
+}
+
+/// `count` keys to write: even positions overwrite a random present key,
+/// odd ones take the next new key from `fresh`.
+fn write_mix(
+    present: &[[u8; KEY_LEN]],
+    fresh: &mut impl Iterator<Item = [u8; KEY_LEN]>,
+    rng: &mut Rng,
+    count: usize,
+) -> Vec<[u8; KEY_LEN]> {
+    (0..count)
+        .map(|i| {
+            if i.is_multiple_of(2) {
+                present[rng.below(present.len())]
+            } else {
+                fresh.next().expect("fresh key")
+            }
+        })
+        .collect()
 }
 
 /// One table row.
@@ -169,7 +190,9 @@ fn machine() {
     let mem = mem
         .trim_end_matches(" kB")
         .parse::<u64>()
-        .map_or(mem.clone(), |kb| format!("{:.1} GiB", kb as f64 / 1048576.0));
+        .map_or(mem.clone(), |kb| {
+            format!("{:.1} GiB", kb as f64 / 1048576.0)
+        });
     println!("- machine: {nproc} CPUs (nproc), {mem} RAM, {cpu}");
 }
 
@@ -183,12 +206,12 @@ fn value<'b>(rng: &mut Rng, buf: &'b mut [u8; VALUE_LEN]) -> &'b [u8] {
     &buf[..]
 }
 
-/// `count` gets of keys picked by `idx`, returning (found, bytes).
-fn read_all(store: &Store, keys: &[[u8; KEY_LEN]], idx: &[u32]) -> (usize, usize) {
+/// A get of every key of `keys`, returning (found, bytes).
+fn read_all(store: &Store, keys: &[[u8; KEY_LEN]]) -> (usize, usize) {
     let mut found = 0;
     let mut bytes = 0;
-    for &i in idx {
-        if let Some(v) = store.get(black_box(&keys[i as usize])).expect("get") {
+    for k in keys {
+        if let Some(v) = store.get(black_box(k)).expect("get") {
             found += 1;
             bytes += black_box(v.len());
         }
@@ -232,8 +255,8 @@ fn main() {
 
     let present = keys(SEED, n);
     let absent = keys(SEED ^ 0xdead_beef, n);
-    let fresh = keys(SEED ^ 0x0f0f_0f0f, puts + batched);
-    let reads = order(SEED ^ 1, n, 2 * n);
+    let fresh = keys(SEED ^ 0x0f0f_0f0f, puts.div_ceil(2) + batched.div_ceil(2));
+    let reads = shuffled(&present, SEED ^ 1, 2 * n);
     let mut table = Table(Vec::new());
     let mut vrng = Rng::new(SEED ^ 2);
     let mut vbuf = [0u8; VALUE_LEN];
@@ -257,14 +280,19 @@ fn main() {
 
     // Random point reads, one thread: get (borrowed) then get_owned.
     let t = Instant::now();
-    let (found, _) = read_all(&store, &present, &reads);
-    table.rate("get, 1 thread (random present keys)", reads.len(), "gets/s", t.elapsed());
+    let (found, _) = read_all(&store, &reads);
+    table.rate(
+        "get, 1 thread (random present keys)",
+        reads.len(),
+        "gets/s",
+        t.elapsed(),
+    );
     assert_eq!(found, reads.len());
 
     let t = Instant::now();
     let mut found = 0;
-    for &i in &reads {
-        if let Some(v) = store.get_owned(black_box(&present[i as usize])).expect("get") {
+    for k in &reads {
+        if let Some(v) = store.get_owned(black_box(k)).expect("get") {
             found += 1;
             black_box(v);
         }
@@ -274,8 +302,8 @@ fn main() {
 
     // Random point reads, two threads, each its own order.
     let threads = 2;
-    let orders: Vec<Vec<u32>> = (0..threads)
-        .map(|t| order(SEED ^ (10 + t as u64), n, 2 * n))
+    let orders: Vec<Vec<[u8; KEY_LEN]>> = (0..threads)
+        .map(|t| shuffled(&present, SEED ^ (10 + t as u64), 2 * n))
         .collect();
     let t = Instant::now();
     std::thread::scope(|s| {
@@ -283,8 +311,7 @@ fn main() {
             .iter()
             .map(|o| {
                 let store = store.clone();
-                let present = &present;
-                s.spawn(move || read_all(&store, present, o).0)
+                s.spawn(move || read_all(&store, o).0)
             })
             .collect();
         for h in handles {
@@ -297,6 +324,8 @@ fn main() {
         "gets/s",
         t.elapsed(),
     );
+    drop(orders);
+    drop(reads);
 
     // Misses.
     let t = Instant::now();
@@ -310,14 +339,12 @@ fn main() {
     // Individual puts, each its own commit: alternately an existing key
     // (overwrite) and a new one.
     let mut krng = Rng::new(SEED ^ 3);
-    let mut fresh_iter = fresh.iter();
+    let mut fresh = fresh.into_iter();
+    let put_keys = write_mix(&present, &mut fresh, &mut krng, puts);
+    let durable_keys = shuffled(&present, SEED ^ 4, durable);
+    let batch_keys = write_mix(&present, &mut fresh, &mut krng, batched);
     let t = Instant::now();
-    for i in 0..puts {
-        let k = if i % 2 == 0 {
-            &present[krng.below(n)]
-        } else {
-            fresh_iter.next().expect("fresh key")
-        };
+    for k in &put_keys {
         store.put(k, value(&mut vrng, &mut vbuf)).expect("put");
     }
     table.rate(
@@ -333,8 +360,7 @@ fn main() {
         .open(&path)
         .expect("open sync");
     let t = Instant::now();
-    for _ in 0..durable {
-        let k = &present[krng.below(n)];
+    for k in &durable_keys {
         sync_store.put(k, value(&mut vrng, &mut vbuf)).expect("put");
     }
     table.rate(
@@ -347,14 +373,9 @@ fn main() {
 
     // Batches of BATCH keys per transaction, same mix.
     let t = Instant::now();
-    for b in 0..batched / BATCH {
+    for chunk in batch_keys.chunks(BATCH) {
         let mut txn = store.transaction().expect("transaction");
-        for j in 0..BATCH {
-            let k = if (b * BATCH + j) % 2 == 0 {
-                &present[krng.below(n)]
-            } else {
-                fresh_iter.next().expect("fresh key")
-            };
+        for k in chunk {
             txn.put(k, value(&mut vrng, &mut vbuf)).expect("put");
         }
         txn.commit().expect("commit");
@@ -410,7 +431,12 @@ fn main() {
         ),
     );
     assert_eq!(store.len().expect("len"), live);
-    table.note("peak RSS (VmHWM, includes mapped file pages)", "", "", peak_rss());
+    table.note(
+        "peak RSS (VmHWM, includes mapped file pages)",
+        "",
+        "",
+        peak_rss(),
+    );
 
     table.print();
 }

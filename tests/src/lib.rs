@@ -1,1 +1,313 @@
-//! Helpers shared by carboy's integration tests.
+//! Helpers shared by carboy's integration tests: whole-store comparisons,
+//! self-checking values for the concurrency tests, the work plan the
+//! multi-process tests and their child binary agree on, and byte-level
+//! surgery on data files.
+//!
+//! These are test helpers: they panic, with a message saying what and
+//! where, on any failure that is not the point of the test.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use carboy::{Error, Expiry, MockClock, Options, Store};
+use carboy_format::header::{HEADER_SIZE, live};
+use carboy_format::record::{Kind, Prefix};
+
+/// Where every mock clock in these tests starts (November 2023, Unix ms):
+/// far from zero, so that "now minus a little" is still a valid time.
+pub const CLOCK_START_MS: u64 = 1_700_000_000_000;
+
+/// Default options reading time from `clock`.
+pub fn options_with_clock(clock: &MockClock) -> Options {
+    Options::new().clock(Arc::new(clock.clone()))
+}
+
+/// A byte string, printable, cut short for assertion messages.
+pub fn show(bytes: &[u8]) -> String {
+    let mut text = bytes.escape_ascii().to_string();
+    if text.len() > 48 {
+        text.truncate(48);
+        text.push_str("...");
+    }
+    format!("\"{text}\" ({} bytes)", bytes.len())
+}
+
+// ---------------------------------------------------------------------------
+// Whole-store checks
+// ---------------------------------------------------------------------------
+
+/// Every live entry of `store`, as `store.iter()` yields them: key to value
+/// and expiry. Panics if iteration fails or yields a key twice.
+pub fn contents(store: &Store) -> BTreeMap<Vec<u8>, (Vec<u8>, Expiry)> {
+    let path = store.path().display().to_string();
+    let mut out = BTreeMap::new();
+    let iter = store
+        .iter()
+        .unwrap_or_else(|e| panic!("iter() on {path} failed: {e}"));
+    for entry in iter {
+        let entry = entry.unwrap_or_else(|e| panic!("iterating {path} failed: {e}"));
+        let key = entry.key.clone();
+        if out.insert(entry.key, (entry.value, entry.expiry)).is_some() {
+            panic!("iter() on {path} yielded key {} twice", show(&key));
+        }
+    }
+    out
+}
+
+/// Asserts that `store.verify()` succeeds and finds nothing wrong.
+pub fn assert_clean(store: &Store) {
+    let report = store
+        .verify()
+        .unwrap_or_else(|e| panic!("verify() of {} failed: {e}", store.path().display()));
+    assert!(
+        report.is_clean(),
+        "verify() of {} found {} problem(s):\n{}",
+        store.path().display(),
+        report.problems.len(),
+        report
+            .problems
+            .iter()
+            .map(|p| format!("  {p}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Asserts that `err`'s message is not empty and names `path`.
+pub fn assert_names_path(err: &Error, path: &Path) {
+    let text = err.to_string();
+    assert!(
+        !text.trim().is_empty(),
+        "error {err:?} has an empty message"
+    );
+    let shown = path.display().to_string();
+    assert!(
+        text.contains(&shown),
+        "error message {text:?} does not name the file {shown}"
+    );
+}
+
+/// The number of cases a property test runs: `PROPTEST_CASES` from the
+/// environment when set, else `default`.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// ---------------------------------------------------------------------------
+// Self-checking values
+// ---------------------------------------------------------------------------
+
+/// Length of one stamp in a versioned value: key id (u32 LE) and version
+/// (u64 LE).
+const STAMP_LEN: usize = 12;
+
+/// Number of stamps a versioned value of `version` holds. Lengths vary with
+/// the version, so that a read mixing two versions shows up as a length or
+/// content mismatch.
+fn stamps_for(version: u64) -> usize {
+    1 + (version % 23) as usize
+}
+
+/// A value that names its key and version and checks itself: the stamp
+/// (`key_id`, `version`) repeated a version-dependent number of times.
+pub fn versioned_value(key_id: u32, version: u64) -> Vec<u8> {
+    let mut stamp = [0u8; STAMP_LEN];
+    stamp[..4].copy_from_slice(&key_id.to_le_bytes());
+    stamp[4..].copy_from_slice(&version.to_le_bytes());
+    stamp.repeat(stamps_for(version))
+}
+
+/// Decodes a [`versioned_value`] into (key id, version), or says why the
+/// bytes are not one (a torn or foreign value).
+pub fn parse_versioned(bytes: &[u8]) -> Result<(u32, u64), String> {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(STAMP_LEN) {
+        return Err(format!(
+            "{} is not a whole number of {STAMP_LEN}-byte stamps",
+            show(bytes)
+        ));
+    }
+    let (first, _) = bytes.split_at(STAMP_LEN);
+    if let Some(i) = bytes.chunks(STAMP_LEN).position(|c| c != first) {
+        return Err(format!(
+            "torn value: stamp {i} differs from stamp 0 in {}",
+            show(bytes)
+        ));
+    }
+    let key_id = u32::from_le_bytes(first[..4].try_into().unwrap_or_default());
+    let version = u64::from_le_bytes(first[4..].try_into().unwrap_or_default());
+    if bytes.len() / STAMP_LEN != stamps_for(version) {
+        return Err(format!(
+            "torn value: {} stamps, version {version} has {}",
+            bytes.len() / STAMP_LEN,
+            stamps_for(version)
+        ));
+    }
+    Ok((key_id, version))
+}
+
+/// Encodes a counter value.
+pub fn encode_counter(n: u64) -> [u8; 8] {
+    n.to_le_bytes()
+}
+
+/// Decodes a counter value; an absent counter is 0.
+pub fn decode_counter(bytes: Option<&[u8]>) -> Result<u64, String> {
+    match bytes {
+        None => Ok(0),
+        Some(b) => b
+            .try_into()
+            .map(u64::from_le_bytes)
+            .map_err(|_| format!("counter value {} is not 8 bytes", show(b))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The multi-process work plan
+// ---------------------------------------------------------------------------
+
+/// What the children of `tests/multiprocess.rs` do, so that the parent can
+/// compute what the file must hold afterwards.
+///
+/// Operation `i` of child `c`: put [`plan::child_key`]`(c, i % KEYS_PER_CHILD)`
+/// = [`versioned_value`]`(c, i)`, then add one to counter
+/// `i % COUNTERS` in a read-modify-write transaction.
+pub mod plan {
+    use crate::versioned_value;
+
+    /// Keys each child owns (and rewrites in turn).
+    pub const KEYS_PER_CHILD: u64 = 16;
+    /// Counters shared by every child.
+    pub const COUNTERS: u64 = 4;
+
+    /// Key number `slot` of child `child`.
+    pub fn child_key(child: u32, slot: u64) -> Vec<u8> {
+        format!("child{child}/key{slot}").into_bytes()
+    }
+
+    /// Shared counter number `c`.
+    pub fn counter_key(c: u64) -> Vec<u8> {
+        format!("counter{c}").into_bytes()
+    }
+
+    /// Every key of `child` after `ops` operations, with its final value.
+    pub fn final_values(child: u32, ops: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+        (0..KEYS_PER_CHILD.min(ops))
+            .map(|slot| {
+                let last = slot + KEYS_PER_CHILD * ((ops - 1 - slot) / KEYS_PER_CHILD);
+                (child_key(child, slot), versioned_value(child, last))
+            })
+            .collect()
+    }
+
+    /// Final value of counter `c` after `children` children did `ops`
+    /// operations each.
+    pub fn counter_total(children: u64, ops: u64, c: u64) -> u64 {
+        let per_child = (0..ops).filter(|i| i % COUNTERS == c).count() as u64;
+        children * per_child
+    }
+
+    /// The entries the "handoff" writer process leaves behind.
+    pub fn handoff_entries(n: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                (
+                    format!("handoff/{i}").into_bytes(),
+                    versioned_value(i, u64::from(i) * 7 + 1),
+                )
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// File surgery
+// ---------------------------------------------------------------------------
+
+/// XORs the byte at `offset` of the file at `path` with `mask`.
+pub fn flip_byte(path: &Path, offset: u64, mask: u8) {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, offset)
+        .unwrap_or_else(|e| panic!("read {} at {offset}: {e}", path.display()));
+    b[0] ^= mask;
+    file.write_all_at(&b, offset)
+        .unwrap_or_else(|e| panic!("write {} at {offset}: {e}", path.display()));
+}
+
+/// Cuts the file at `path` to `len` bytes.
+pub fn truncate_file(path: &Path, len: u64) {
+    File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(len))
+        .unwrap_or_else(|e| panic!("truncate {} to {len}: {e}", path.display()));
+}
+
+/// Reads the live word at `word` (an offset in the header page, such as
+/// `carboy_format::header::live::COMMIT_END`) straight from the file.
+pub fn read_live_word(path: &Path, word: usize) -> u64 {
+    let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut b = [0u8; 8];
+    file.read_exact_at(&mut b, word as u64)
+        .unwrap_or_else(|e| panic!("read {} at {word}: {e}", path.display()));
+    u64::from_le_bytes(b)
+}
+
+/// Overwrites the live word at `word` in the file at `path` with `value`.
+pub fn write_live_word(path: &Path, word: usize, value: u64) {
+    File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.write_all_at(&value.to_le_bytes(), word as u64))
+        .unwrap_or_else(|e| panic!("write {} at {word}: {e}", path.display()));
+}
+
+/// One block of a data file's committed log, as found by [`log_blocks`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogBlock {
+    /// Offset of the block in the file.
+    pub offset: u64,
+    /// What it is.
+    pub kind: Kind,
+    /// Bytes its CRC covers, counted from the block start (the CRC field
+    /// itself, bytes 0..4, is checked against them too).
+    pub covered: u64,
+    /// Length of the whole block, padding (and index slots) included.
+    pub len: u64,
+}
+
+/// Every block of the committed log of the (undamaged, closed) data file at
+/// `path`, walked by prefix from the header page to `commit_end`.
+pub fn log_blocks(path: &Path) -> Vec<LogBlock> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let end = read_live_word(path, live::COMMIT_END);
+    let mut out = Vec::new();
+    let mut pos = HEADER_SIZE;
+    while pos < end {
+        let at = pos as usize;
+        let prefix = bytes
+            .get(at..at + carboy_format::record::PREFIX_LEN)
+            .and_then(|b| Prefix::decode(b).ok())
+            .unwrap_or_else(|| panic!("{}: no valid block at {pos}", path.display()));
+        let block = LogBlock {
+            offset: pos,
+            kind: prefix.kind,
+            covered: prefix.covered_len(),
+            len: prefix.block_len(),
+        };
+        out.push(block);
+        pos += block.len;
+    }
+    assert_eq!(pos, end, "{}: the log overruns commit_end", path.display());
+    out
+}

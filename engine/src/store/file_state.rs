@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use carboy_format::header::{self, HEADER_SIZE, Header, live};
 use carboy_format::record::{self, Prefix, Record};
@@ -18,6 +19,11 @@ pub(crate) struct FileState {
     pub(crate) header: Header,
     /// (device, inode) of the data file.
     pub(crate) dev_ino: (u64, u64),
+    /// The last index block this process verified, packed as
+    /// `(offset / 8) << 8 | log2` (0: none). Index blocks never move or
+    /// change size, so a verified one stays valid for as long as
+    /// `index_offset` names it.
+    pub(crate) index_cache: AtomicU64,
 }
 
 /// The current index block: where it is and how big.
@@ -112,6 +118,7 @@ impl FileState {
             map,
             header,
             dev_ino: (meta.dev(), meta.ino()),
+            index_cache: AtomicU64::new(0),
         };
         let plausible = plausible && state.index().is_ok();
         Ok((state, plausible))
@@ -143,9 +150,21 @@ impl FileState {
 
     /// The current index block, verified.
     pub(crate) fn index(&self) -> Result<IndexView> {
-        let bound = self.commit_end();
         let offset = self.load(live::INDEX_OFFSET);
-        self.index_at(offset, bound)
+        let cached = self.index_cache.load(Ordering::Relaxed);
+        if cached != 0 && (cached >> 8) << 3 == offset {
+            return Ok(IndexView {
+                offset,
+                log2: (cached & 0xFF) as u32,
+            });
+        }
+        let bound = self.commit_end();
+        let view = self.index_at(offset, bound)?;
+        self.index_cache.store(
+            ((offset >> 3) << 8) | u64::from(view.log2),
+            Ordering::Relaxed,
+        );
+        Ok(view)
     }
 
     /// The index block at `offset`, verified against `bound`.

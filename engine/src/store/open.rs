@@ -306,6 +306,7 @@ pub(crate) fn write_new_file(
         map,
         header,
         dev_ino: (0, 0),
+        index_cache: std::sync::atomic::AtomicU64::new(0),
     };
     let mut counters = Counters::default();
     for off in offsets {

@@ -243,7 +243,15 @@ pub(crate) fn rebuild(fs: &FileState) -> Result<()> {
         .metadata()
         .map_err(|e| Error::io("stat", fs.path(), e))?
         .len();
-    let synced = fs.load(live::SYNCED_END).min(file_len);
+    let synced = fs.load(live::SYNCED_END);
+    if synced > file_len {
+        return Err(fs.corruption(
+            file_len,
+            format!(
+                "file is {file_len} bytes long but its first {synced} bytes were made durable:                  it was truncated, and committed data is gone"
+            ),
+        ));
+    }
     let scan = scan(fs, file_len);
     if let Some((at, why)) = &scan.stopped
         && *at < synced

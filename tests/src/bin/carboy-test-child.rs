@@ -1,0 +1,229 @@
+//! A child process for `tests/multiprocess.rs`: it opens a namespace file
+//! and does one part of a multi-process test, checking what it reads as it
+//! goes. It exits 0 when every check held, 1 with a message on stderr
+//! otherwise.
+//!
+//! ```text
+//! carboy-test-child work <path> <child> <children> <ops>
+//!     waits for a line on stdin, then does <ops> operations of the work
+//!     plan (carboy_tests::plan) as child number <child> of <children>
+//! carboy-test-child compact <path> <rounds>
+//!     waits for a line on stdin, then compacts the file <rounds> times,
+//!     verifying it after each
+//! carboy-test-child write <path> <n>
+//!     writes the first <n> handoff entries and exits without syncing
+//! carboy-test-child read <path> <n>
+//!     checks that the file holds exactly the first <n> handoff entries
+//! ```
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::ExitCode;
+
+use carboy::Store;
+use carboy_tests::{decode_counter, encode_counter, parse_versioned, plan, show, versioned_value};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("carboy-test-child {}: {e}", args.join(" "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<String, String> {
+    let num = |i: usize| -> Result<u64, String> {
+        args.get(i)
+            .ok_or_else(|| format!("argument {i} missing"))?
+            .parse()
+            .map_err(|e| format!("argument {i}: {e}"))
+    };
+    let path = Path::new(args.get(1).ok_or("no path given")?);
+    match args.first().map(String::as_str) {
+        Some("work") => {
+            let child = u32::try_from(num(2)?).map_err(|e| e.to_string())?;
+            work(path, child, num(3)?, num(4)?)
+        }
+        Some("compact") => compact(path, num(2)?),
+        Some("write") => write(path, u32::try_from(num(2)?).map_err(|e| e.to_string())?),
+        Some("read") => read(path, u32::try_from(num(2)?).map_err(|e| e.to_string())?),
+        other => Err(format!("unknown mode {other:?}")),
+    }
+}
+
+/// The work plan: own keys, shared counters, and reads of the others' keys.
+fn work(path: &Path, child: u32, children: u64, ops: u64) -> Result<String, String> {
+    // Start line: the parent releases every child at once.
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the start line: {e}"))?;
+    let store = Store::open(path).map_err(|e| format!("open: {e}"))?;
+    // Newest version this child has seen of each other child's key, and of
+    // each counter: neither may go backwards.
+    let mut seen_keys: HashMap<Vec<u8>, u64> = HashMap::new();
+    let mut seen_counters = vec![0u64; plan::COUNTERS as usize];
+    let mut foreign_reads = 0u64;
+    for i in 0..ops {
+        let slot = i % plan::KEYS_PER_CHILD;
+        let key = plan::child_key(child, slot);
+        let value = versioned_value(child, i);
+        store
+            .put(&key, &value)
+            .map_err(|e| format!("op {i}: put: {e}"))?;
+        let back = store
+            .get_owned(&key)
+            .map_err(|e| format!("op {i}: get own key: {e}"))?;
+        if back.as_deref() != Some(&value[..]) {
+            return Err(format!(
+                "op {i}: own key {} reads {:?} right after the put",
+                show(&key),
+                back.as_deref().map(show)
+            ));
+        }
+
+        let c = i % plan::COUNTERS;
+        let ckey = plan::counter_key(c);
+        let mut txn = store
+            .transaction()
+            .map_err(|e| format!("op {i}: transaction: {e}"))?;
+        let n = decode_counter(
+            txn.get(&ckey)
+                .map_err(|e| format!("op {i}: txn get: {e}"))?,
+        )
+        .map_err(|e| format!("op {i}: {e}"))?;
+        if n < seen_counters[c as usize] {
+            return Err(format!(
+                "op {i}: counter {c} went back from {} to {n} inside a transaction",
+                seen_counters[c as usize]
+            ));
+        }
+        txn.put(&ckey, &encode_counter(n + 1))
+            .map_err(|e| format!("op {i}: txn put: {e}"))?;
+        txn.commit().map_err(|e| format!("op {i}: commit: {e}"))?;
+        seen_counters[c as usize] = n + 1;
+
+        // Lock-free reads: a counter, and one key of another child.
+        let read_c = (i / plan::COUNTERS) % plan::COUNTERS;
+        let got = store
+            .get(&plan::counter_key(read_c))
+            .map_err(|e| format!("op {i}: get counter: {e}"))?;
+        let got = decode_counter(got.as_deref()).map_err(|e| format!("op {i}: {e}"))?;
+        if got < seen_counters[read_c as usize] {
+            return Err(format!(
+                "op {i}: counter {read_c} reads {got}, this child already saw {}",
+                seen_counters[read_c as usize]
+            ));
+        }
+        seen_counters[read_c as usize] = got;
+
+        if children > 1 {
+            let other = (u64::from(child) + 1 + i % (children - 1)) % children;
+            let other = u32::try_from(other).map_err(|e| e.to_string())?;
+            let okey = plan::child_key(other, (i * 7) % plan::KEYS_PER_CHILD);
+            if let Some(v) = store
+                .get(&okey)
+                .map_err(|e| format!("op {i}: get {}: {e}", show(&okey)))?
+            {
+                let (id, version) =
+                    parse_versioned(&v).map_err(|e| format!("op {i}: {}: {e}", show(&okey)))?;
+                if id != other || version % plan::KEYS_PER_CHILD != (i * 7) % plan::KEYS_PER_CHILD {
+                    return Err(format!(
+                        "op {i}: {} holds the value of child {id} op {version}",
+                        show(&okey)
+                    ));
+                }
+                let newest = seen_keys.entry(okey.clone()).or_insert(0);
+                if version < *newest {
+                    return Err(format!(
+                        "op {i}: {} went back from op {} to op {version}",
+                        show(&okey),
+                        *newest
+                    ));
+                }
+                *newest = version;
+                foreign_reads += 1;
+            }
+        }
+    }
+    Ok(format!(
+        "child {child}: {ops} ops, {foreign_reads} reads of other children's keys"
+    ))
+}
+
+/// Compacts the file again and again while the workers run.
+fn compact(path: &Path, rounds: u64) -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the start line: {e}"))?;
+    let store = Store::open(path).map_err(|e| format!("open: {e}"))?;
+    let mut kept = 0;
+    for r in 0..rounds {
+        let report = store
+            .compact()
+            .map_err(|e| format!("round {r}: compact: {e}"))?;
+        kept = report.keys;
+        let check = store
+            .verify()
+            .map_err(|e| format!("round {r}: verify: {e}"))?;
+        if !check.is_clean() {
+            return Err(format!(
+                "round {r}: verify after compaction: {:?}",
+                check.problems
+            ));
+        }
+    }
+    Ok(format!("compacted {rounds} times, last kept {kept} keys"))
+}
+
+/// Writes the handoff entries and exits without syncing or closing
+/// carefully: the next process must see them from the page cache.
+fn write(path: &Path, n: u32) -> Result<String, String> {
+    let store = Store::open(path).map_err(|e| format!("open: {e}"))?;
+    for (key, value) in plan::handoff_entries(n) {
+        store
+            .put(&key, &value)
+            .map_err(|e| format!("put {}: {e}", show(&key)))?;
+    }
+    Ok(format!("wrote {n} entries"))
+}
+
+/// Checks that the file holds exactly the handoff entries.
+fn read(path: &Path, n: u32) -> Result<String, String> {
+    let store = carboy::Options::new()
+        .create(false)
+        .open(path)
+        .map_err(|e| format!("open: {e}"))?;
+    for (key, value) in plan::handoff_entries(n) {
+        let got = store
+            .get_owned(&key)
+            .map_err(|e| format!("get {}: {e}", show(&key)))?;
+        if got.as_deref() != Some(&value[..]) {
+            return Err(format!(
+                "{} reads {:?}, the writer process wrote {}",
+                show(&key),
+                got.as_deref().map(show),
+                show(&value)
+            ));
+        }
+    }
+    let len = store.len().map_err(|e| format!("len: {e}"))?;
+    if len != u64::from(n) {
+        return Err(format!("len() is {len}, the writer wrote {n} keys"));
+    }
+    let report = store.verify().map_err(|e| format!("verify: {e}"))?;
+    if !report.is_clean() {
+        return Err(format!("verify found problems: {:?}", report.problems));
+    }
+    Ok(format!("read {n} entries"))
+}

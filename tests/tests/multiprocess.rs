@@ -1,0 +1,203 @@
+//! Several real processes sharing one namespace file: no increment of a shared
+//! counter is lost, every process's writes survive, and what one process
+//! wrote before exiting is what the next one reads.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use carboy::{Options, Store};
+use carboy_tests::{assert_clean, contents, decode_counter, plan, show};
+
+const CHILD: &str = env!("CARGO_BIN_EXE_carboy-test-child");
+
+/// Longest a child may run before the test kills it and fails.
+const CHILD_DEADLINE: Duration = Duration::from_secs(60);
+
+fn spawn(args: &[&str], stdin: Stdio) -> Child {
+    Command::new(CHILD)
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {CHILD} {args:?}: {e}"))
+}
+
+/// Waits for `child` (killing it past the deadline) and asserts it
+/// succeeded; returns its stdout.
+fn finish(mut child: Child, what: &str) -> String {
+    let deadline = Instant::now() + CHILD_DEADLINE;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let out = child.wait_with_output();
+                panic!("{what} still running after {CHILD_DEADLINE:?}; killed it: {out:?}");
+            }
+            Err(e) => panic!("waiting for {what}: {e}"),
+        }
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("collecting the output of {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn concurrent_processes_lose_no_update() {
+    run_workers(4, 500, 0);
+}
+
+#[test]
+fn concurrent_processes_lose_no_update_across_compactions() {
+    // A fifth process replaces the file under the workers again and again.
+    run_workers(4, 300, 40);
+}
+
+/// Runs `workers` worker processes of `ops` operations each (and a
+/// compacting process if `compactions` > 0) on one new file, then checks
+/// the file holds exactly what the work plan says.
+fn run_workers(workers: u32, ops: u64, compactions: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    // The children create the file themselves, all at once.
+    let path = dir.path().join("shared.carboy");
+    let path_arg = path.to_str().unwrap();
+
+    let mut compactor = (compactions > 0).then(|| {
+        spawn(
+            &["compact", path_arg, &compactions.to_string()],
+            Stdio::piped(),
+        )
+    });
+    let mut children: Vec<Child> = (0..workers)
+        .map(|c| {
+            spawn(
+                &[
+                    "work",
+                    path_arg,
+                    &c.to_string(),
+                    &workers.to_string(),
+                    &ops.to_string(),
+                ],
+                Stdio::piped(),
+            )
+        })
+        .collect();
+    // Release them together.
+    for child in children.iter_mut().chain(compactor.iter_mut()) {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+    }
+    for (c, child) in children.into_iter().enumerate() {
+        let out = finish(child, &format!("child {c}"));
+        assert!(
+            out.contains(&format!("{ops} ops")),
+            "child {c} said {out:?}"
+        );
+    }
+    if let Some(compactor) = compactor {
+        let out = finish(compactor, "compacting process");
+        assert!(
+            out.contains(&format!("compacted {compactions} times")),
+            "compactor said {out:?}"
+        );
+    }
+
+    let store = Options::new().create(false).open(&path).unwrap();
+    for c in 0..plan::COUNTERS {
+        let key = plan::counter_key(c);
+        let got = decode_counter(store.get(&key).unwrap().as_deref()).unwrap();
+        assert_eq!(
+            got,
+            plan::counter_total(u64::from(workers), ops, c),
+            "counter {c}: increments were lost or doubled"
+        );
+    }
+    let mut expected_keys = plan::COUNTERS;
+    for child in 0..workers {
+        for (key, value) in plan::final_values(child, ops) {
+            let got = store.get_owned(&key).unwrap();
+            assert_eq!(
+                got.as_deref(),
+                Some(&value[..]),
+                "child {child}'s key {} does not hold its final value",
+                show(&key)
+            );
+            expected_keys += 1;
+        }
+    }
+    assert_eq!(store.len().unwrap(), expected_keys);
+    assert_eq!(contents(&store).len() as u64, expected_keys);
+    assert_clean(&store);
+}
+
+#[test]
+fn a_later_process_reads_what_an_exited_one_wrote() {
+    const N: u32 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("handoff.carboy");
+    let path_arg = path.to_str().unwrap();
+    let n = N.to_string();
+
+    let out = finish(
+        spawn(&["write", path_arg, &n], Stdio::null()),
+        "writer process",
+    );
+    assert!(out.contains("wrote 300"), "writer said {out:?}");
+    let out = finish(
+        spawn(&["read", path_arg, &n], Stdio::null()),
+        "reader process",
+    );
+    assert!(out.contains("read 300"), "reader said {out:?}");
+
+    // And this process agrees, after both have exited.
+    check_handoff(&path, N);
+}
+
+#[test]
+fn reader_process_detects_missing_writes() {
+    // The reader child must fail when the file lacks what it expects:
+    // otherwise the test above could pass with a reader that checks nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.carboy");
+    let path_arg = path.to_str().unwrap();
+    finish(
+        spawn(&["write", path_arg, "10"], Stdio::null()),
+        "writer process",
+    );
+    let out = spawn(&["read", path_arg, "11"], Stdio::null())
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "reader accepted a file missing a key: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("handoff/10"));
+}
+
+fn check_handoff(path: &Path, n: u32) {
+    let store = Store::open(path).unwrap();
+    let all = contents(&store);
+    assert_eq!(all.len() as u64, u64::from(n));
+    for (key, value) in plan::handoff_entries(n) {
+        assert_eq!(
+            all.get(&key).map(|(v, _)| v.as_slice()),
+            Some(&value[..]),
+            "{}",
+            show(&key)
+        );
+    }
+    assert_clean(&store);
+}
