@@ -248,7 +248,7 @@ pub(crate) fn rebuild(fs: &FileState) -> Result<()> {
         return Err(fs.corruption(
             file_len,
             format!(
-                "file is {file_len} bytes long but its first {synced} bytes were made durable:                  it was truncated, and committed data is gone"
+                "file is {file_len} bytes long but its first {synced} bytes were made durable: it was truncated, and committed data is gone"
             ),
         ));
     }
