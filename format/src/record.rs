@@ -301,7 +301,12 @@ pub fn stored_crc(buf: &[u8]) -> Option<u32> {
 /// `buf` may extend past the record. Fails on a checksum mismatch, a
 /// truncated record, or a block of another kind.
 pub fn decode(buf: &[u8]) -> Result<Record<'_>, FormatError> {
-    let p = Prefix::decode(buf)?;
+    decode_with_prefix(Prefix::decode(buf)?, buf)
+}
+
+/// [`decode`] for a caller that already parsed the block's prefix from the
+/// start of `buf` (the read path does, to learn how many bytes to borrow).
+pub fn decode_with_prefix(p: Prefix, buf: &[u8]) -> Result<Record<'_>, FormatError> {
     if !matches!(p.kind, Kind::Put | Kind::Delete) {
         return Err(FormatError::InvalidField {
             field: "kind",

@@ -205,7 +205,7 @@ impl FileState {
             .map
             .bytes(offset, covered, bound)
             .ok_or_else(|| self.corruption(offset, format!("record runs past the end {bound}")))?;
-        record::decode(bytes).map_err(|e| self.corruption(offset, e))
+        record::decode_with_prefix(p, bytes).map_err(|e| self.corruption(offset, e))
     }
 
     /// Raw bytes of the whole block at `offset` (for copying verbatim).

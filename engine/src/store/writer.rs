@@ -103,8 +103,9 @@ pub struct Transaction<'s> {
     /// Where the next block goes.
     cursor: u64,
     alloc_end: u64,
-    /// Newest record of each key written by this transaction.
-    pending: HashMap<Vec<u8>, u64>,
+    /// Newest record of each key written by this transaction: its offset
+    /// and block length.
+    pending: HashMap<Vec<u8>, (u64, u64)>,
     records: u32,
     records_crc: crc32fast::Hasher,
     /// Bytes of this transaction's records that a later record of the same
@@ -153,7 +154,7 @@ impl<'s> Transaction<'s> {
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
         let now = self.clock.now_unix_ms();
         let fs = self.fs();
-        let rec = if let Some(&offset) = self.pending.get(key) {
+        let rec = if let Some(&(offset, _)) = self.pending.get(key) {
             fs.record(offset, self.cursor)?
         } else {
             match index::probe(fs, fs.index()?, fs.hash(key), key, Some(self.start))? {
@@ -188,7 +189,7 @@ impl<'s> Transaction<'s> {
         check_sizes(key, &[])?;
         let now = self.clock.now_unix_ms();
         let fs = self.fs();
-        let newest = if let Some(&offset) = self.pending.get(key) {
+        let newest = if let Some(&(offset, _)) = self.pending.get(key) {
             Some(fs.record(offset, self.cursor)?)
         } else {
             match index::probe(fs, fs.index()?, fs.hash(key), key, Some(self.start))? {
@@ -244,25 +245,22 @@ impl<'s> Transaction<'s> {
             self.fs().store(live::WRITE_PENDING, 1);
         }
         let fs = &self.guard.fs;
-        let encoded = fs
+        let crc = fs
             .map
-            .fill(offset, len, self.alloc_end, |out| match kind {
-                Kind::Put => record::encode_put(out, key, value, expiry),
-                _ => record::encode_delete(out, key),
+            .fill(offset, len, self.alloc_end, |out| {
+                match kind {
+                    Kind::Put => record::encode_put(out, key, value, expiry),
+                    _ => record::encode_delete(out, key),
+                }
+                .map(|_| record::stored_crc(out).unwrap_or_default())
             })
             .map_err(|e| Error::io("write", fs.path(), e))?
             .map_err(|e| fs.corruption(offset, e))?;
-        debug_assert_eq!(encoded as u64, len);
-        let crc = fs
-            .map
-            .bytes(offset, 4, self.alloc_end)
-            .and_then(record::stored_crc)
-            .unwrap_or_default();
         self.records_crc.update(&crc.to_le_bytes());
         self.records += 1;
         self.cursor += len;
-        if let Some(old) = self.pending.insert(key.to_vec(), offset) {
-            self.dead += fs.record(old, self.cursor).map(|r| r.len).unwrap_or(0);
+        if let Some((_, old_len)) = self.pending.insert(key.to_vec(), (offset, len)) {
+            self.dead += old_len;
         }
         Ok(())
     }
@@ -342,7 +340,7 @@ impl<'s> Transaction<'s> {
         if idx != old_idx {
             fs.store(live::INDEX_OFFSET, idx.offset);
         }
-        for &offset in self.pending.values() {
+        for &(offset, _) in self.pending.values() {
             index::publish(&fs, idx, offset, end, &mut counters)
                 .map_err(|e| self.guard.shared.latch_err(e))?;
         }

@@ -60,12 +60,7 @@ fn run(args: &[String]) -> Result<String, String> {
 
 /// The work plan: own keys, shared counters, and reads of the others' keys.
 fn work(path: &Path, child: u32, children: u64, ops: u64) -> Result<String, String> {
-    // Start line: the parent releases every child at once.
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| format!("reading the start line: {e}"))?;
+    wait_for_start()?;
     let store = Store::open(path).map_err(|e| format!("open: {e}"))?;
     // Newest version this child has seen of each other child's key, and of
     // each counter: neither may go backwards.
@@ -161,11 +156,7 @@ fn work(path: &Path, child: u32, children: u64, ops: u64) -> Result<String, Stri
 
 /// Compacts the file again and again while the workers run.
 fn compact(path: &Path, rounds: u64) -> Result<String, String> {
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| format!("reading the start line: {e}"))?;
+    wait_for_start()?;
     let store = Store::open(path).map_err(|e| format!("open: {e}"))?;
     let mut kept = 0;
     for r in 0..rounds {
@@ -226,4 +217,15 @@ fn read(path: &Path, n: u32) -> Result<String, String> {
         return Err(format!("verify found problems: {:?}", report.problems));
     }
     Ok(format!("read {n} entries"))
+}
+
+/// Blocks until the parent writes the start line: it releases every child
+/// at once.
+fn wait_for_start() -> Result<(), String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the start line: {e}"))?;
+    Ok(())
 }
