@@ -149,13 +149,8 @@ pub(crate) fn rehash(fs: &FileState, old: IndexView, new: IndexView, bound: u64)
     let new_end = new.offset + new.len();
     let mask = new.capacity() - 1;
     let mut used = 0;
-    for b in 0..old.capacity() {
-        let s = load_slot(fs, old, b)?;
-        if s == slot::EMPTY {
-            continue;
-        }
-        let offset = slot::offset(s);
-        let rec = fs.record(offset, bound)?;
+    for entry in entries(fs, old, bound) {
+        let (s, rec) = entry?;
         if rec.kind != Kind::Put {
             continue;
         }
@@ -176,6 +171,24 @@ pub(crate) fn rehash(fs: &FileState, old: IndexView, new: IndexView, bound: u64)
         }
     }
     Ok(used)
+}
+
+/// Every occupied slot of `idx`, in slot order, with its record (verified,
+/// below `bound`). Stops at the first error.
+pub(crate) fn entries<'a>(
+    fs: &'a FileState,
+    idx: IndexView,
+    bound: u64,
+) -> impl Iterator<Item = Result<(u64, Record<'a>)>> + 'a {
+    (0..idx.capacity())
+        .map(move |b| {
+            let s = load_slot(fs, idx, b)?;
+            if s == slot::EMPTY {
+                return Ok(None);
+            }
+            Ok(Some((s, fs.record(slot::offset(s), bound)?)))
+        })
+        .filter_map(Result::transpose)
 }
 
 /// Loads slot `bucket` of `idx`.

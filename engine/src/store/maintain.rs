@@ -214,13 +214,9 @@ impl Store {
         let mut blocks: Vec<&[u8]> = Vec::new();
         let mut expired_dropped = 0;
         if keep {
-            for b in 0..idx.capacity() {
-                let s = index::load_slot(&old, idx, b)?;
-                if s == slot::EMPTY {
-                    continue;
-                }
+            for entry in index::entries(&old, idx, bound) {
+                let (s, rec) = entry?;
                 let offset = slot::offset(s);
-                let rec = old.record(offset, bound)?;
                 if rec.kind != Kind::Put {
                     continue;
                 }

@@ -207,13 +207,9 @@ fn replay(fs: &FileState, from: u64, to: u64) -> Result<()> {
 /// Recomputes the counter live words from the index.
 fn recount(fs: &FileState, idx: IndexView, bound: u64) -> Result<()> {
     let (mut live_keys, mut used, mut expiring, mut live_bytes) = (0u64, 0u64, 0u64, 0u64);
-    for b in 0..idx.capacity() {
-        let s = index::load_slot(fs, idx, b)?;
-        if s == 0 {
-            continue;
-        }
+    for entry in index::entries(fs, idx, bound) {
+        let (_, rec) = entry?;
         used += 1;
-        let rec = fs.record(carboy_format::slot::offset(s), bound)?;
         if rec.kind == Kind::Put {
             live_keys += 1;
             live_bytes += rec.len;
