@@ -65,6 +65,7 @@ pub(crate) fn open_shared(
     lock.lock_exclusive()
         .map_err(|e| Error::io("lock", &lock_path, e))?;
     let opened = (|| {
+        remove_stale_temp_files(data_path);
         if !data_path.exists() {
             if !opts.create {
                 return Err(Error::NotFound {
@@ -194,6 +195,42 @@ pub(crate) fn temp_path(path: &Path, what: &str) -> Result<PathBuf> {
     name.push(path.file_name().unwrap_or_default());
     name.push(format!(".{what}-{}-{tag:016x}", std::process::id()));
     Ok(path.with_file_name(name))
+}
+
+/// Removes temporary files that a process killed while creating or
+/// compacting `path` left beside it. Called with the exclusive lock held:
+/// only a lock holder makes such files, so any that exist are stale.
+fn remove_stale_temp_files(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let name = name.to_string_lossy();
+    let prefixes = [format!(".{name}.new-"), format!(".{name}.compact-")];
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        let stale = prefixes.iter().any(|p| {
+            file.strip_prefix(p.as_str()).is_some_and(|rest| {
+                // "<pid>-<16 hex digits>", as temp_path makes them.
+                rest.split_once('-').is_some_and(|(pid, tag)| {
+                    pid.bytes().all(|b| b.is_ascii_digit())
+                        && tag.len() == 16
+                        && tag.bytes().all(|b| b.is_ascii_hexdigit())
+                })
+            })
+        });
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Syncs the directory holding `path`, so a rename into it is durable.

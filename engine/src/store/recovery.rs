@@ -179,6 +179,7 @@ pub(crate) fn recover_locked(fs: &FileState) -> Result<()> {
 fn replay(fs: &FileState, from: u64, to: u64) -> Result<()> {
     let idx = fs.index()?;
     let mut offsets = Vec::new();
+    let mut last_commit = None;
     let mut pos = from;
     while pos < to {
         let head = fs
@@ -186,8 +187,13 @@ fn replay(fs: &FileState, from: u64, to: u64) -> Result<()> {
             .bytes(pos, record::PREFIX_LEN as u64, to)
             .ok_or_else(|| fs.corruption(pos, "block runs past the committed end"))?;
         let p = Prefix::decode(head).map_err(|e| fs.corruption(pos, e))?;
-        if matches!(p.kind, Kind::Put | Kind::Delete) {
-            offsets.push(pos);
+        match p.kind {
+            Kind::Put | Kind::Delete => offsets.push(pos),
+            Kind::Commit => {
+                let bytes = fs.block_bytes(pos, record::COMMIT_LEN, to)?;
+                last_commit = Some(Commit::decode(bytes).map_err(|e| fs.corruption(pos, e))?);
+            }
+            Kind::Index => {}
         }
         pos += p.block_len();
     }
@@ -200,6 +206,12 @@ fn replay(fs: &FileState, from: u64, to: u64) -> Result<()> {
         index::publish(fs, idx, off, to, &mut ignored)?;
     }
     recount(fs, idx, to)?;
+    // The dead writer may have stopped between storing `commit_end` and
+    // `txn_id`: the log, not the live word, says which transaction is last.
+    if let Some(marker) = last_commit {
+        fs.store(live::TXN_ID, marker.txn_id);
+        fs.store(live::LAST_COMMIT_MS, marker.unix_ms);
+    }
     fs.store(live::INDEXED_END, to);
     Ok(())
 }

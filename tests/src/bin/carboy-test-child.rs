@@ -14,6 +14,10 @@
 //!     writes the first <n> handoff entries and exits without syncing
 //! carboy-test-child read <path> <n>
 //!     checks that the file holds exactly the first <n> handoff entries
+//! carboy-test-child commit-forever <path> <first version>
+//!     commits kill-loop transactions (carboy_tests::kill_loop) from
+//!     <first version> on, printing each version on stdout once its commit
+//!     returned, until killed
 //! ```
 
 use std::collections::HashMap;
@@ -54,6 +58,7 @@ fn run(args: &[String]) -> Result<String, String> {
         Some("compact") => compact(path, num(2)?),
         Some("write") => write(path, u32::try_from(num(2)?).map_err(|e| e.to_string())?),
         Some("read") => read(path, u32::try_from(num(2)?).map_err(|e| e.to_string())?),
+        Some("commit-forever") => commit_forever(path, num(2)?),
         other => Err(format!("unknown mode {other:?}")),
     }
 }
@@ -228,4 +233,31 @@ fn wait_for_start() -> Result<(), String> {
         .read_line(&mut line)
         .map_err(|e| format!("reading the start line: {e}"))?;
     Ok(())
+}
+
+/// Commits kill-loop transactions until killed, acknowledging each one on
+/// stdout only after its commit returned.
+fn commit_forever(path: &Path, first: u64) -> Result<String, String> {
+    use std::io::Write;
+    let store = Store::open(path).map_err(|e| format!("open: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    for version in first.. {
+        let mut txn = store.transaction().map_err(|e| format!("begin: {e}"))?;
+        for (key, value) in carboy_tests::kill_loop::writes(version) {
+            txn.put(&key, &value)
+                .map_err(|e| format!("put {}: {e}", show(&key)))?;
+        }
+        if let Some(key) = carboy_tests::kill_loop::deletion(version) {
+            txn.delete(&key)
+                .map_err(|e| format!("delete {}: {e}", show(&key)))?;
+        }
+        txn.commit().map_err(|e| format!("commit {version}: {e}"))?;
+        writeln!(out, "{version}")
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("ack: {e}"))?;
+        if version % carboy_tests::kill_loop::COMPACT_EVERY == 0 {
+            store.compact().map_err(|e| format!("compact: {e}"))?;
+        }
+    }
+    Ok(String::new())
 }
