@@ -14,22 +14,13 @@ use std::process::{Command, Stdio};
 
 use carboy::Store;
 use carboy_tests::kill_loop::{self, BATCH};
-use carboy_tests::{assert_clean, parse_versioned, show};
+use carboy_tests::{assert_clean, parse_versioned, show, splitmix};
 
 fn kills() -> u64 {
     std::env::var("CARBOY_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000)
-}
-
-/// splitmix64: the kill points, reproducible from the seed in a failure.
-fn next_random(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 fn version_of(store: &Store, key: &[u8]) -> Option<u64> {
@@ -64,7 +55,7 @@ fn killed_writers_lose_nothing_acknowledged() {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let wait_for = next_random(&mut rng) % 12;
+        let wait_for = splitmix(&mut rng) % 12;
         let mut acks = Vec::new();
         while (acks.len() as u64) < wait_for {
             match lines.next() {
