@@ -56,7 +56,7 @@ fn transaction(store: &Store, model: &mut State, txn: u64, ops: u64) {
     t.commit().unwrap();
 }
 
-/// Builds a crash image of `after` relative to `before` into `out`.
+/// Builds a crash image of `after` relative to `before`.
 fn crash_image(before: &[u8], after: &[u8], rng: &mut u64) -> Vec<u8> {
     let mut image = after.to_vec();
     for (n, page) in image.chunks_mut(PAGE).enumerate() {
@@ -81,7 +81,7 @@ fn crash_image(before: &[u8], after: &[u8], rng: &mut u64) -> Vec<u8> {
         }
     }
     // The new length may not have reached the disk either.
-    if splitmix(rng) % 4 == 0 && before.len() < image.len() {
+    if splitmix(rng).is_multiple_of(4) && before.len() < image.len() {
         image.truncate(before.len());
     }
     image
