@@ -226,9 +226,19 @@ impl<'s> Transaction<'s> {
             .next_multiple_of(1 << 16)
             .min(MAX_OFFSET);
         let fs = &self.guard.fs;
-        fs.map
-            .allocate(self.alloc_end, new_end)
-            .map_err(|e| Error::io("extend (fallocate)", fs.path(), e))?;
+        // Grow by a step, so that growth is amortized; when the disk (or a
+        // file-size limit) cannot take the step, take only what is needed.
+        let exact = end.next_multiple_of(1 << 16).min(MAX_OFFSET);
+        let new_end = match fs.map.allocate(self.alloc_end, new_end) {
+            Ok(()) => new_end,
+            Err(_) if exact < new_end => {
+                fs.map
+                    .allocate(self.alloc_end, exact)
+                    .map_err(|e| Error::io("extend (fallocate)", fs.path(), e))?;
+                exact
+            }
+            Err(e) => return Err(Error::io("extend (fallocate)", fs.path(), e)),
+        };
         fs.store(live::ALLOC_END, new_end);
         self.alloc_end = new_end;
         Ok(())

@@ -14,6 +14,10 @@
 //!     writes the first <n> handoff entries and exits without syncing
 //! carboy-test-child read <path> <n>
 //!     checks that the file holds exactly the first <n> handoff entries
+//! carboy-test-child fill <path>
+//!     commits growing transactions until one fails, printing the version
+//!     of each commit that returned, then the failure as `error: ...`;
+//!     exits 0 when the failure is a typed I/O error
 //! carboy-test-child commit-forever <path> <first version>
 //!     commits kill-loop transactions (carboy_tests::kill_loop) from
 //!     <first version> on, printing each version on stdout once its commit
@@ -59,6 +63,7 @@ fn run(args: &[String]) -> Result<String, String> {
         Some("write") => write(path, u32::try_from(num(2)?).map_err(|e| e.to_string())?),
         Some("read") => read(path, u32::try_from(num(2)?).map_err(|e| e.to_string())?),
         Some("commit-forever") => commit_forever(path, num(2)?),
+        Some("fill") => fill(path),
         other => Err(format!("unknown mode {other:?}")),
     }
 }
@@ -257,6 +262,36 @@ fn commit_forever(path: &Path, first: u64) -> Result<String, String> {
             .map_err(|e| format!("ack: {e}"))?;
         if version % carboy_tests::kill_loop::COMPACT_EVERY == 0 {
             store.compact().map_err(|e| format!("compact: {e}"))?;
+        }
+    }
+    Ok(String::new())
+}
+
+/// Commits ever larger transactions until the file cannot grow (the parent
+/// runs this under a file-size limit), acknowledging each commit.
+fn fill(path: &Path) -> Result<String, String> {
+    use std::io::Write;
+    let store = Store::open(path).map_err(|e| format!("open: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    for version in 1u64.. {
+        let result = (|| {
+            let mut txn = store.transaction()?;
+            for i in 0..version * 4 {
+                let key = format!("fill/{}", i % 5000).into_bytes();
+                txn.put(&key, &carboy_tests::versioned_value(i as u32, version))?;
+            }
+            txn.commit()
+        })();
+        match result {
+            Ok(()) => writeln!(out, "{version}")
+                .and_then(|()| out.flush())
+                .map_err(|e| format!("ack: {e}"))?,
+            Err(e @ carboy::Error::Io { .. }) => return Ok(format!("error: {e}")),
+            Err(e) => {
+                return Err(format!(
+                    "commit {version} failed with an untyped error: {e:?}"
+                ));
+            }
         }
     }
     Ok(String::new())
