@@ -4,8 +4,8 @@
 //! lock means the same thing across compactions. Its first page holds:
 //!
 //! ```text
-//! 0        8         12         16 .. 64    64            72
-//! | magic  | version | reserved | zero ...  | generation  | zero ... | 4096
+//! 0        8         12         16 .. 64    64            72       76
+//! | magic  | version | reserved | zero ...  | generation  | wanted | zero ... | 4096
 //! ```
 //!
 //! `generation` is a live word (8-byte atomic access only): the generation
@@ -24,6 +24,10 @@ pub const OFF_MAGIC: usize = 0;
 pub const OFF_VERSION: usize = OFF_MAGIC + 8;
 /// Offset of the live word `generation` (u64).
 pub const OFF_GENERATION: usize = 64;
+/// Offset of the live word `wanted` (u32, 4-byte atomic access only): how
+/// many processes are waiting for the lock. A process that keeps the lock
+/// between commits (a lease) gives it up as soon as this is nonzero.
+pub const OFF_WANTED: usize = OFF_GENERATION + 8;
 
 /// Encodes the static part of a fresh lock file (the first 16 bytes).
 pub fn encode() -> [u8; 16] {

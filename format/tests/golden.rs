@@ -284,6 +284,7 @@ fn layout_constants() {
     assert_eq!(kinds.map(|k| k as u8), [1, 2, 3, 4]);
     assert_eq!(lockfile::SIZE, 4096);
     assert_eq!(lockfile::OFF_GENERATION, 64);
+    assert_eq!(lockfile::OFF_WANTED, 72);
     // The CRC is IEEE CRC-32 (check value of "123456789").
     assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
 }
@@ -410,6 +411,7 @@ fn format_md_documents_the_offsets() {
     check(lockfile::OFF_MAGIC, 8, "bytes", "magic");
     check(lockfile::OFF_VERSION, 4, "u32", "version");
     check(lockfile::OFF_GENERATION, 8, "u64", "generation");
+    check(lockfile::OFF_WANTED, 4, "u32", "wanted");
 
     assert!(
         missing.is_empty(),

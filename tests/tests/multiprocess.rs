@@ -166,6 +166,44 @@ fn a_later_process_reads_what_an_exited_one_wrote() {
 }
 
 #[test]
+fn an_idle_writer_lets_other_processes_in() {
+    // After a commit this process keeps the writer lock while nobody else
+    // wants it (a lease). Other processes must still get it, without this
+    // process doing anything: a child that opens, writes and exits, then
+    // one that opens and reads, each within the deadline.
+    const N: u32 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lease.carboy");
+    let path_arg = path.to_str().unwrap();
+    let n = N.to_string();
+    // The parent writes entries the children also write, so that the
+    // reader child's exact count still holds.
+    let entries = plan::handoff_entries(N);
+    let store = Store::open(&path).unwrap();
+    store.put(&entries[0].0, &entries[0].1).unwrap();
+
+    let out = finish(
+        spawn(&["write", path_arg, &n], Stdio::null()),
+        "writer process",
+    );
+    assert!(out.contains("wrote 200"), "writer said {out:?}");
+    store.put(&entries[1].0, &entries[1].1).unwrap();
+    let out = finish(
+        spawn(&["read", path_arg, &n], Stdio::null()),
+        "reader process",
+    );
+    assert!(out.contains("read 200"), "reader said {out:?}");
+
+    // This process sees the child's writes and can still write and iterate.
+    for (key, value) in &entries {
+        assert_eq!(store.get_owned(key).unwrap().as_deref(), Some(&value[..]));
+    }
+    store.put(b"parent", b"third").unwrap();
+    assert_eq!(contents(&store).len() as u32, N + 1);
+    assert_clean(&store);
+}
+
+#[test]
 fn reader_process_detects_missing_writes() {
     // The reader child must fail when the file lacks what it expects:
     // otherwise the test above could pass with a reader that checks nothing.

@@ -22,7 +22,8 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 use parking_lot::Mutex;
@@ -319,9 +320,63 @@ impl LockFile {
         }
     }
 
-    /// Blocks until this process holds the exclusive lock.
+    /// The `wanted` live word: processes waiting for the lock. A futex word.
+    fn wanted(&self) -> &AtomicU32 {
+        // SAFETY: as for `generation`: the word at OFF_WANTED (72) lies in
+        // the 4096-byte mapping that lives as long as `self`, is 4-aligned,
+        // and every process accesses it only through 4-byte atomics.
+        unsafe {
+            AtomicU32::from_ptr(
+                self.map
+                    .as_mut_ptr()
+                    .add(carboy_format::lockfile::OFF_WANTED)
+                    .cast::<u32>(),
+            )
+        }
+    }
+
+    /// True when another process is waiting for the lock.
+    pub(crate) fn is_wanted(&self) -> bool {
+        self.wanted().load(Ordering::Acquire) != 0
+    }
+
+    /// Waits until another process wants the lock, or `timeout` passes.
+    pub(crate) fn wait_until_wanted(&self, timeout: Duration) {
+        let ts = rustix::thread::futex::Timespec {
+            tv_sec: timeout.as_secs() as i64,
+            tv_nsec: timeout.subsec_nanos().into(),
+        };
+        // Returns at once if the word is already nonzero; spurious wakes
+        // and errors only make the caller look again.
+        let _ = rustix::thread::futex::wait(
+            self.wanted(),
+            rustix::thread::futex::Flags::empty(),
+            0,
+            Some(&ts),
+        );
+    }
+
+    /// Blocks until this process holds the exclusive lock, telling a
+    /// process that keeps the lock between commits to give it up.
     pub(crate) fn lock_exclusive(&self) -> io::Result<()> {
-        self.file.lock()
+        if self.try_lock_exclusive()? {
+            return Ok(());
+        }
+        self.announce_and(|| self.file.lock())
+    }
+
+    /// Counts this process in `wanted` (waking lease holders) while `wait`
+    /// blocks for the lock.
+    fn announce_and(&self, wait: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        self.wanted().fetch_add(1, Ordering::AcqRel);
+        let _ = rustix::thread::futex::wake(
+            self.wanted(),
+            rustix::thread::futex::Flags::empty(),
+            u32::MAX,
+        );
+        let result = wait();
+        self.wanted().fetch_sub(1, Ordering::AcqRel);
+        result
     }
 
     /// Takes the exclusive lock if nobody holds any lock.
@@ -333,9 +388,14 @@ impl LockFile {
         }
     }
 
-    /// Blocks until this process holds a shared lock.
+    /// Blocks until this process holds a shared lock (announcing itself to
+    /// a lease holder like [`lock_exclusive`](Self::lock_exclusive)).
     pub(crate) fn lock_shared(&self) -> io::Result<()> {
-        self.file.lock_shared()
+        match self.file.try_lock_shared() {
+            Ok(()) => Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => self.announce_and(|| self.file.lock_shared()),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 
     /// Releases whichever lock this process holds.

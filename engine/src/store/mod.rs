@@ -8,6 +8,7 @@
 //! | `file_state.rs` | one opened data file and checked reads of it |
 //! | `index.rs` | the probe loop and slot publishing |
 //! | `writer.rs` | the writer lock and the commit protocol |
+//! | `lease.rs` | keeping the writer lock between commits while nobody waits |
 //! | `recovery.rs` | log scans, dead-writer replay, index rebuild |
 //! | `open.rs` | lock file, creation, registry, following compactions |
 //! | `snapshot.rs` | consistent reads and iteration under a shared lock |
@@ -33,6 +34,7 @@ use crate::options::Options;
 
 mod file_state;
 mod index;
+mod lease;
 mod maintain;
 mod open;
 mod recovery;
@@ -65,6 +67,13 @@ pub(crate) struct Shared {
     checked_gen: AtomicU64,
     /// Serializes reloads after a compaction.
     reload: Mutex<()>,
+    /// This process holds the exclusive flock between writes (a lease;
+    /// see `lease.rs`). Changed only under `rw` held for writing.
+    held: std::sync::atomic::AtomicBool,
+    /// Whether the lease thread runs.
+    lease_thread: Mutex<bool>,
+    /// This `Shared`, for the lease thread.
+    me: std::sync::Weak<Shared>,
 }
 
 impl Shared {

@@ -90,7 +90,7 @@ pub(crate) fn open_shared(
     let _ = lock.unlock();
     let fs = opened?;
     let generation = fs.header.generation;
-    let shared = Arc::new(Shared {
+    let shared = Arc::new_cyclic(|me| Shared {
         lock,
         lock_path,
         data_path: data_path.to_path_buf(),
@@ -100,6 +100,9 @@ pub(crate) fn open_shared(
         latched: Mutex::new(None),
         checked_gen: AtomicU64::new(generation),
         reload: Mutex::new(()),
+        held: std::sync::atomic::AtomicBool::new(false),
+        lease_thread: Mutex::new(false),
+        me: me.clone(),
     });
     registry.insert(key, Arc::downgrade(&shared));
     Ok(shared)
@@ -430,15 +433,19 @@ impl Shared {
         // its process died there. Keep reading the file we have (nobody
         // writes it while a compactor holds the lock); if no writer holds
         // the lock, repair the word ourselves.
-        if let Some(_w) = self.rw.try_write()
-            && self
+        if let Some(_w) = self.rw.try_write() {
+            if self.holds_lease() {
+                // We hold the lock already (idle lease): repair, keep it.
+                self.adopt_current_file_locked(&current)?;
+            } else if self
                 .lock
                 .try_lock_exclusive()
                 .map_err(|e| Error::io("lock", &self.lock_path, e))?
-        {
-            let result = self.adopt_current_file_locked(&current);
-            let _ = self.lock.unlock();
-            result?;
+            {
+                let result = self.adopt_current_file_locked(&current);
+                let _ = self.lock.unlock();
+                result?;
+            }
         }
         Ok(())
     }

@@ -29,6 +29,9 @@ use crate::error::{Error, Result};
 pub struct Snapshot<'s> {
     store: &'s Store,
     _rw: RwLockReadGuard<'s, ()>,
+    /// Whether this snapshot holds (a share of) the shared flock, rather
+    /// than relying on the process's idle lease.
+    counted: bool,
     pub(super) fs: Arc<FileState>,
     pub(super) idx: IndexView,
     pub(super) bound: u64,
@@ -60,7 +63,11 @@ impl<'s> Snapshot<'s> {
         let shared = &*store.shared;
         loop {
             let rw = shared.rw.read();
-            {
+            // With an idle lease this process holds the exclusive lock,
+            // which keeps every writer out just as well (and stays held
+            // while `rw` is).
+            let counted = !shared.holds_lease();
+            if counted {
                 let mut holders = shared.shared_holders.lock();
                 if *holders == 0 {
                     shared
@@ -73,6 +80,7 @@ impl<'s> Snapshot<'s> {
             let mut snap = Snapshot {
                 store,
                 _rw: rw,
+                counted,
                 fs: shared.file.load_full(),
                 idx: super::file_state::IndexView { offset: 0, log2: 4 },
                 bound: 0,
@@ -153,6 +161,9 @@ impl<'s> Snapshot<'s> {
 
 impl Drop for Snapshot<'_> {
     fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
         let shared = &*self.store.shared;
         let mut holders = shared.shared_holders.lock();
         *holders = holders.saturating_sub(1);

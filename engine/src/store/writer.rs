@@ -44,9 +44,7 @@ pub(crate) struct WriteGuard<'s> {
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
-        // Unlocking cannot meaningfully fail; if it did, the descriptor's
-        // close (at the latest) releases the lock.
-        let _ = self.shared.lock.unlock();
+        self.shared.release_exclusive();
     }
 }
 
@@ -62,9 +60,7 @@ impl Shared {
             });
         }
         let rw = self.rw.write();
-        self.lock
-            .lock_exclusive()
-            .map_err(|e| Error::io("lock", &self.lock_path, e))?;
+        self.acquire_exclusive()?;
         let mut guard = WriteGuard {
             shared: self,
             _rw: rw,
