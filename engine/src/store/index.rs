@@ -110,6 +110,20 @@ pub(crate) fn publish(
     counters: &mut Counters,
 ) -> Result<()> {
     let rec = fs.record(offset, bound)?;
+    publish_record(fs, idx, offset, &rec, bound, counters)
+}
+
+/// [`publish`] for a record whose fields the caller already knows (the
+/// writer, which just encoded it): saves reading and verifying it again.
+/// Only `kind`, `expiry`, `key` and `len` of `rec` are used.
+pub(crate) fn publish_record(
+    fs: &FileState,
+    idx: IndexView,
+    offset: u64,
+    rec: &Record<'_>,
+    bound: u64,
+    counters: &mut Counters,
+) -> Result<()> {
     let hash = fs.hash(rec.key);
     let value = slot::pack(offset, hash)
         .ok_or_else(|| fs.corruption(offset, "record offset cannot be addressed by a slot"))?;
@@ -136,7 +150,7 @@ pub(crate) fn publish(
             return Err(fs.corruption(idx.offset, "index is full: no slot left for a new key"));
         }
     }
-    counters.add_record(&rec, 1);
+    counters.add_record(rec, 1);
     if rec.kind == Kind::Delete {
         counters.dead_bytes += rec.len as i64;
     }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use carboy_format::Expiry;
 use carboy_format::header::live;
-use carboy_format::record::{self, Commit, Kind};
+use carboy_format::record::{self, Commit, Kind, Record};
 use carboy_format::slot::MAX_OFFSET;
 use parking_lot::RwLockWriteGuard;
 
@@ -72,6 +72,15 @@ impl Shared {
     }
 }
 
+/// What a transaction remembers of the newest record it wrote for a key.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    offset: u64,
+    len: u64,
+    kind: Kind,
+    expiry: Expiry,
+}
+
 /// A write transaction: reads see its own writes, and its writes become
 /// visible to everyone at once or not at all (after a crash too).
 ///
@@ -99,9 +108,8 @@ pub struct Transaction<'s> {
     /// Where the next block goes.
     cursor: u64,
     alloc_end: u64,
-    /// Newest record of each key written by this transaction: its offset
-    /// and block length.
-    pending: HashMap<Vec<u8>, (u64, u64)>,
+    /// Newest record of each key written by this transaction.
+    pending: HashMap<Vec<u8>, Pending>,
     records: u32,
     records_crc: crc32fast::Hasher,
     /// Bytes of this transaction's records that a later record of the same
@@ -150,7 +158,7 @@ impl<'s> Transaction<'s> {
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
         let now = self.clock.now_unix_ms();
         let fs = self.fs();
-        let rec = if let Some(&(offset, _)) = self.pending.get(key) {
+        let rec = if let Some(&Pending { offset, .. }) = self.pending.get(key) {
             fs.record(offset, self.cursor)?
         } else {
             match index::probe(fs, fs.index()?, fs.hash(key), key, Some(self.start))? {
@@ -185,7 +193,7 @@ impl<'s> Transaction<'s> {
         check_sizes(key, &[])?;
         let now = self.clock.now_unix_ms();
         let fs = self.fs();
-        let newest = if let Some(&(offset, _)) = self.pending.get(key) {
+        let newest = if let Some(&Pending { offset, .. }) = self.pending.get(key) {
             Some(fs.record(offset, self.cursor)?)
         } else {
             match index::probe(fs, fs.index()?, fs.hash(key), key, Some(self.start))? {
@@ -265,8 +273,14 @@ impl<'s> Transaction<'s> {
         self.records_crc.update(&crc.to_le_bytes());
         self.records += 1;
         self.cursor += len;
-        if let Some((_, old_len)) = self.pending.insert(key.to_vec(), (offset, len)) {
-            self.dead += old_len;
+        let pending = Pending {
+            offset,
+            len,
+            kind,
+            expiry,
+        };
+        if let Some(old) = self.pending.insert(key.to_vec(), pending) {
+            self.dead += old.len;
         }
         Ok(())
     }
@@ -346,8 +360,15 @@ impl<'s> Transaction<'s> {
         if idx != old_idx {
             fs.store(live::INDEX_OFFSET, idx.offset);
         }
-        for &(offset, _) in self.pending.values() {
-            index::publish(&fs, idx, offset, end, &mut counters)
+        for (key, p) in &self.pending {
+            let rec = Record {
+                kind: p.kind,
+                expiry: p.expiry,
+                key,
+                value: &[],
+                len: p.len,
+            };
+            index::publish_record(&fs, idx, p.offset, &rec, end, &mut counters)
                 .map_err(|e| self.guard.shared.latch_err(e))?;
         }
         counters.dead_bytes += (self.dead + record::COMMIT_LEN) as i64;
