@@ -6,6 +6,8 @@
 //! These are test helpers: they panic, with a message saying what and
 //! where, on any failure that is not the point of the test.
 
+pub mod fuzzing;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
