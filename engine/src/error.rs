@@ -109,6 +109,21 @@ pub enum Error {
         /// The limit.
         max: u64,
     },
+    /// The calling thread holds a lock on this namespace that the call
+    /// would have to wait for: for example a write while the thread
+    /// iterates, or a snapshot inside a transaction.
+    #[error(
+        "{path}: this thread holds {held} of this namespace and cannot {wanted} until it \
+         is dropped (collect keys first, or use the transaction's own methods)"
+    )]
+    WouldDeadlock {
+        /// The data file.
+        path: PathBuf,
+        /// What the thread holds.
+        held: &'static str,
+        /// What it asked for.
+        wanted: &'static str,
+    },
     /// An option or argument with a value carboy cannot use.
     #[error("invalid option {name}: {reason}")]
     InvalidOption {

@@ -102,3 +102,47 @@ fn namespaces_by_name() {
     assert!(a.path().starts_with(dir.path()));
     assert!(Store::open_namespace(dir.path(), "").is_err());
 }
+
+#[test]
+fn calls_that_would_wait_for_the_same_thread_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("r.carboy")).unwrap();
+    s.put(b"a", b"1").unwrap();
+    s.put_for(b"b", b"2", Duration::from_secs(60)).unwrap();
+    {
+        let mut iter = s.iter().unwrap();
+        assert!(iter.next().is_some());
+        // A write while this thread iterates would wait for the iterator.
+        let err = s.delete(b"a").unwrap_err();
+        assert!(matches!(err, carboy::Error::WouldDeadlock { .. }), "{err}");
+        assert!(err.to_string().contains("r.carboy"), "{err}");
+        // Reads, and snapshots inside the iteration, are fine.
+        assert_eq!(s.len().unwrap(), 2);
+        assert_eq!(s.get_owned(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+    }
+    {
+        let txn = s.transaction().unwrap();
+        assert!(matches!(
+            s.put(b"c", b"3"),
+            Err(carboy::Error::WouldDeadlock { .. })
+        ));
+        assert!(matches!(s.len(), Err(carboy::Error::WouldDeadlock { .. })));
+        assert!(matches!(
+            s.snapshot(),
+            Err(carboy::Error::WouldDeadlock { .. })
+        ));
+        drop(txn);
+    }
+    // Once dropped, everything works again, and another thread was never
+    // refused: the check is per thread.
+    s.delete(b"a").unwrap();
+    let iter = s.iter().unwrap();
+    std::thread::scope(|t| {
+        t.spawn(|| {
+            let s2 = s.clone();
+            assert!(s2.snapshot().is_ok());
+        });
+    });
+    drop(iter);
+    assert_eq!(s.keys().unwrap(), vec![b"b".to_vec()]);
+}

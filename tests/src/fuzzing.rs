@@ -40,7 +40,11 @@ pub fn open_image(data: &[u8]) {
 }
 
 fn exercise(path: &Path, rebuild: bool) {
-    let Ok(store) = Options::new().create(false).rebuild_index(rebuild).open(path) else {
+    let Ok(store) = Options::new()
+        .create(false)
+        .rebuild_index(rebuild)
+        .open(path)
+    else {
         return;
     };
     let _ = store.stats();
@@ -70,10 +74,16 @@ pub fn seed_image() -> Vec<u8> {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("seed.carboy");
     {
-        let store = Options::new().expected_keys(4).open(&path).expect("create seed");
+        let store = Options::new()
+            .expected_keys(4)
+            .open(&path)
+            .expect("create seed");
         for i in 0u32..12 {
             store
-                .put(format!("key/{i}").as_bytes(), &i.to_le_bytes().repeat(i as usize))
+                .put(
+                    format!("key/{i}").as_bytes(),
+                    &i.to_le_bytes().repeat(i as usize),
+                )
                 .expect("put");
         }
         store.delete(b"key/3").expect("delete");

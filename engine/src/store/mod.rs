@@ -9,6 +9,7 @@
 //! | `index.rs` | the probe loop and slot publishing |
 //! | `writer.rs` | the writer lock and the commit protocol |
 //! | `lease.rs` | keeping the writer lock between commits while nobody waits |
+//! | `reentry.rs` | refusing calls that would wait for the calling thread itself |
 //! | `recovery.rs` | log scans, dead-writer replay, index rebuild |
 //! | `open.rs` | lock file, creation, registry, following compactions |
 //! | `snapshot.rs` | consistent reads and iteration under a shared lock |
@@ -38,6 +39,7 @@ mod lease;
 mod maintain;
 mod open;
 mod recovery;
+mod reentry;
 mod snapshot;
 mod writer;
 

@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 pub struct Snapshot<'s> {
     store: &'s Store,
     _rw: RwLockReadGuard<'s, ()>,
+    _held: super::reentry::Held,
     /// Whether this snapshot holds (a share of) the shared flock, rather
     /// than relying on the process's idle lease.
     counted: bool,
@@ -61,8 +62,11 @@ pub struct Entry {
 impl<'s> Snapshot<'s> {
     pub(crate) fn new(store: &'s Store) -> Result<Snapshot<'s>> {
         let shared = &*store.shared;
+        super::reentry::check(shared, false)?;
         loop {
-            let rw = shared.rw.read();
+            // Recursive: a snapshot inside a snapshot of the same thread
+            // must not queue behind a waiting writer.
+            let rw = shared.rw.read_recursive();
             // With an idle lease this process holds the exclusive lock,
             // which keeps every writer out just as well (and stays held
             // while `rw` is).
@@ -80,6 +84,7 @@ impl<'s> Snapshot<'s> {
             let mut snap = Snapshot {
                 store,
                 _rw: rw,
+                _held: super::reentry::Held::new(shared, false),
                 counted,
                 fs: shared.file.load_full(),
                 idx: super::file_state::IndexView { offset: 0, log2: 4 },

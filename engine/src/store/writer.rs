@@ -39,6 +39,7 @@ use crate::error::{Error, Result};
 pub(crate) struct WriteGuard<'s> {
     pub(crate) shared: &'s Shared,
     _rw: RwLockWriteGuard<'s, ()>,
+    _held: super::reentry::Held,
     pub(crate) fs: Arc<FileState>,
 }
 
@@ -59,11 +60,13 @@ impl Shared {
                 cause,
             });
         }
+        super::reentry::check(self, true)?;
         let rw = self.rw.write();
         self.acquire_exclusive()?;
         let mut guard = WriteGuard {
             shared: self,
             _rw: rw,
+            _held: super::reentry::Held::new(self, true),
             fs: self.file.load_full(),
         };
         guard.fs = self.adopt_current_file_locked(&guard.fs)?;
