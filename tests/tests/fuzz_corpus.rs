@@ -48,6 +48,9 @@ fn mutated_files_never_panic() {
         let mut image = seed.clone();
         for _ in 0..1 + splitmix(&mut rng) % 4 {
             let len = image.len() as u64;
+            if len == 0 {
+                break;
+            }
             let at = (splitmix(&mut rng) % len) as usize;
             match splitmix(&mut rng) % 5 {
                 0 => image[at] ^= 1 << (splitmix(&mut rng) % 8),
