@@ -46,6 +46,7 @@
 
 mod clock;
 mod error;
+pub mod faults;
 #[allow(unsafe_code)]
 mod file;
 pub mod name;

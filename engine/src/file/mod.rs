@@ -244,12 +244,14 @@ impl MappedFile {
 
     /// Flushes the file's data and length to the device (`fdatasync`).
     pub(crate) fn sync(&self) -> io::Result<()> {
+        crate::faults::check(crate::faults::Op::Fsync)?;
         self.file.sync_data()
     }
 }
 
 /// Extends `file` from `old_len` to `new_len` with allocated blocks.
 pub(crate) fn allocate(file: &File, old_len: u64, new_len: u64) -> io::Result<()> {
+    crate::faults::check(crate::faults::Op::Fallocate)?;
     match rustix::fs::fallocate(
         file,
         rustix::fs::FallocateFlags::empty(),
@@ -264,6 +266,18 @@ pub(crate) fn allocate(file: &File, old_len: u64, new_len: u64) -> io::Result<()
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Renames `from` to `to` (a new data file into place).
+pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    crate::faults::check(crate::faults::Op::Rename)?;
+    std::fs::rename(from, to)
+}
+
+/// Syncs directory `dir`, so that a rename in it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    crate::faults::check(crate::faults::Op::Fsync)?;
+    File::open(dir)?.sync_all()
 }
 
 fn reservation_for(len: u64) -> io::Result<usize> {

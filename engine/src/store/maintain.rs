@@ -243,7 +243,7 @@ impl Store {
             .lock
             .generation()
             .store(generation.to_le(), Ordering::Release);
-        if let Err(e) = std::fs::rename(&tmp, &path) {
+        if let Err(e) = crate::file::rename(&tmp, &path) {
             let _ = std::fs::remove_file(&tmp);
             self.shared
                 .lock
@@ -251,7 +251,9 @@ impl Store {
                 .store(old.header.generation.to_le(), Ordering::Release);
             return Err(Error::io("rename", &tmp, e));
         }
-        open::sync_dir(&path)?;
+        // After the rename, a failed directory sync leaves it unknown
+        // whether the new file survives power loss: latch.
+        open::sync_dir(&path).map_err(|e| self.shared.latch_err(e))?;
         old.store(live::SUPERSEDED, 1);
         let (fresh, _) = FileState::open(&path)?;
         let bytes_after = fresh.commit_end();

@@ -334,12 +334,22 @@ impl Store {
         Ok(())
     }
 
-    /// Clears the latch set by a failed write, after finishing any
-    /// half-done commit. Returns the cause that was latched, if any.
+    /// Clears the latch set by a failed write: finishes any half-done
+    /// commit, then syncs the data file and its directory, so that whatever
+    /// the failed call left is durable before writes resume. Returns the
+    /// cause that was latched, if any; on failure the store stays latched.
     pub fn recover(&self) -> Result<Option<String>> {
         let cause = self.shared.latched.lock().take();
-        match self.shared.write_lock() {
-            Ok(_guard) => Ok(cause),
+        let result = self.shared.write_lock().and_then(|guard| {
+            guard
+                .fs
+                .map
+                .sync()
+                .map_err(|e| Error::io("fsync", guard.fs.path(), e))?;
+            open::sync_dir(&self.shared.data_path)
+        });
+        match result {
+            Ok(()) => Ok(cause),
             Err(e) => {
                 *self.shared.latched.lock() = cause;
                 Err(e)

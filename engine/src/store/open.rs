@@ -242,9 +242,7 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync directory", dir, e))
+    crate::file::sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 /// Creates a data file at `path` holding `blocks` (verbatim put records, as
@@ -259,7 +257,7 @@ pub(crate) fn create_file_with(
 ) -> Result<()> {
     let tmp = temp_path(path, "new")?;
     let result = write_new_file(&tmp, name, generation, opts, blocks)
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e)))
+        .and_then(|()| crate::file::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e)))
         .and_then(|()| sync_dir(path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -1,0 +1,64 @@
+//! A storage seam for tests: with the `fault-injection` feature, a process
+//! can make carboy's `fallocate`, `fsync` and `rename` calls fail on demand,
+//! to check what a failed write leaves behind. Without the feature the
+//! checks compile to nothing.
+//!
+//! ```
+//! # #[cfg(feature = "fault-injection")] {
+//! use std::io;
+//! carboy::faults::set_hook(Some(Box::new(|op| {
+//!     (op == carboy::faults::Op::Fsync).then(|| io::Error::other("injected"))
+//! })));
+//! // ... every fsync now fails ...
+//! carboy::faults::set_hook(None);
+//! # }
+//! ```
+
+use std::io;
+
+/// A storage operation that can be made to fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Op {
+    /// Extending a file with `fallocate`.
+    Fallocate,
+    /// `fdatasync` of a data file (or `fsync` of a directory).
+    Fsync,
+    /// Renaming a new data file into place.
+    Rename,
+}
+
+/// Decides, for each operation, whether it fails (and with what).
+pub type Hook = Box<dyn Fn(Op) -> Option<io::Error> + Send + Sync>;
+
+#[cfg(feature = "fault-injection")]
+static HOOK: std::sync::RwLock<Option<Hook>> = std::sync::RwLock::new(None);
+
+/// Installs (or, with `None`, removes) the process-wide fault hook.
+#[cfg(feature = "fault-injection")]
+pub fn set_hook(hook: Option<Hook>) {
+    match HOOK.write() {
+        Ok(mut h) => *h = hook,
+        Err(poisoned) => *poisoned.into_inner() = hook,
+    }
+}
+
+/// Fails with the hook's error when it says `op` should fail.
+#[cfg(feature = "fault-injection")]
+pub(crate) fn check(op: Op) -> io::Result<()> {
+    let hook = match HOOK.read() {
+        Ok(h) => h,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    match hook.as_ref().and_then(|h| h(op)) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Without the `fault-injection` feature nothing ever fails here.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn check(_op: Op) -> io::Result<()> {
+    Ok(())
+}
