@@ -110,21 +110,21 @@ pub(crate) fn publish(
     counters: &mut Counters,
 ) -> Result<()> {
     let rec = fs.record(offset, bound)?;
-    publish_record(fs, idx, offset, &rec, bound, counters)
+    publish_record(fs, idx, offset, &rec, fs.hash(rec.key), bound, counters)
 }
 
-/// [`publish`] for a record whose fields the caller already knows (the
-/// writer, which just encoded it): saves reading and verifying it again.
-/// Only `kind`, `expiry`, `key` and `len` of `rec` are used.
+/// [`publish`] for a record whose fields and key hash the caller already
+/// knows (the writer, which just encoded it): saves reading, verifying and
+/// hashing it again. Only `kind`, `expiry`, `key` and `len` of `rec` are used.
 pub(crate) fn publish_record(
     fs: &FileState,
     idx: IndexView,
     offset: u64,
     rec: &Record<'_>,
+    hash: u64,
     bound: u64,
     counters: &mut Counters,
 ) -> Result<()> {
-    let hash = fs.hash(rec.key);
     let value = slot::pack(offset, hash)
         .ok_or_else(|| fs.corruption(offset, "record offset cannot be addressed by a slot"))?;
     match probe(fs, idx, hash, rec.key, Some(bound))? {

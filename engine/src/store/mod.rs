@@ -38,6 +38,7 @@ mod index;
 mod lease;
 mod maintain;
 mod open;
+mod pending;
 mod recovery;
 mod reentry;
 mod snapshot;

@@ -19,7 +19,6 @@
 //! `indexed_end < commit_end`; the next writer replays the records in
 //! between (see `recovery.rs`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use carboy_format::Expiry;
@@ -31,6 +30,7 @@ use parking_lot::RwLockWriteGuard;
 use super::Shared;
 use super::file_state::{FileState, IndexView};
 use super::index::{self, Counters, Probe};
+use super::pending::{Pending, PendingSet};
 use crate::Durability;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -75,15 +75,6 @@ impl Shared {
     }
 }
 
-/// What a transaction remembers of the newest record it wrote for a key.
-#[derive(Clone, Copy, Debug)]
-struct Pending {
-    offset: u64,
-    len: u64,
-    kind: Kind,
-    expiry: Expiry,
-}
-
 /// A write transaction: reads see its own writes, and its writes become
 /// visible to everyone at once or not at all (after a crash too).
 ///
@@ -111,8 +102,8 @@ pub struct Transaction<'s> {
     /// Where the next block goes.
     cursor: u64,
     alloc_end: u64,
-    /// Newest record of each key written by this transaction.
-    pending: HashMap<Vec<u8>, Pending>,
+    /// The records this transaction wrote.
+    pending: PendingSet,
     records: u32,
     records_crc: crc32fast::Hasher,
     /// Bytes of this transaction's records that a later record of the same
@@ -145,7 +136,7 @@ impl<'s> Transaction<'s> {
             start,
             cursor: start,
             alloc_end,
-            pending: HashMap::new(),
+            pending: PendingSet::default(),
             records: 0,
             records_crc: crc32fast::Hasher::new(),
             dead: 0,
@@ -161,14 +152,16 @@ impl<'s> Transaction<'s> {
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
         let now = self.clock.now_unix_ms();
         let fs = self.fs();
-        let rec = if let Some(&Pending { offset, .. }) = self.pending.get(key) {
-            fs.record(offset, self.cursor)?
-        } else {
-            match index::probe(fs, fs.index()?, fs.hash(key), key, Some(self.start))? {
-                Probe::Found { record, .. } => record,
-                _ => return Ok(None),
-            }
-        };
+        let hash = fs.hash(key);
+        let rec =
+            if let Some(&Pending { offset, .. }) = self.pending.get(fs, self.cursor, key, hash) {
+                fs.record(offset, self.cursor)?
+            } else {
+                match index::probe(fs, fs.index()?, hash, key, Some(self.start))? {
+                    Probe::Found { record, .. } => record,
+                    _ => return Ok(None),
+                }
+            };
         if rec.kind != Kind::Put || rec.expiry.is_expired_at(now) {
             return Ok(None);
         }
@@ -196,14 +189,16 @@ impl<'s> Transaction<'s> {
         check_sizes(key, &[])?;
         let now = self.clock.now_unix_ms();
         let fs = self.fs();
-        let newest = if let Some(&Pending { offset, .. }) = self.pending.get(key) {
-            Some(fs.record(offset, self.cursor)?)
-        } else {
-            match index::probe(fs, fs.index()?, fs.hash(key), key, Some(self.start))? {
-                Probe::Found { record, .. } => Some(record),
-                _ => None,
-            }
-        };
+        let hash = fs.hash(key);
+        let newest =
+            if let Some(&Pending { offset, .. }) = self.pending.get(fs, self.cursor, key, hash) {
+                Some(fs.record(offset, self.cursor)?)
+            } else {
+                match index::probe(fs, fs.index()?, hash, key, Some(self.start))? {
+                    Probe::Found { record, .. } => Some(record),
+                    _ => None,
+                }
+            };
         let Some(rec) = newest else {
             return Ok(false);
         };
@@ -276,14 +271,12 @@ impl<'s> Transaction<'s> {
         self.records_crc.update(&crc.to_le_bytes());
         self.records += 1;
         self.cursor += len;
-        let pending = Pending {
-            offset,
-            len,
-            kind,
-            expiry,
-        };
-        if let Some(old) = self.pending.insert(key.to_vec(), pending) {
-            self.dead += old.len;
+        let hash = fs.hash(key);
+        if let Some(old_len) =
+            self.pending
+                .insert(fs, self.cursor, key, hash, offset, len, kind, expiry)
+        {
+            self.dead += old_len;
         }
         Ok(())
     }
@@ -323,7 +316,7 @@ impl<'s> Transaction<'s> {
         let used = fs.load(live::USED_SLOTS);
         let mut counters = Counters::default();
         let mut idx = old_idx;
-        let new_keys = self.pending.len() as u64;
+        let new_keys = self.pending.keys() as u64;
         if index::needs_growth(old_idx, used, new_keys) {
             let live_keys = fs.load(live::LIVE_KEYS);
             let log2 = index::log2_for(live_keys + new_keys);
@@ -363,15 +356,15 @@ impl<'s> Transaction<'s> {
         if idx != old_idx {
             fs.store(live::INDEX_OFFSET, idx.offset);
         }
-        for (key, p) in &self.pending {
+        for p in self.pending.newest() {
             let rec = Record {
                 kind: p.kind,
                 expiry: p.expiry,
-                key,
+                key: PendingSet::key(&fs, p, end),
                 value: &[],
                 len: p.len,
             };
-            index::publish_record(&fs, idx, p.offset, &rec, end, &mut counters)
+            index::publish_record(&fs, idx, p.offset, &rec, p.hash, end, &mut counters)
                 .map_err(|e| self.guard.shared.latch_err(e))?;
         }
         counters.dead_bytes += (self.dead + record::COMMIT_LEN) as i64;
