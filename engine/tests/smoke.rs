@@ -146,3 +146,38 @@ fn calls_that_would_wait_for_the_same_thread_are_errors() {
     drop(iter);
     assert_eq!(s.keys().unwrap(), vec![b"b".to_vec()]);
 }
+
+#[test]
+fn dropping_the_last_handle_gives_the_writer_lock_up() {
+    // After a commit the process keeps the writer lock (a lease); dropping
+    // the last handle must give it up promptly (the lease thread is woken,
+    // it does not wait for its next look).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.carboy");
+    let store = Store::open(&path).unwrap();
+    store.put(b"k", b"v").unwrap();
+    let other = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(dir.path().join("l.carboy.lock"))
+        .unwrap();
+    assert!(
+        matches!(other.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        "the lease should still be held while the store is open"
+    );
+    drop(store);
+    let start = std::time::Instant::now();
+    loop {
+        match other.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "the writer lock was not given up after the last handle was dropped"
+                );
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}

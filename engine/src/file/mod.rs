@@ -354,6 +354,16 @@ impl LockFile {
         self.wanted().load(Ordering::Acquire) != 0
     }
 
+    /// Wakes every thread (of any process) sleeping in
+    /// [`wait_until_wanted`](Self::wait_until_wanted), so that it looks again.
+    pub(crate) fn wake_lease_holders(&self) {
+        let _ = rustix::thread::futex::wake(
+            self.wanted(),
+            rustix::thread::futex::Flags::empty(),
+            u32::MAX,
+        );
+    }
+
     /// Waits until another process wants the lock, or `timeout` passes.
     pub(crate) fn wait_until_wanted(&self, timeout: Duration) {
         let ts = rustix::thread::futex::Timespec {

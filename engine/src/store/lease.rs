@@ -9,12 +9,12 @@
 //! * at the end of a commit, if `wanted` is nonzero (the busy case), or
 //! * from its lease thread, which sleeps on the `wanted` futex while the
 //!   process holds the lock idle (the idle case), and also gives it up when
-//!   the last handle of the namespace in this process is gone.
+//!   the last `Store` handle of the namespace in this process is dropped
+//!   (the drop wakes it).
 //!
 //! All changes of `held` happen under the in-process write lock (`rw`), so
 //! while anyone holds `rw` (read or write) it does not change.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -81,7 +81,7 @@ fn lease_thread(weak: std::sync::Weak<Shared>) {
         let Some(shared) = weak.upgrade() else {
             return;
         };
-        let closing = Arc::strong_count(&shared) == 1;
+        let closing = shared.handles.load(Ordering::Acquire) == 0;
         if shared.holds_lease() && (closing || shared.lock.is_wanted()) {
             let _rw = shared.rw.write();
             if shared.held.swap(false, Ordering::AcqRel) {

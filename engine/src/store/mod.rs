@@ -77,6 +77,9 @@ pub(crate) struct Shared {
     lease_thread: Mutex<bool>,
     /// This `Shared`, for the lease thread.
     me: std::sync::Weak<Shared>,
+    /// Open `Store` handles on this namespace in this process; the lease
+    /// thread gives the lock up when it falls to zero.
+    handles: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -115,11 +118,37 @@ impl Shared {
 /// assert!(store.get(b"en")?.is_none());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
     durability: Durability,
     clock: Arc<dyn Clock>,
+}
+
+impl Clone for Store {
+    fn clone(&self) -> Store {
+        self.shared
+            .handles
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Store {
+            shared: Arc::clone(&self.shared),
+            durability: self.durability,
+            clock: Arc::clone(&self.clock),
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let left = self
+            .shared
+            .handles
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            - 1;
+        if left == 0 {
+            // Let the lease thread give the lock up now, not at its next look.
+            self.shared.lock.wake_lease_holders();
+        }
+    }
 }
 
 impl fmt::Debug for Store {
@@ -192,6 +221,9 @@ impl Store {
 
     pub(crate) fn open_with(path: &Path, name: Option<&str>, opts: &Options) -> Result<Store> {
         let shared = open::open_shared(path, name, opts)?;
+        shared
+            .handles
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(Store {
             shared,
             durability: opts.durability,

@@ -103,6 +103,7 @@ pub(crate) fn open_shared(
         held: std::sync::atomic::AtomicBool::new(false),
         lease_thread: Mutex::new(false),
         me: me.clone(),
+        handles: std::sync::atomic::AtomicUsize::new(0),
     });
     registry.insert(key, Arc::downgrade(&shared));
     Ok(shared)
