@@ -37,6 +37,14 @@ impl Drop for Held {
     }
 }
 
+/// True when this thread already holds `shared` for reading (a snapshot
+/// inside a snapshot must take the read lock recursively, without queueing
+/// behind a waiting writer; a first one must queue, or writers starve).
+pub(crate) fn holds_read(shared: &Shared) -> bool {
+    let me = shared as *const Shared as usize;
+    HELD.with(|h| h.borrow().iter().any(|(k, w)| *k == me && !*w))
+}
+
 /// Fails when taking a lock on `shared` (for writing, or for reading) would
 /// wait for a lock this thread already holds.
 pub(crate) fn check(shared: &Shared, write: bool) -> Result<()> {

@@ -64,9 +64,14 @@ impl<'s> Snapshot<'s> {
         let shared = &*store.shared;
         super::reentry::check(shared, false)?;
         loop {
-            // Recursive: a snapshot inside a snapshot of the same thread
-            // must not queue behind a waiting writer.
-            let rw = shared.rw.read_recursive();
+            // Recursive only inside another snapshot of this thread (which
+            // must not queue behind a waiting writer); otherwise queue, so
+            // that a stream of snapshots cannot starve writers.
+            let rw = if super::reentry::holds_read(shared) {
+                shared.rw.read_recursive()
+            } else {
+                shared.rw.read()
+            };
             // With an idle lease this process holds the exclusive lock,
             // which keeps every writer out just as well (and stays held
             // while `rw` is).
