@@ -207,6 +207,19 @@ pub mod plan {
         format!("counter{c}").into_bytes()
     }
 
+    /// The two keys every transaction of `child` sets to the same value.
+    pub fn batch_keys(child: u32) -> [Vec<u8>; 2] {
+        [
+            format!("batch{child}/a").into_bytes(),
+            format!("batch{child}/b").into_bytes(),
+        ]
+    }
+
+    /// The short-lived key `child` puts in op `op` and deletes in the next.
+    pub fn temp_key(child: u32, op: u64) -> Vec<u8> {
+        format!("temp{child}/{}", op % 4).into_bytes()
+    }
+
     /// Every key of `child` after `ops` operations, with its final value.
     pub fn final_values(child: u32, ops: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
         (0..KEYS_PER_CHILD.min(ops))

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use carboy::{Options, Store};
-use carboy_tests::{assert_clean, contents, decode_counter, plan, show};
+use carboy_tests::{assert_clean, contents, decode_counter, plan, show, versioned_value};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_carboy-test-child");
 
@@ -136,6 +136,28 @@ fn run_workers(workers: u32, ops: u64, compactions: u64) {
             );
             expected_keys += 1;
         }
+        // The batch, whole, and only the last op's temp key.
+        let last = versioned_value(child, ops - 1);
+        for key in plan::batch_keys(child) {
+            assert_eq!(
+                store.get_owned(&key).unwrap().as_deref(),
+                Some(&last[..]),
+                "{}",
+                show(&key)
+            );
+        }
+        for op in ops.saturating_sub(4)..ops {
+            let present = store
+                .get_owned(&plan::temp_key(child, op))
+                .unwrap()
+                .is_some();
+            assert_eq!(
+                present,
+                op == ops - 1,
+                "child {child}'s temp key of op {op}"
+            );
+        }
+        expected_keys += 3;
     }
     assert_eq!(store.len().unwrap(), expected_keys);
     assert_eq!(contents(&store).len() as u64, expected_keys);

@@ -113,7 +113,46 @@ fn work(path: &Path, child: u32, children: u64, ops: u64) -> Result<String, Stri
         }
         txn.put(&ckey, &encode_counter(n + 1))
             .map_err(|e| format!("op {i}: txn put: {e}"))?;
+        // In the same transaction: a batch of two keys set alike, and a
+        // short-lived key put here and deleted by the next op.
+        for bkey in plan::batch_keys(child) {
+            txn.put(&bkey, &value)
+                .map_err(|e| format!("op {i}: txn put batch: {e}"))?;
+        }
+        if i > 0 {
+            let gone = txn
+                .delete(&plan::temp_key(child, i - 1))
+                .map_err(|e| format!("op {i}: txn delete: {e}"))?;
+            if !gone {
+                return Err(format!("op {i}: the previous op's temp key was not there"));
+            }
+        }
+        txn.put(&plan::temp_key(child, i), &value)
+            .map_err(|e| format!("op {i}: txn put temp: {e}"))?;
         txn.commit().map_err(|e| format!("op {i}: commit: {e}"))?;
+
+        // Now and then a snapshot: every child's batch is whole.
+        if i % 25 == 0 {
+            let snap = store
+                .snapshot()
+                .map_err(|e| format!("op {i}: snapshot: {e}"))?;
+            for other in 0..u32::try_from(children).map_err(|e| e.to_string())? {
+                let [a, b] = plan::batch_keys(other);
+                let a = snap
+                    .get(&a)
+                    .map_err(|e| format!("op {i}: snapshot get: {e}"))?;
+                let b = snap
+                    .get(&b)
+                    .map_err(|e| format!("op {i}: snapshot get: {e}"))?;
+                if a != b {
+                    return Err(format!(
+                        "op {i}: child {other}'s batch is half applied in a snapshot: {:?} vs {:?}",
+                        a.map(show),
+                        b.map(show)
+                    ));
+                }
+            }
+        }
         seen_counters[c as usize] = n + 1;
 
         // Lock-free reads: a counter, and one key of another child.
