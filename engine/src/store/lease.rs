@@ -22,7 +22,10 @@ use super::Shared;
 use crate::error::{Error, Result};
 
 /// How long the lease thread sleeps between looks when nothing wakes it.
-const LEASE_POLL: Duration = Duration::from_millis(100);
+/// Waiters and the last handle's drop wake it at once; this only bounds
+/// the cost of a wake that never comes (one look a second per namespace
+/// holding a lease).
+const LEASE_POLL: Duration = Duration::from_secs(1);
 
 impl Shared {
     /// With `rw` held for writing: makes sure this process holds the
