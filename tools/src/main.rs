@@ -1,170 +1,82 @@
-//! The `carboy` command-line tool: inspect, check, read and write namespace
-//! files.
+//! `carboy`: inspect, check, read, write, move and repair carboy namespace
+//! files from the shell.
 //!
-//! A first, hand-parsed version; the full tool comes in issue 4.
-//! Exit status: 0 on success, 1 when a command fails (including a `check`
-//! that finds problems and a `get` of an absent key), 2 on a usage error.
+//! Each subcommand is one file under `src/cmd/`; this file parses the
+//! command line and turns the outcome into an exit status:
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | a problem was found (`check`, `header`, `stat`, `dump`, `keys`), or the key is absent (`get`, `del`) |
+//! | 2 | usage error: a bad command line, key, value or option |
+//! | 3 | the command could not do its work: an I/O error; a missing, foreign, damaged or locked file; a malformed dump given to `import` |
+//!
+//! `tools/README.md` lists the subcommands; `tools/EXPORT.md` specifies the
+//! export format.
 
-use std::ffi::OsString;
-use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::process::ExitCode;
 
-use carboy::{Options, Store};
+use clap::Parser;
 
-/// The text of `carboy --help`.
-const USAGE: &str = "\
-carboy: inspect, check, read and write carboy namespace files
+mod cmd;
+mod escape;
+mod failure;
+mod open;
+mod operand;
+mod progress;
+mod raw;
+mod timestamp;
+mod wait;
 
-Usage:
-  carboy stat FILE             print the file's figures
-  carboy check FILE            verify every record, commit and index slot
-  carboy get FILE KEY          write KEY's value to stdout
-  carboy put FILE KEY VALUE    set KEY to VALUE (creates FILE if missing)
-  carboy --help                print this help
+use failure::Status;
 
-Exit status: 0 success, 1 failure (problems found, key absent, error),
-2 usage error.
-";
+/// The exit statuses, as `carboy --help` shows them.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success
+  1  a problem was found (check, header, stat, dump, keys), or the key is
+     absent (get, del)
+  2  usage error: a bad command line, key, value or option
+  3  the command could not do its work: an I/O error; a missing, foreign,
+     damaged or locked file; a malformed dump given to import
 
-/// Why a command did not succeed.
-#[derive(Debug)]
-enum Failure {
-    /// The command line is wrong (exit status 2).
-    Usage(String),
-    /// The command ran and failed (exit status 1).
-    Failed(String),
+Examples:
+  carboy put users.carboy user:1 alice
+  carboy get users.carboy user:1
+  carboy check users.carboy
+  carboy export users.carboy > users.dump
+  carboy SUBCOMMAND --help        (every subcommand has its own examples)";
+
+/// carboy: inspect, check, read, write, move and repair carboy namespace
+/// files.
+///
+/// FILE is always the path of a namespace's data file (its lock file,
+/// FILE.lock, sits beside it). Other processes may use the file meanwhile:
+/// commands that need a lock wait for it (see --wait).
+#[derive(Debug, Parser)]
+#[command(name = "carboy", version, after_help = EXIT_STATUS, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: cmd::Command,
+
+    /// How long to wait for a lock that another process holds before giving
+    /// up with status 3, in seconds (0 waits forever).
+    #[arg(long, global = true, value_name = "SECONDS", default_value = "30")]
+    wait: wait::Wait,
 }
 
-impl From<carboy::Error> for Failure {
-    fn from(e: carboy::Error) -> Failure {
-        Failure::Failed(e.to_string())
-    }
-}
-
-/// Runs the command line and maps its outcome to an exit status.
 fn main() -> ExitCode {
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(msg)) => {
-            eprintln!("carboy: {msg}\nRun `carboy --help` for usage.");
-            ExitCode::from(2)
-        }
-        Err(Failure::Failed(msg)) => {
-            eprintln!("carboy: {msg}");
-            ExitCode::FAILURE
+    let cli = Cli::parse();
+    let global = cmd::Global { wait: cli.wait };
+    match cli.command.run(&global) {
+        Ok(status) => status.into(),
+        Err(err) if failure::is_broken_pipe(&err) => Status::Ok.into(),
+        Err(err) => {
+            eprintln!("carboy: {}", failure::render(&err));
+            if let Some(advice) = failure::advice(&err) {
+                eprintln!("carboy: hint: {advice}");
+            }
+            failure::status_of(&err).into()
         }
     }
-}
-
-/// Dispatches `args` (without the program name) to its command.
-fn run(args: &[OsString]) -> Result<(), Failure> {
-    let Some((command, rest)) = args.split_first() else {
-        return Err(Failure::Usage("no command given".to_string()));
-    };
-    match command.to_str() {
-        Some("--help" | "-h" | "help") => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        Some("stat") => {
-            let [file] = operands(rest, "stat FILE")?;
-            stat(Path::new(file))
-        }
-        Some("check") => {
-            let [file] = operands(rest, "check FILE")?;
-            check(Path::new(file))
-        }
-        Some("get") => {
-            let [file, key] = operands(rest, "get FILE KEY")?;
-            get(Path::new(file), key.as_bytes())
-        }
-        Some("put") => {
-            let [file, key, value] = operands(rest, "put FILE KEY VALUE")?;
-            put(Path::new(file), key.as_bytes(), value.as_bytes())
-        }
-        _ => Err(Failure::Usage(format!(
-            "unknown command {}",
-            command.to_string_lossy()
-        ))),
-    }
-}
-
-/// The operands of a command, when there are exactly `N`; otherwise a
-/// usage error quoting `synopsis`.
-fn operands<'a, const N: usize>(
-    rest: &'a [OsString],
-    synopsis: &str,
-) -> Result<&'a [OsString; N], Failure> {
-    rest.try_into()
-        .map_err(|_| Failure::Usage(format!("usage: carboy {synopsis}")))
-}
-
-/// Opens an existing namespace file; a missing one is an error, not created.
-fn open_existing(file: &Path) -> Result<Store, Failure> {
-    Ok(Options::new().create(false).open(file)?)
-}
-
-/// `carboy stat FILE`: prints every field of [`Store::stats`], one a line.
-fn stat(file: &Path) -> Result<(), Failure> {
-    let s = open_existing(file)?.stats()?;
-    println!("path                 {}", s.path.display());
-    println!("format_version       {}", s.format_version);
-    println!("generation           {}", s.generation);
-    println!("allocated_bytes      {}", s.allocated_bytes);
-    println!("committed_bytes      {}", s.committed_bytes);
-    println!("stored_keys          {}", s.stored_keys);
-    println!("expiring_keys        {}", s.expiring_keys);
-    println!("used_slots           {}", s.used_slots);
-    println!("index_capacity       {}", s.index_capacity);
-    println!("dead_bytes           {}", s.dead_bytes);
-    println!("last_txn             {}", s.last_txn);
-    println!("last_commit_unix_ms  {}", s.last_commit_unix_ms);
-    Ok(())
-}
-
-/// `carboy check FILE`: runs [`Store::verify`]; prints a summary when the
-/// file is clean, otherwise each problem as `offset N: what` and fails.
-fn check(file: &Path) -> Result<(), Failure> {
-    let report = open_existing(file)?.verify()?;
-    if report.is_clean() {
-        println!(
-            "clean: {} records, {} transactions, {} slots, {} live keys",
-            report.records, report.transactions, report.slots, report.live_keys
-        );
-        return Ok(());
-    }
-    for problem in &report.problems {
-        println!("{problem}");
-    }
-    Err(Failure::Failed(format!(
-        "{}: {} problem(s) found",
-        file.display(),
-        report.problems.len()
-    )))
-}
-
-/// `carboy get FILE KEY`: writes the value's bytes, unchanged, to stdout.
-fn get(file: &Path, key: &[u8]) -> Result<(), Failure> {
-    let store = open_existing(file)?;
-    let value = store.get(key)?.ok_or_else(|| {
-        Failure::Failed(format!(
-            "{}: no key {:?}",
-            file.display(),
-            String::from_utf8_lossy(key)
-        ))
-    })?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(&value)
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::Failed(format!("writing to stdout: {e}")))
-}
-
-/// `carboy put FILE KEY VALUE`: sets `key` to `value` as one commit,
-/// creating the file if it does not exist.
-fn put(file: &Path, key: &[u8], value: &[u8]) -> Result<(), Failure> {
-    Store::open(file)?.put(key, value)?;
-    Ok(())
 }
