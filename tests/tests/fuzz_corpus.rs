@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use carboy_tests::fuzzing::{decode_format, open_image, seed_image};
+use carboy_tests::fuzzing::{decode_format, export_parser, open_image, seed_image};
 use carboy_tests::splitmix;
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
@@ -33,6 +33,13 @@ fn decode_format_corpus_replays() {
 fn open_image_corpus_replays() {
     for input in corpus("open_image") {
         open_image(&input);
+    }
+}
+
+#[test]
+fn export_parser_corpus_replays() {
+    for input in corpus("export_parser") {
+        export_parser(&input);
     }
 }
 
