@@ -124,3 +124,167 @@ pub fn seed_image() -> Vec<u8> {
     let end = crate::read_live_word(&path, header::live::COMMIT_END) as usize;
     bytes[..end.min(bytes.len())].to_vec()
 }
+
+/// Random operation sequences, decoded from `data`, applied to a store and
+/// to an in-memory model with the same expiry rule; after every step the
+/// touched key must agree, and at the end (and after every reopen, plain or
+/// with the index rebuilt as after a crash) the whole contents must agree
+/// and `verify` must be clean.
+pub fn ops_model(data: &[u8]) {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use carboy::{Clock, Expiry, MockClock};
+
+    type Model = BTreeMap<Vec<u8>, (Vec<u8>, Expiry)>;
+
+    fn live(model: &Model, now: u64) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        model
+            .iter()
+            .filter(|(_, (_, e))| !e.is_expired_at(now))
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn check_all(store: &Store, model: &Model, now: u64, step: usize) {
+        let got: BTreeMap<Vec<u8>, Vec<u8>> = store
+            .iter()
+            .expect("iter")
+            .map(|e| {
+                let e = e.expect("entry");
+                (e.key, e.value)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            live(model, now),
+            "step {step}: contents differ from the model"
+        );
+        assert_eq!(
+            store.len().expect("len"),
+            got.len() as u64,
+            "step {step}: len"
+        );
+        let report = store.verify().expect("verify");
+        assert!(report.is_clean(), "step {step}: {:?}", report.problems);
+    }
+
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    let path = dir.path().join("model.carboy");
+    let clock = MockClock::new(1_000_000);
+    let open = |rebuild: bool| {
+        Options::new()
+            .clock(Arc::new(clock.clone()))
+            .expected_keys(4)
+            .rebuild_index(rebuild)
+            .open(&path)
+            .expect("open")
+    };
+    let mut store = open(false);
+    let mut model = Model::new();
+    let mut bytes = data.iter().copied();
+    let mut next = move || bytes.next();
+    let key_of = |b: u8| format!("k{}", b % 24).into_bytes();
+    let value_of = |len: u8, tag: u8| vec![tag; len as usize % 200];
+    let mut step = 0;
+    while let Some(op) = next() {
+        step += 1;
+        if step > 200 {
+            break;
+        }
+        let now = clock.now_unix_ms();
+        match op % 8 {
+            0 | 1 => {
+                let (Some(k), Some(l)) = (next(), next()) else {
+                    break;
+                };
+                let key = key_of(k);
+                let value = value_of(l, op);
+                let expiry = if op % 8 == 1 {
+                    Expiry::AtUnixMs(now + u64::from(next().unwrap_or(0)))
+                } else {
+                    Expiry::Never
+                };
+                store.put_with_expiry(&key, &value, expiry).expect("put");
+                model.insert(key.clone(), (value, expiry));
+                let want = model
+                    .get(&key)
+                    .filter(|(_, e)| !e.is_expired_at(now))
+                    .map(|(v, _)| v.clone());
+                assert_eq!(
+                    store.get_owned(&key).expect("get"),
+                    want,
+                    "step {step}: after put"
+                );
+            }
+            2 => {
+                let Some(k) = next() else { break };
+                let key = key_of(k);
+                let was = model
+                    .remove(&key)
+                    .is_some_and(|(_, e)| !e.is_expired_at(now));
+                assert_eq!(
+                    store.delete(&key).expect("delete"),
+                    was,
+                    "step {step}: delete's answer"
+                );
+                assert_eq!(
+                    store.get_owned(&key).expect("get"),
+                    None,
+                    "step {step}: after delete"
+                );
+            }
+            3 => {
+                let Some(n) = next() else { break };
+                let mut txn = store.transaction().expect("txn");
+                let mut staged = model.clone();
+                for _ in 0..n % 8 {
+                    let (Some(k), Some(l)) = (next(), next()) else {
+                        break;
+                    };
+                    let key = key_of(k);
+                    if l % 4 == 0 {
+                        let was = staged
+                            .remove(&key)
+                            .is_some_and(|(_, e)| !e.is_expired_at(now));
+                        assert_eq!(txn.delete(&key).expect("txn delete"), was, "step {step}");
+                    } else {
+                        let value = value_of(l, k);
+                        txn.put(&key, &value).expect("txn put");
+                        staged.insert(key.clone(), (value, Expiry::Never));
+                    }
+                    let want = staged
+                        .get(&key)
+                        .filter(|(_, e)| !e.is_expired_at(now))
+                        .map(|(v, _)| v.to_vec());
+                    assert_eq!(
+                        txn.get(&key).expect("txn get").map(<[u8]>::to_vec),
+                        want,
+                        "step {step}: txn reads its writes"
+                    );
+                }
+                if next().is_some_and(|b| b % 2 == 0) {
+                    txn.commit().expect("commit");
+                    model = staged;
+                } else {
+                    drop(txn);
+                }
+            }
+            4 => clock.advance(std::time::Duration::from_millis(u64::from(
+                next().unwrap_or(1),
+            ))),
+            5 | 7 => {
+                drop(store);
+                store = open(op % 8 == 7);
+                check_all(&store, &model, now, step);
+            }
+            _ => {
+                store.compact().expect("compact");
+                model.retain(|_, (_, e)| !e.is_expired_at(now));
+            }
+        }
+    }
+    check_all(&store, &model, clock.now_unix_ms(), step);
+}

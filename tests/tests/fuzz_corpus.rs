@@ -1,12 +1,13 @@
 //! The fuzz targets run on stable: every file of the checked-in corpora
 //! (`fuzz/corpus/<target>/`) replays through the same functions cargo-fuzz
 //! calls, and a few thousand seeded mutations of a valid file (flips, zeroed
-//! and copied ranges, truncations) go through `open_image`. None may panic.
+//! and copied ranges, truncations) go through `open_image`, and 200 random
+//! operation sequences through `ops_model`. None may panic.
 //! `CARBOY_MUTATIONS` sets the number of mutations (default 1500).
 
 use std::path::PathBuf;
 
-use carboy_tests::fuzzing::{decode_format, export_parser, open_image, seed_image};
+use carboy_tests::fuzzing::{decode_format, export_parser, open_image, ops_model, seed_image};
 use carboy_tests::splitmix;
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
@@ -40,6 +41,23 @@ fn open_image_corpus_replays() {
 fn export_parser_corpus_replays() {
     for input in corpus("export_parser") {
         export_parser(&input);
+    }
+}
+
+#[test]
+fn ops_model_corpus_replays() {
+    for input in corpus("ops_model") {
+        ops_model(&input);
+    }
+}
+
+#[test]
+fn random_operation_sequences_agree_with_the_model() {
+    let mut rng = 0x0FF5_2026_u64;
+    for _ in 0..200 {
+        let len = 20 + splitmix(&mut rng) % 300;
+        let input: Vec<u8> = (0..len).map(|_| splitmix(&mut rng) as u8).collect();
+        ops_model(&input);
     }
 }
 

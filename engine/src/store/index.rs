@@ -228,6 +228,18 @@ pub(crate) fn log2_for(keys: u64) -> u32 {
     )
 }
 
+/// The smallest capacity (as a power of two) that holds `keys` at most
+/// 3/4 full: the fullest a table may be before it grows.
+pub(crate) fn log2_for_full(keys: u64) -> u32 {
+    let mut log2 = carboy_format::record::MIN_INDEX_LOG2;
+    while log2 < carboy_format::record::MAX_INDEX_LOG2
+        && keys.saturating_mul(4) > (1u64 << log2) * 3
+    {
+        log2 += 1;
+    }
+    log2
+}
+
 /// True when adding `new_keys` could take the table past 3/4 full.
 pub(crate) fn needs_growth(idx: IndexView, used: u64, new_keys: u64) -> bool {
     used.saturating_add(new_keys).saturating_mul(4) > idx.capacity() * 3
@@ -243,6 +255,16 @@ mod tests {
         assert_eq!(log2_for(8), 4);
         assert_eq!(log2_for(9), 5);
         assert_eq!(log2_for(1_000_000), 21);
+    }
+
+    #[test]
+    fn log2_for_full_allows_three_quarters() {
+        assert_eq!(log2_for_full(0), 4);
+        assert_eq!(log2_for_full(12), 4);
+        assert_eq!(log2_for_full(13), 5);
+        assert_eq!(log2_for_full(1_000_000), 21);
+        assert_eq!(log2_for_full(1_200_000), 21);
+        assert_eq!(log2_for_full(1_600_000), 22);
     }
 
     #[test]

@@ -295,7 +295,14 @@ pub(crate) fn write_new_file(
     } else {
         record::COMMIT_LEN
     };
-    let log2 = index::log2_for(opts.expected_keys.max(blocks.len() as u64));
+    // A new file's index is sized for the keys it is expected to get (at
+    // most half full); a compacted one's for the keys it holds, as full as
+    // the growth rule allows (3/4), since compaction is about size.
+    let log2 = if blocks.is_empty() {
+        index::log2_for(opts.expected_keys)
+    } else {
+        index::log2_for_full(blocks.len() as u64)
+    };
     let idx = IndexView {
         offset: HEADER_SIZE + body + marker_len,
         log2,
