@@ -78,6 +78,16 @@ fn a_failed_fsync_latches_the_store_until_recovered() {
     let cause = store.recover().unwrap();
     assert!(cause.is_some_and(|c| c.contains("fsync")));
     store.put(b"next", b"y").unwrap();
+    // Latched again, then every handle dropped and the file opened afresh:
+    // the new handle is not latched.
+    let err = failing(Op::Fsync, || store.put(b"doomed", b"x")).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    drop(store);
+    let store = Options::new()
+        .durability(Durability::Sync)
+        .open(dir.path().join("faulty.carboy"))
+        .unwrap();
+    store.put(b"after", b"reopen").unwrap();
     assert_clean(&store);
     drop(store);
     let store = Store::open(dir.path().join("faulty.carboy")).unwrap();

@@ -221,14 +221,23 @@ impl Store {
 
     pub(crate) fn open_with(path: &Path, name: Option<&str>, opts: &Options) -> Result<Store> {
         let shared = open::open_shared(path, name, opts)?;
-        shared
+        let reopened = shared
             .handles
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Ok(Store {
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            == 0;
+        let store = Store {
             shared,
             durability: opts.durability,
             clock: Arc::clone(&opts.clock),
-        })
+        };
+        // Every handle was dropped and this is a new open: a latch set by a
+        // failed write is cleared the way `recover` clears it, as if the
+        // process had opened the file afresh (a lease thread may still have
+        // been holding the shared state a moment longer).
+        if reopened && store.shared.latched.lock().is_some() {
+            store.recover()?;
+        }
+        Ok(store)
     }
 
     /// The data file's path.
