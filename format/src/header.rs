@@ -92,6 +92,25 @@ pub mod live {
 
     /// One past the last live word.
     pub const END: usize = BASE + 192;
+
+    /// Every live word: its offset and its name in FORMAT.md.
+    pub const ALL: [(usize, &str); 15] = [
+        (INDEX_OFFSET, "index_offset"),
+        (SUPERSEDED, "superseded"),
+        (COMMIT_END, "commit_end"),
+        (INDEXED_END, "indexed_end"),
+        (TXN_ID, "txn_id"),
+        (SYNCED_END, "synced_end"),
+        (WRITE_PENDING, "write_pending"),
+        (LAST_COMMIT_MS, "last_commit_ms"),
+        (ALLOC_END, "alloc_end"),
+        (LIVE_KEYS, "live_keys"),
+        (USED_SLOTS, "used_slots"),
+        (EXPIRING_KEYS, "expiring_keys"),
+        (DEAD_BYTES, "dead_bytes"),
+        (BOOT_ID_LO, "boot_id_lo"),
+        (BOOT_ID_HI, "boot_id_hi"),
+    ];
 }
 
 // Layout invariants, checked at compile time.

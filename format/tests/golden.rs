@@ -368,23 +368,7 @@ fn format_md_documents_the_offsets() {
     );
 
     // Live words.
-    for (offset, name) in [
-        (live::INDEX_OFFSET, "index_offset"),
-        (live::SUPERSEDED, "superseded"),
-        (live::COMMIT_END, "commit_end"),
-        (live::INDEXED_END, "indexed_end"),
-        (live::TXN_ID, "txn_id"),
-        (live::SYNCED_END, "synced_end"),
-        (live::WRITE_PENDING, "write_pending"),
-        (live::LAST_COMMIT_MS, "last_commit_ms"),
-        (live::ALLOC_END, "alloc_end"),
-        (live::LIVE_KEYS, "live_keys"),
-        (live::USED_SLOTS, "used_slots"),
-        (live::EXPIRING_KEYS, "expiring_keys"),
-        (live::DEAD_BYTES, "dead_bytes"),
-        (live::BOOT_ID_LO, "boot_id_lo"),
-        (live::BOOT_ID_HI, "boot_id_hi"),
-    ] {
+    for (offset, name) in live::ALL {
         check(offset, 8, "u64", name);
     }
 

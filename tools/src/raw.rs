@@ -164,23 +164,7 @@ pub struct LiveWords {
 }
 
 /// Every live word: its offset and its name in FORMAT.md.
-pub const LIVE_WORDS: [(usize, &str); 15] = [
-    (live::INDEX_OFFSET, "index_offset"),
-    (live::SUPERSEDED, "superseded"),
-    (live::COMMIT_END, "commit_end"),
-    (live::INDEXED_END, "indexed_end"),
-    (live::TXN_ID, "txn_id"),
-    (live::SYNCED_END, "synced_end"),
-    (live::WRITE_PENDING, "write_pending"),
-    (live::LAST_COMMIT_MS, "last_commit_ms"),
-    (live::ALLOC_END, "alloc_end"),
-    (live::LIVE_KEYS, "live_keys"),
-    (live::USED_SLOTS, "used_slots"),
-    (live::EXPIRING_KEYS, "expiring_keys"),
-    (live::DEAD_BYTES, "dead_bytes"),
-    (live::BOOT_ID_LO, "boot_id_lo"),
-    (live::BOOT_ID_HI, "boot_id_hi"),
-];
+pub const LIVE_WORDS: [(usize, &str); 15] = live::ALL;
 
 /// The little-endian `u64` at `offset` of `page`, if the page holds it.
 pub fn word(page: &[u8], offset: usize) -> Option<u64> {
