@@ -138,6 +138,65 @@ pub enum Error {
         /// The path looked for.
         path: PathBuf,
     },
+    /// A cache setting (from a settings map or the builder) that carboy
+    /// cannot use.
+    #[error("invalid cache setting {setting} = {value:?}: {reason}")]
+    InvalidSetting {
+        /// The setting's full name, as given (`cache.short_term.expire`).
+        setting: String,
+        /// The value given.
+        value: String,
+        /// What is wrong with it, and what would be accepted.
+        reason: String,
+    },
+    /// A cache backend type name that nothing registered.
+    #[error(
+        "unknown cache backend type {name:?} (known: {known}); register it with \
+         carboy::cache::register_backend"
+    )]
+    UnknownBackend {
+        /// The name asked for.
+        name: String,
+        /// The names that are registered, comma-separated.
+        known: String,
+    },
+    /// A cache region that the manager's settings do not define.
+    #[error("cache region {name:?} is not configured (configured: {known})")]
+    UnknownRegion {
+        /// The region asked for.
+        name: String,
+        /// The regions that are configured, comma-separated.
+        known: String,
+    },
+    /// A cache namespace name or key that carboy reserves for itself.
+    #[error("{what} {name:?} is reserved by carboy ({reason})")]
+    Reserved {
+        /// "namespace" or "key".
+        what: &'static str,
+        /// The name or key given (keys shown lossily as UTF-8).
+        name: String,
+        /// What is reserved.
+        reason: &'static str,
+    },
+    /// A cache value could not be encoded by the cache's codec.
+    #[error("cache namespace {namespace:?}: could not encode a value: {reason}")]
+    Encode {
+        /// The namespace.
+        namespace: String,
+        /// The codec's message.
+        reason: String,
+    },
+    /// A user-registered cache backend failed.
+    #[error("cache backend {backend:?}, namespace {namespace:?}: {source}")]
+    Backend {
+        /// The backend's type name.
+        backend: String,
+        /// The namespace.
+        namespace: String,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {

@@ -44,6 +44,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cache;
 mod clock;
 mod error;
 pub mod faults;

@@ -357,6 +357,33 @@ impl Store {
         self.snapshot()?.len()
     }
 
+    /// A number that changes whenever a commit, a compaction or a clear of
+    /// this namespace has become fully visible, in any process. Reading it
+    /// takes no lock and makes no system call.
+    ///
+    /// Read the stamp *before* the keys it guards: if the stamp is the same
+    /// later on, nothing those reads saw has changed since. The cache layer
+    /// uses it to keep an invalidation marker in memory and read it again
+    /// only after a change.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store = carboy::Store::open(dir.path().join("s.carboy"))?;
+    /// let before = store.change_stamp()?;
+    /// assert_eq!(store.change_stamp()?, before);
+    /// store.put(b"k", b"v")?;
+    /// assert_ne!(store.change_stamp()?, before);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn change_stamp(&self) -> Result<u128> {
+        let file = self.shared.current_file()?;
+        // `indexed_end` is stored (Release) after a commit's slots are
+        // published, and only grows within one file; a compaction or clear
+        // moves to a new file with a higher generation.
+        let end = file.load(live::INDEXED_END);
+        Ok((u128::from(file.header.generation) << 64) | u128::from(end))
+    }
+
     /// True when [`len`](Store::len) is zero.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)

@@ -1,0 +1,158 @@
+//! Cache keys: what may be a key, and how long keys are shortened.
+
+use std::borrow::Cow;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Beaker's default `key_length`: keys longer than this many bytes are
+/// replaced by their SHA-256 (64 hex digits).
+pub const DEFAULT_KEY_LENGTH: usize = 250;
+
+/// Keys that start with these bytes are carboy's own (invalidation
+/// markers). No UTF-8 string starts with 0xFF, so string keys never clash.
+pub(crate) const RESERVED_PREFIX: &[u8] = &[0xFF, 0x00];
+
+/// The key of a namespace's invalidation marker.
+pub(crate) const MARKER_KEY: &[u8] = b"\xFF\x00carboy:invalidated";
+
+/// Something that names a cache entry: strings, byte strings and integers
+/// are keys as they are; any serde type can be one through
+/// [`Serialized`].
+pub trait CacheKey {
+    /// The key's bytes.
+    fn key_bytes(&self) -> Cow<'_, [u8]>;
+}
+
+impl CacheKey for str {
+    fn key_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.as_bytes())
+    }
+}
+
+impl CacheKey for String {
+    fn key_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.as_bytes())
+    }
+}
+
+impl CacheKey for [u8] {
+    fn key_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl<const N: usize> CacheKey for [u8; N] {
+    fn key_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl CacheKey for Vec<u8> {
+    fn key_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl<T: CacheKey + ?Sized> CacheKey for &T {
+    fn key_bytes(&self) -> Cow<'_, [u8]> {
+        (**self).key_bytes()
+    }
+}
+
+macro_rules! int_keys {
+    ($($t:ty),*) => {$(
+        impl CacheKey for $t {
+            /// The decimal digits, as Beaker's `str(key)` would give.
+            fn key_bytes(&self) -> Cow<'_, [u8]> {
+                Cow::Owned(self.to_string().into_bytes())
+            }
+        }
+    )*};
+}
+int_keys!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
+);
+
+/// Any serde value as a key, encoded with postcard (so `(user, "en")` or a
+/// struct can name an entry).
+///
+/// ```
+/// use carboy::cache::{CacheKey, Serialized};
+/// let k = Serialized((42u32, "en"));
+/// assert_eq!(&*k.key_bytes(), &[42, 2, b'e', b'n']);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Serialized<T>(pub T);
+
+impl<T: serde::Serialize> CacheKey for Serialized<T> {
+    fn key_bytes(&self) -> Cow<'_, [u8]> {
+        // Serializing into a Vec fails only for types serde cannot
+        // represent (maps with unknown length, …), which postcard reports;
+        // fall back to their Debug-free empty key is wrong, so such a key
+        // becomes a marker-free, unique-per-error key instead.
+        match postcard::to_allocvec(&self.0) {
+            Ok(v) => Cow::Owned(v),
+            Err(e) => Cow::Owned(format!("\u{fffd}unserializable key: {e}").into_bytes()),
+        }
+    }
+}
+
+/// The bytes a key is stored under: the key itself, or its SHA-256 in hex
+/// when it is longer than `key_length`. Keys in carboy's reserved space
+/// (starting with the bytes 0xFF 0x00) are refused.
+pub(crate) fn stored_key(key: Cow<'_, [u8]>, key_length: usize) -> Result<Cow<'_, [u8]>> {
+    if key.starts_with(RESERVED_PREFIX) {
+        return Err(Error::Reserved {
+            what: "key",
+            name: String::from_utf8_lossy(&key).into_owned(),
+            reason: "keys starting with the bytes 0xFF 0x00 hold carboy's invalidation markers",
+        });
+    }
+    if key.len() <= key_length {
+        return Ok(key);
+    }
+    let digest = Sha256::digest(&key);
+    let mut hex = Vec::with_capacity(64);
+    for b in digest {
+        hex.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    Ok(Cow::Owned(hex))
+}
+
+/// A stable 64-bit hash of a stored key, for striped creation locks (the
+/// same in every process and every build: FNV-1a).
+pub(crate) fn lock_hash(key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_keys_are_hashed_and_reserved_keys_refused() {
+        let short = stored_key(Cow::Borrowed(b"abc"), 3).unwrap();
+        assert_eq!(&*short, b"abc");
+        let long = stored_key(Cow::Borrowed(b"abcd"), 3).unwrap();
+        assert_eq!(long.len(), 64);
+        assert_eq!(
+            &*long,
+            b"88d4266fd4e6338d13b845fcf289579d209c897823b9217da3e161936f031589"
+        );
+        let err = stored_key(Cow::Borrowed(MARKER_KEY), 250).unwrap_err();
+        assert!(matches!(err, Error::Reserved { what: "key", .. }), "{err}");
+    }
+
+    #[test]
+    fn lock_hash_is_fnv1a() {
+        assert_eq!(lock_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(lock_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

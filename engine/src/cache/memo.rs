@@ -1,0 +1,188 @@
+//! Function memoization: the runtime behind
+//! [`#[cache_region]`](crate::cache_region) and [`#[cached]`](crate::cached).
+//!
+//! The attribute macros expand to calls of this module; it is public so
+//! the expansion can reach it, and usable by hand for closures, but
+//! [`Cache::get_or_create`](super::Cache::get_or_create) is the plain API.
+//!
+//! A memoized function's namespace is its path (`module::function`); its
+//! key is the postcard encoding of its arguments, as a tuple. It runs
+//! through the [`install`](super::install)ed manager; when there is none,
+//! or its region is not configured, or the cache fails, the function simply
+//! runs uncached: caching is an optimization, never a new way to fail.
+
+use std::sync::RwLock;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::manager::{INSTALLS, installed};
+use super::namespace::{Cache, CreateError, Invalidation};
+use crate::error::{Error, Result};
+
+/// Where a memoized function's values live.
+#[derive(Debug)]
+enum Place {
+    /// A region of the installed manager; namespace = the function's path.
+    Region(&'static str),
+    /// A namespace of the installed manager's defaults ("" = the
+    /// function's path), with an expiry in seconds (`None`: the manager's).
+    Namespace(&'static str, Option<u64>),
+}
+
+/// One memoized function: where its values live, and the cache resolved
+/// for the installed manager (looked up again after every install).
+#[derive(Debug)]
+pub struct Site {
+    place: Place,
+    path: &'static str,
+    resolved: RwLock<Option<(u64, Cache)>>,
+}
+
+impl Site {
+    /// A function cached in region `region`; `path` is its full path.
+    pub const fn region(region: &'static str, path: &'static str) -> Site {
+        Site {
+            place: Place::Region(region),
+            path,
+            resolved: RwLock::new(None),
+        }
+    }
+
+    /// A function cached in `namespace` ("" for its path) of the
+    /// manager's defaults, with `expire_secs` (`None`: the default).
+    pub const fn namespace(
+        namespace: &'static str,
+        expire_secs: Option<u64>,
+        path: &'static str,
+    ) -> Site {
+        Site {
+            place: Place::Namespace(namespace, expire_secs),
+            path,
+            resolved: RwLock::new(None),
+        }
+    }
+
+    /// The namespace this function's values live in.
+    pub fn namespace_name(&self) -> &'static str {
+        match self.place {
+            Place::Namespace(ns, _) if !ns.is_empty() => ns,
+            _ => self.path,
+        }
+    }
+
+    /// The cache this function uses now.
+    pub fn cache(&self) -> Result<Cache> {
+        let installs = INSTALLS.load(Ordering::Acquire);
+        if let Ok(r) = self.resolved.read()
+            && let Some((at, cache)) = &*r
+            && *at == installs
+        {
+            return Ok(cache.clone());
+        }
+        let manager = installed().ok_or(Error::InvalidOption {
+            name: "carboy::cache::install",
+            reason: format!(
+                "{} is memoized, but no cache manager is installed",
+                self.path
+            ),
+        })?;
+        let cache = match self.place {
+            Place::Region(region) => manager.region(region)?.cache(self.path)?,
+            Place::Namespace(_, expire) => {
+                let cache = manager.get_cache(self.namespace_name())?;
+                match expire {
+                    Some(s) => cache.with_expire(Some(Duration::from_secs(s))),
+                    None => cache,
+                }
+            }
+        };
+        if let Ok(mut w) = self.resolved.write() {
+            *w = Some((installs, cache.clone()));
+        }
+        Ok(cache)
+    }
+}
+
+/// The key of a call: its arguments (a tuple), postcard-encoded.
+pub fn key<A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>> {
+    postcard::to_allocvec(args).map_err(|e| Error::Encode {
+        namespace: String::from("(memoized function arguments)"),
+        reason: e.to_string(),
+    })
+}
+
+/// Runs `f` through the site's cache under `key`: the cached value when
+/// fresh, else `f`'s, created once across threads and processes.
+pub fn call<V, F>(site: &Site, key: Result<Vec<u8>>, f: F) -> V
+where
+    V: Serialize + DeserializeOwned,
+    F: FnOnce() -> V,
+{
+    let (Ok(key), Ok(cache)) = (key, site.cache()) else {
+        return f();
+    };
+    let mut slot = Some(f);
+    let got = cache.get_or_create(&key, || match slot.take() {
+        Some(f) => Ok(f()),
+        None => Err(NotRun),
+    });
+    match (got, slot.take()) {
+        (Ok(v), _) => v,
+        // The cache failed before running `f`, or another thread's run of
+        // it failed: run it here.
+        (Err(_), Some(f)) => f(),
+        // get_or_create fails with a cache error only before it runs the
+        // creator, and this creator fails only when it did not run.
+        (Err(_), None) => unreachable!("the creator ran and its value was lost"),
+    }
+}
+
+/// Like [`call`] for functions returning `Result`: only `Ok` values are
+/// cached. The caller whose run failed gets its own error; a thread that
+/// was waiting for that run runs `f` itself.
+pub fn call_result<V, E, F>(site: &Site, key: Result<Vec<u8>>, f: F) -> Result<V, E>
+where
+    V: Serialize + DeserializeOwned,
+    F: FnOnce() -> Result<V, E>,
+{
+    let (Ok(key), Ok(cache)) = (key, site.cache()) else {
+        return f();
+    };
+    let mut slot = Some(f);
+    let mut failed = None;
+    let got = cache.get_or_create(&key, || match slot.take() {
+        Some(f) => f().map_err(|e| {
+            failed = Some(e);
+            NotRun
+        }),
+        None => Err(NotRun),
+    });
+    match (got, failed, slot.take()) {
+        (Ok(v), _, _) => Ok(v),
+        (Err(_), Some(e), _) => Err(e),
+        (Err(_), None, Some(f)) => f(),
+        (Err(_), None, None) => unreachable!("the creator ran and its outcome was lost"),
+    }
+}
+
+/// Removes the cached value of one call (the key built from its
+/// arguments), in every process that shares the cache.
+pub fn invalidate(site: &Site, key: Result<Vec<u8>>) -> Result<()> {
+    site.cache()?.invalidate(&key?, Invalidation::Hard)
+}
+
+/// The marker error of a memoized creator that did not produce a value.
+#[derive(Debug)]
+struct NotRun;
+
+impl<E> From<NotRun> for CreateError<E> {
+    fn from(_: NotRun) -> Self {
+        CreateError::Cache(Error::InvalidOption {
+            name: "memoized call",
+            reason: "not run".into(),
+        })
+    }
+}

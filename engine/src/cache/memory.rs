@@ -1,0 +1,282 @@
+//! The `memory` backend: a namespace held in this process's memory.
+//!
+//! Unbounded by default, like Beaker's. With `cache.max_entries` or
+//! `cache.max_bytes` it evicts with quick_cache's S3-FIFO policy (better hit
+//! rates than LRU on skewed workloads, and scan-resistant), weighing each
+//! entry by its key and value bytes. Keys written through
+//! [`Backend::update`] (the cache's invalidation markers) are never evicted.
+//!
+//! Each [`CacheManager`](super::CacheManager) opens its own memory
+//! namespaces: two managers in one process do not share them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::backend::{Backend, BackendConfig, BackendFactory, Fetched};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+
+/// One stored value and when the backend may drop it (Unix ms).
+#[derive(Clone)]
+struct Slot {
+    value: Arc<[u8]>,
+    drop_at: Option<u64>,
+}
+
+/// Weighs entries by their bytes, or each as 1 when bounding by count.
+#[derive(Clone)]
+struct Weigh {
+    by_bytes: bool,
+}
+
+impl quick_cache::Weighter<Vec<u8>, Slot> for Weigh {
+    fn weight(&self, key: &Vec<u8>, val: &Slot) -> u64 {
+        if self.by_bytes {
+            // Never zero: quick_cache treats zero-weight entries as pinned.
+            (key.len() + val.value.len()) as u64 + 1
+        } else {
+            1
+        }
+    }
+}
+
+enum Entries {
+    Unbounded(RwLock<HashMap<Vec<u8>, Slot>>),
+    Bounded(quick_cache::sync::Cache<Vec<u8>, Slot, Weigh>),
+}
+
+/// How a bounded [`MemoryBackend`] is bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// At most this many entries.
+    Entries(u64),
+    /// At most this many bytes of keys and values.
+    Bytes(u64),
+}
+
+/// A namespace in memory. See the [module docs](self).
+pub struct MemoryBackend {
+    entries: Entries,
+    /// Keys written by `update`: kept apart so eviction never drops them.
+    pinned: RwLock<HashMap<Vec<u8>, Arc<[u8]>>>,
+    /// Serializes writers, so that `update` is atomic.
+    writes: Mutex<()>,
+    /// Bumped after every change (see [`Backend::change_stamp`]).
+    stamp: AtomicU64,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("bounded", &matches!(self.entries, Entries::Bounded(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryBackend {
+    /// An unbounded namespace.
+    pub fn new(clock: Arc<dyn Clock>) -> MemoryBackend {
+        MemoryBackend::with_entries(Entries::Unbounded(RwLock::default()), clock)
+    }
+
+    /// A namespace of at most `max` entries ([`Bound::Entries`]) or at
+    /// most `max` bytes of keys and values ([`Bound::Bytes`]).
+    pub fn bounded(bound: Bound, clock: Arc<dyn Clock>) -> MemoryBackend {
+        let (items, weight, by_bytes) = match bound {
+            Bound::Entries(n) => (n.clamp(1, 1 << 24) as usize, n.max(1), false),
+            Bound::Bytes(n) => ((n / 128).clamp(16, 1 << 24) as usize, n.max(1), true),
+        };
+        let cache = quick_cache::sync::Cache::with_weighter(items, weight, Weigh { by_bytes });
+        MemoryBackend::with_entries(Entries::Bounded(cache), clock)
+    }
+
+    fn with_entries(entries: Entries, clock: Arc<dyn Clock>) -> MemoryBackend {
+        MemoryBackend {
+            entries,
+            pinned: RwLock::default(),
+            writes: Mutex::new(()),
+            stamp: AtomicU64::new(0),
+            clock,
+        }
+    }
+
+    fn live(&self, slot: Option<Slot>) -> Option<Arc<[u8]>> {
+        let slot = slot?;
+        match slot.drop_at {
+            Some(at) if at <= self.clock.now_unix_ms() => None,
+            _ => Some(slot.value),
+        }
+    }
+
+    fn lookup(&self, key: &[u8]) -> Option<Arc<[u8]>> {
+        if let Some(v) = self.pinned.read().get(key) {
+            return Some(Arc::clone(v));
+        }
+        match &self.entries {
+            Entries::Unbounded(map) => self.live(map.read().get(key).cloned()),
+            Entries::Bounded(cache) => self.live(cache.get(key)),
+        }
+    }
+
+    fn changed(&self) {
+        self.stamp.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Fetched<'_>>> {
+        Ok(self.lookup(key).map(Fetched::Shared))
+    }
+
+    fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let drop_at = ttl.map(|t| {
+            self.clock
+                .now_unix_ms()
+                .saturating_add(t.as_millis().min(u128::from(u64::MAX)) as u64)
+        });
+        let slot = Slot {
+            value: Arc::from(value),
+            drop_at,
+        };
+        let _w = self.writes.lock();
+        self.pinned.write().remove(key);
+        match &self.entries {
+            Entries::Unbounded(map) => {
+                map.write().insert(key.to_vec(), slot);
+            }
+            Entries::Bounded(cache) => cache.insert(key.to_vec(), slot),
+        }
+        self.changed();
+        Ok(())
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<bool> {
+        let _w = self.writes.lock();
+        let pinned = self.pinned.write().remove(key).is_some();
+        let stored = match &self.entries {
+            Entries::Unbounded(map) => self.live(map.write().remove(key)).is_some(),
+            Entries::Bounded(cache) => self.live(cache.remove(key).map(|(_, v)| v)).is_some(),
+        };
+        self.changed();
+        Ok(pinned || stored)
+    }
+
+    fn keys(&self) -> Result<Vec<Vec<u8>>> {
+        let now = self.clock.now_unix_ms();
+        let fresh = |s: &Slot| s.drop_at.is_none_or(|at| at > now);
+        let mut keys: Vec<Vec<u8>> = self.pinned.read().keys().cloned().collect();
+        match &self.entries {
+            Entries::Unbounded(map) => keys.extend(
+                map.read()
+                    .iter()
+                    .filter(|(_, s)| fresh(s))
+                    .map(|(k, _)| k.clone()),
+            ),
+            Entries::Bounded(cache) => {
+                keys.extend(cache.iter().filter(|(_, s)| fresh(s)).map(|(k, _)| k))
+            }
+        }
+        Ok(keys)
+    }
+
+    fn clear(&self) -> Result<()> {
+        let _w = self.writes.lock();
+        self.pinned.write().clear();
+        match &self.entries {
+            Entries::Unbounded(map) => map.write().clear(),
+            Entries::Bounded(cache) => cache.clear(),
+        }
+        self.changed();
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        key: &[u8],
+        f: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+    ) -> Result<()> {
+        let _w = self.writes.lock();
+        let current = self.lookup(key);
+        let next = f(current.as_deref());
+        match &self.entries {
+            Entries::Unbounded(map) => {
+                map.write().remove(key);
+            }
+            Entries::Bounded(cache) => {
+                cache.remove(key);
+            }
+        }
+        let mut pinned = self.pinned.write();
+        match next {
+            Some(v) => {
+                pinned.insert(key.to_vec(), Arc::from(v));
+            }
+            None => {
+                pinned.remove(key);
+            }
+        }
+        drop(pinned);
+        self.changed();
+        Ok(())
+    }
+
+    fn change_stamp(&self) -> Result<Option<u128>> {
+        Ok(Some(u128::from(self.stamp.load(Ordering::Acquire))))
+    }
+}
+
+/// Opens [`MemoryBackend`]s: the built-in backend type `memory`.
+///
+/// Settings: `cache.max_entries` and `cache.max_bytes` bound each
+/// namespace (both unset: unbounded).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemoryFactory;
+
+impl MemoryFactory {
+    fn bound(config: &BackendConfig, name: &str) -> Result<Option<u64>> {
+        let Some(raw) = config.options.get(name) else {
+            return Ok(None);
+        };
+        match raw.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(Error::InvalidSetting {
+                setting: BackendConfig::setting_name(name),
+                value: raw.clone(),
+                reason: "expected a whole number above zero".into(),
+            }),
+        }
+    }
+}
+
+impl BackendFactory for MemoryFactory {
+    fn open(&self, _namespace: &str, config: &BackendConfig) -> Result<Arc<dyn Backend>> {
+        let entries = MemoryFactory::bound(config, "max_entries")?;
+        let bytes = MemoryFactory::bound(config, "max_bytes")?;
+        let clock = Arc::clone(&config.clock);
+        Ok(Arc::new(match (entries, bytes) {
+            (None, None) => MemoryBackend::new(clock),
+            (Some(n), None) => MemoryBackend::bounded(Bound::Entries(n), clock),
+            (None, Some(n)) => MemoryBackend::bounded(Bound::Bytes(n), clock),
+            (Some(_), Some(n)) => {
+                return Err(Error::InvalidSetting {
+                    setting: BackendConfig::setting_name("max_bytes"),
+                    value: n.to_string(),
+                    reason: "set cache.max_entries or cache.max_bytes, not both".into(),
+                });
+            }
+        }))
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        &["max_entries", "max_bytes"]
+    }
+
+    fn check(&self, config: &BackendConfig) -> Result<()> {
+        self.open("", config).map(|_| ())
+    }
+}

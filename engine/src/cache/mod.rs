@@ -1,0 +1,79 @@
+//! The cache layer: Beaker's caching, done right, on carboy's store.
+//!
+//! ```text
+//! CacheManager ── settings (cache.type, cache.expire, cache.regions, …)
+//!   ├─ get_cache(ns) ─────────────┐
+//!   └─ region(name).cache(ns) ────┴─> Cache (one namespace)
+//!                                      ├─ value envelope: created, expiry, epochs, payload (codec)
+//!                                      ├─ get_or_create: in-process single flight
+//!                                      │                 + the backend's cross-process creation lock
+//!                                      └─ Backend (memory | file | yours, by type name)
+//! ```
+//!
+//! The pieces follow dogpile.cache's split, with Beaker's names outside:
+//!
+//! | piece | module | what it does |
+//! |---|---|---|
+//! | backend | [`Backend`], [`MemoryBackend`], [`FileBackend`] | bytes under keys, atomic update, creation lock |
+//! | creation lock | [`Backend::lock_creation`] + `flight.rs` | one creator per key across processes, and per process |
+//! | value envelope | `envelope.rs` | creation time, expiry, invalidation epochs, payload |
+//! | region policy | [`CacheManager`], [`Region`] | expiry, stale serving, key length, on/off |
+//! | lock algorithm | [`Cache::get_or_create`] | fresh → return; stale → serve while one regenerates; missing → wait |
+//!
+//! What is fixed relative to Beaker and dogpile.cache:
+//!
+//! * **A hit is one fetch**, and on the `file` backend one lock-free probe
+//!   of a mapped file (Beaker re-reads the whole pickle file).
+//! * **Creation locks are bounded**: byte-range stripes on one lock file
+//!   per namespace, which die with their process; no lock directory grows
+//!   or needs cleaning (Beaker #124).
+//! * **Invalidation crosses processes**: markers are stored in the
+//!   backend (dogpile #138), hard or soft, per key, namespace or region.
+//! * **Stale serving is a choice** ([`Cache::serving_stale`], dogpile #264).
+//! * **Expiry is stored with each value** (Beaker's rule, dogpile #143).
+//! * **Values that no longer decode are misses**, never errors; values are
+//!   serde types through a pluggable [`Codec`] ([`Postcard`] by default),
+//!   never pickle.
+//! * **The memory backend can be bounded** (S3-FIFO, by count or bytes).
+//!
+//! ```
+//! use carboy::cache::{CacheManager, Invalidation};
+//! use std::time::Duration;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let manager = CacheManager::builder()
+//!     .backend("file")
+//!     .data_dir(dir.path())
+//!     .expire(Duration::from_secs(60))
+//!     .build()?;
+//! let users = manager.get_cache("users")?;
+//! let load = || Ok::<_, std::io::Error>(vec!["alice".to_string()]);
+//! let names: Vec<String> = users.get_or_create("all", load).unwrap(); // creates
+//! let again: Vec<String> = users.get_or_create("all", load).unwrap(); // hit
+//! assert_eq!(names, again);
+//! users.invalidate_all(Invalidation::Hard)?; // every process regenerates
+//! assert_eq!(users.get::<Vec<String>, _>("all")?, None);
+//! # Ok::<(), carboy::Error>(())
+//! ```
+
+mod backend;
+mod codec;
+mod envelope;
+mod file;
+mod flight;
+mod key;
+mod manager;
+pub mod memo;
+mod memory;
+mod namespace;
+mod settings;
+
+pub use backend::{
+    Backend, BackendConfig, BackendFactory, CreationGuard, Fetched, register_backend,
+};
+pub use codec::{Codec, Postcard};
+pub use file::{FileBackend, FileFactory};
+pub use key::{CacheKey, DEFAULT_KEY_LENGTH, Serialized};
+pub use manager::{CacheManager, CacheManagerBuilder, Region, RegionSettings, install, installed};
+pub use memory::{Bound, MemoryBackend, MemoryFactory};
+pub use namespace::{Cache, CachedValue, CreateError, Invalidation};

@@ -1,0 +1,628 @@
+//! [`Cache`]: one cache namespace, with expiry, invalidation and the
+//! dogpile-safe [`get_or_create`](Cache::get_or_create).
+//!
+//! # The creation algorithm
+//!
+//! Beaker's `Value.get_value` and dogpile's `Lock`, with both halves of the
+//! lock spelled out:
+//!
+//! 1. Fetch the entry once (value and metadata together). Fresh: return
+//!    it, no lock taken.
+//! 2. Join the in-process flight for the key ([`flight`](super::flight)).
+//!    A follower with a stale value returns the stale value at once; one
+//!    without waits for the leader's outcome (its value, its error, or
+//!    "start over").
+//! 3. The leader takes the backend's cross-process creation lock: without
+//!    waiting when it has a stale value to serve (busy: another process is
+//!    creating, serve the stale value), waiting when it has none.
+//! 4. Holding the lock, fetch again: another process may have created the
+//!    value meanwhile (then no creation happens).
+//! 5. Run the creator, store the value, release the lock, hand the outcome
+//!    to the followers. A creator error reaches every follower (as the same
+//!    `Arc<E>`) and stores nothing; a panic releases everything and the
+//!    followers start over.
+//!
+//! "Never serve stale" ([`Cache::serving_stale`]`(false)`) makes stale
+//! values count as missing: everyone waits for the one creator.
+//!
+//! # Invalidation
+//!
+//! Each namespace (and each region) has a marker: an epoch counter and the
+//! epochs below which values are misses (hard) or stale (soft). A creation
+//! records the epochs it began under in the value's envelope. Markers live
+//! in the backend, so an invalidation in one process is seen by every
+//! other; a reader keeps the marker in memory while the backend's change
+//! stamp says nothing changed, so a hit costs no extra fetch.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::backend::Backend;
+use super::codec::{Codec, Postcard};
+use super::envelope::{self, Marker, Meta};
+use super::flight::{Flights, Join, Outcome};
+use super::key::{self, CacheKey, MARKER_KEY};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+
+/// How hard an invalidation is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// Values become misses: the next caller regenerates, and everyone
+    /// else waits for it.
+    Hard,
+    /// Values become stale: one caller regenerates while the others keep
+    /// getting the old value (unless the cache never serves stale values).
+    Soft,
+}
+
+/// The error of [`Cache::get_or_create`]: the cache failed, or the creator
+/// did. Every thread waiting on the same creation gets the same creator
+/// error, shared.
+#[derive(Debug)]
+pub enum CreateError<E> {
+    /// The backend failed (I/O, a lock, a key carboy reserves, …).
+    Cache(Error),
+    /// The creator returned this error.
+    Creator(Arc<E>),
+}
+
+impl<E: fmt::Display> fmt::Display for CreateError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateError::Cache(e) => write!(f, "cache: {e}"),
+            CreateError::Creator(e) => write!(f, "creating the value: {e}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for CreateError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CreateError::Cache(e) => Some(e),
+            CreateError::Creator(e) => Some(&**e),
+        }
+    }
+}
+
+impl<E> From<Error> for CreateError<E> {
+    fn from(e: Error) -> Self {
+        CreateError::Cache(e)
+    }
+}
+
+/// A cached value with its metadata, as [`Cache::get_entry`] returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CachedValue<V> {
+    /// The value.
+    pub value: V,
+    /// When it was created (Unix ms, by the cache's clock).
+    pub created_unix_ms: u64,
+    /// When it stops being fresh (Unix ms), `None` for never.
+    pub expires_unix_ms: Option<u64>,
+    /// True when it is expired or was invalidated softly: `get` would not
+    /// return it, `get_or_create` would regenerate it.
+    pub stale: bool,
+}
+
+/// Per-cache settings that shape how values are read and written.
+#[derive(Clone, Debug)]
+pub(crate) struct Policy {
+    pub expire: Option<Duration>,
+    pub serve_stale: bool,
+    pub stale_for: Option<Duration>,
+    pub key_length: usize,
+    pub enabled: bool,
+}
+
+/// A marker kept in memory while its backend's change stamp holds still.
+#[derive(Default)]
+pub(crate) struct MarkerCache {
+    cached: ArcSwapOption<(u128, Marker)>,
+}
+
+impl MarkerCache {
+    /// The marker stored in `backend`, from memory when nothing changed.
+    pub(crate) fn current(&self, backend: &dyn Backend) -> Result<Marker> {
+        // The stamp is read before the marker: if it still matches later,
+        // the marker read after it is still current.
+        let stamp = backend.change_stamp()?;
+        if let Some(stamp) = stamp
+            && let Some(c) = &*self.cached.load()
+            && c.0 == stamp
+        {
+            return Ok(c.1);
+        }
+        let marker = match backend.get(MARKER_KEY) {
+            Ok(v) => Marker::decode(v.as_deref()),
+            Err(e) if e.is_corruption() => Marker::default(),
+            Err(e) => return Err(e),
+        };
+        if let Some(stamp) = stamp {
+            self.cached.store(Some(Arc::new((stamp, marker))));
+        }
+        Ok(marker)
+    }
+
+    /// Records one more invalidation in `backend`.
+    pub(crate) fn invalidate(&self, backend: &dyn Backend, how: Invalidation) -> Result<()> {
+        backend.update(MARKER_KEY, &mut |current| {
+            Some(
+                Marker::decode(current)
+                    .bumped(how == Invalidation::Hard)
+                    .encode(),
+            )
+        })?;
+        self.cached.store(None);
+        Ok(())
+    }
+}
+
+/// A region's marker and the backend namespace that holds it.
+pub(crate) struct RegionMarker {
+    pub backend: Arc<dyn Backend>,
+    pub marker: MarkerCache,
+}
+
+/// What every `Cache` handle on one namespace shares.
+pub(crate) struct Namespace {
+    pub name: String,
+    pub backend: Arc<dyn Backend>,
+    pub flights: Flights,
+    pub marker: MarkerCache,
+    pub region: Option<Arc<RegionMarker>>,
+    pub clock: Arc<dyn Clock>,
+    /// Values created but not kept (see [`Cache::store_failures`]).
+    pub store_failures: AtomicU64,
+}
+
+impl Namespace {
+    fn markers(&self) -> Result<(Marker, Marker)> {
+        let region = match &self.region {
+            Some(r) => r.marker.current(&*r.backend)?,
+            None => Marker::default(),
+        };
+        Ok((self.marker.current(&*self.backend)?, region))
+    }
+}
+
+/// What one fetch found.
+enum Found<V> {
+    Fresh(V),
+    Stale(V),
+    Missing,
+}
+
+/// One cache namespace: Beaker's `Cache`, dogpile's region-bound cache.
+///
+/// Values are any serde type, encoded by the codec `C` ([`Postcard`] by
+/// default); keys are strings, bytes, integers or [`Serialized`] values
+/// (see [`CacheKey`]). A value that no longer decodes as the type asked
+/// for counts as a miss, never an error.
+///
+/// `Cache` is cheap to clone and `Send + Sync`. Get one from a
+/// [`CacheManager`](super::CacheManager) or a [`Region`](super::Region).
+///
+/// ```
+/// use carboy::cache::CacheManager;
+/// use std::time::Duration;
+///
+/// let manager = CacheManager::builder().expire(Duration::from_secs(60)).build()?;
+/// let users = manager.get_cache("users")?;
+/// let name: String = users
+///     .get_or_create("user:1", || Ok::<_, std::io::Error>("alice".to_string()))
+///     .unwrap();
+/// assert_eq!(users.get::<String>("user:1")?.as_deref(), Some("alice"));
+/// # Ok::<(), carboy::Error>(())
+/// ```
+///
+/// [`Serialized`]: super::Serialized
+pub struct Cache<C: Codec = Postcard> {
+    ns: Arc<Namespace>,
+    policy: Policy,
+    codec: C,
+}
+
+impl<C: Codec> Clone for Cache<C> {
+    fn clone(&self) -> Self {
+        Cache {
+            ns: Arc::clone(&self.ns),
+            policy: self.policy.clone(),
+            codec: self.codec.clone(),
+        }
+    }
+}
+
+impl<C: Codec> fmt::Debug for Cache<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("namespace", &self.ns.name)
+            .field("backend", &self.ns.backend)
+            .field("expire", &self.policy.expire)
+            .field("serve_stale", &self.policy.serve_stale)
+            .field("enabled", &self.policy.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache<Postcard> {
+    pub(crate) fn new(ns: Arc<Namespace>, policy: Policy) -> Cache<Postcard> {
+        Cache {
+            ns,
+            policy,
+            codec: Postcard,
+        }
+    }
+}
+
+impl<C: Codec> Cache<C> {
+    /// The namespace's name.
+    pub fn namespace(&self) -> &str {
+        &self.ns.name
+    }
+
+    /// How long new values stay fresh (`None`: until invalidated).
+    pub fn expire(&self) -> Option<Duration> {
+        self.policy.expire
+    }
+
+    /// The backend this namespace lives in.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.ns.backend
+    }
+
+    /// This cache with another expiry for the values it creates and sets
+    /// from now on (values already stored keep theirs).
+    pub fn with_expire(mut self, expire: Option<Duration>) -> Cache<C> {
+        self.policy.expire = expire;
+        self
+    }
+
+    /// This cache serving stale values while one caller regenerates
+    /// (`true`, the default) or making everyone wait for the new value
+    /// (`false`, "never serve stale").
+    pub fn serving_stale(mut self, serve: bool) -> Cache<C> {
+        self.policy.serve_stale = serve;
+        self
+    }
+
+    /// This cache with another codec for values (same namespace, same
+    /// keys; values stored by the other codec read as misses unless both
+    /// agree on the bytes).
+    pub fn with_codec<D: Codec>(&self, codec: D) -> Cache<D> {
+        Cache {
+            ns: Arc::clone(&self.ns),
+            policy: self.policy.clone(),
+            codec,
+        }
+    }
+
+    fn stored_key<'k, K: CacheKey + ?Sized>(&self, key: &'k K) -> Result<Cow<'k, [u8]>> {
+        key::stored_key(key.key_bytes(), self.policy.key_length)
+    }
+
+    fn lookup<V: DeserializeOwned>(&self, key: &[u8]) -> Result<Found<CachedValue<V>>> {
+        let (ns, region) = self.ns.markers()?;
+        let fetched = match self.ns.backend.get(key) {
+            Ok(f) => f,
+            // A damaged entry is a miss: the next creation overwrites it.
+            Err(e) if e.is_corruption() => None,
+            Err(e) => return Err(e),
+        };
+        let Some(bytes) = fetched else {
+            return Ok(Found::Missing);
+        };
+        let Some((meta, payload)) = Meta::decode(&bytes) else {
+            return Ok(Found::Missing);
+        };
+        if meta.ns_epoch < ns.hard || meta.region_epoch < region.hard {
+            return Ok(Found::Missing);
+        }
+        let Ok(value) = self.codec.decode::<V>(payload) else {
+            return Ok(Found::Missing);
+        };
+        let stale = meta.stale
+            || meta.ns_epoch < ns.soft
+            || meta.region_epoch < region.soft
+            || meta.is_expired_at(self.ns.clock.now_unix_ms());
+        let entry = CachedValue {
+            value,
+            created_unix_ms: meta.created_ms,
+            expires_unix_ms: meta.expires_ms(),
+            stale,
+        };
+        Ok(if stale {
+            Found::Stale(entry)
+        } else {
+            Found::Fresh(entry)
+        })
+    }
+
+    /// The fresh value of `key`, or `None` when it is missing, expired,
+    /// invalidated, or stored as another type.
+    pub fn get<V: DeserializeOwned, K: CacheKey + ?Sized>(&self, key: &K) -> Result<Option<V>> {
+        if !self.policy.enabled {
+            return Ok(None);
+        }
+        let key = self.stored_key(key)?;
+        Ok(match self.lookup(&key)? {
+            Found::Fresh(e) => Some(e.value),
+            _ => None,
+        })
+    }
+
+    /// The value of `key` with its metadata, stale or not; `None` when it
+    /// is missing, hard-invalidated, or stored as another type.
+    pub fn get_entry<V: DeserializeOwned, K: CacheKey + ?Sized>(
+        &self,
+        key: &K,
+    ) -> Result<Option<CachedValue<V>>> {
+        if !self.policy.enabled {
+            return Ok(None);
+        }
+        let key = self.stored_key(key)?;
+        Ok(match self.lookup(&key)? {
+            Found::Fresh(e) | Found::Stale(e) => Some(e),
+            Found::Missing => None,
+        })
+    }
+
+    /// True when `key` has a fresh value (of any type).
+    pub fn contains<K: CacheKey + ?Sized>(&self, key: &K) -> Result<bool> {
+        Ok(self
+            .get_entry::<serde::de::IgnoredAny, K>(key)?
+            .is_some_and(|e| !e.stale))
+    }
+
+    /// Stores `value` under `key`, fresh for the cache's expiry.
+    pub fn set<V: Serialize + ?Sized, K: CacheKey + ?Sized>(
+        &self,
+        key: &K,
+        value: &V,
+    ) -> Result<()> {
+        self.set_for(key, value, self.policy.expire)
+    }
+
+    /// Stores `value` under `key`, fresh for `expire` (`None`: until
+    /// invalidated).
+    pub fn set_for<V: Serialize + ?Sized, K: CacheKey + ?Sized>(
+        &self,
+        key: &K,
+        value: &V,
+        expire: Option<Duration>,
+    ) -> Result<()> {
+        if !self.policy.enabled {
+            return Ok(());
+        }
+        let key = self.stored_key(key)?;
+        let (ns, region) = self.ns.markers()?;
+        let mut payload = Vec::new();
+        self.codec
+            .encode(value, &mut payload)
+            .map_err(|reason| self.encode_error(reason))?;
+        self.store(&key, &payload, expire, ns.epoch, region.epoch)
+    }
+
+    fn encode_error(&self, reason: String) -> Error {
+        Error::Encode {
+            namespace: self.ns.name.clone(),
+            reason,
+        }
+    }
+
+    fn store(
+        &self,
+        key: &[u8],
+        payload: &[u8],
+        expire: Option<Duration>,
+        ns_epoch: u64,
+        region_epoch: u64,
+    ) -> Result<()> {
+        let meta = Meta {
+            created_ms: self.ns.clock.now_unix_ms(),
+            ttl_ms: expire.map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
+            stale: false,
+            ns_epoch,
+            region_epoch,
+        };
+        let mut bytes = Vec::with_capacity(envelope::HEADER_LEN + payload.len());
+        meta.encode_into(&mut bytes);
+        bytes.extend_from_slice(payload);
+        // The backend may drop the entry once it is no longer of use even
+        // as a stale value.
+        let physical = match (expire, self.policy.stale_for) {
+            (Some(e), Some(s)) => Some(e.saturating_add(s)),
+            _ => None,
+        };
+        self.ns.backend.set(key, &bytes, physical)
+    }
+
+    /// Removes `key`; returns whether it had a value.
+    pub fn remove<K: CacheKey + ?Sized>(&self, key: &K) -> Result<bool> {
+        let key = self.stored_key(key)?;
+        self.ns.backend.remove(&key)
+    }
+
+    /// Invalidates one key: [`Hard`](Invalidation::Hard) removes it,
+    /// [`Soft`](Invalidation::Soft) marks its value stale (served while one
+    /// caller regenerates it).
+    pub fn invalidate<K: CacheKey + ?Sized>(&self, key: &K, how: Invalidation) -> Result<()> {
+        let key = self.stored_key(key)?;
+        match how {
+            Invalidation::Hard => self.ns.backend.remove(&key).map(|_| ()),
+            Invalidation::Soft => self.ns.backend.update(&key, &mut |current| {
+                let bytes = current?;
+                let (mut meta, payload) = Meta::decode(bytes)?;
+                meta.stale = true;
+                let mut out = Vec::with_capacity(bytes.len());
+                meta.encode_into(&mut out);
+                out.extend_from_slice(payload);
+                Some(out)
+            }),
+        }
+    }
+
+    /// Invalidates every value of this namespace, in every process that
+    /// shares its backend.
+    pub fn invalidate_all(&self, how: Invalidation) -> Result<()> {
+        self.ns.marker.invalidate(&*self.ns.backend, how)
+    }
+
+    /// Every key with a value (fresh or stale), as stored (long keys
+    /// hashed), without carboy's own marker keys.
+    pub fn keys(&self) -> Result<Vec<Vec<u8>>> {
+        let mut keys = self.ns.backend.keys()?;
+        keys.retain(|k| !k.starts_with(key::RESERVED_PREFIX));
+        Ok(keys)
+    }
+
+    /// Removes every value of this namespace (Beaker's `Cache.clear`).
+    /// Invalidation markers go too; that only matters to values that are
+    /// gone with them.
+    pub fn clear(&self) -> Result<()> {
+        self.ns.backend.clear()?;
+        self.ns.marker.cached.store(None);
+        Ok(())
+    }
+
+    /// The value of `key`; when it is missing, expired or invalidated,
+    /// exactly one caller (across threads and processes) runs `create` and
+    /// stores its value, while the others get the stale value at once (if
+    /// there is one and the cache serves stale values) or wait for the new
+    /// one. See the [module docs](self) for the algorithm.
+    ///
+    /// A creator error is returned to the caller that ran it and to every
+    /// caller of this process that was waiting for it, and nothing is
+    /// stored. Once the creator has returned a value, the caller gets it
+    /// even if the cache fails to keep a copy (a full disk, a value the
+    /// codec cannot encode); such failures are counted by
+    /// [`store_failures`](Cache::store_failures). So a
+    /// [`CreateError::Cache`] always means the creator did not run. A panicking creator releases the key: the next caller
+    /// creates.
+    pub fn get_or_create<V, E, K, F>(&self, key: &K, create: F) -> Result<V, CreateError<E>>
+    where
+        V: Serialize + DeserializeOwned,
+        E: Send + Sync + 'static,
+        K: CacheKey + ?Sized,
+        F: FnOnce() -> Result<V, E>,
+    {
+        if !self.policy.enabled {
+            return create().map_err(|e| CreateError::Creator(Arc::new(e)));
+        }
+        let key = self.stored_key(key)?;
+        let mut create = Some(create);
+        loop {
+            let stale = match self.lookup::<V>(&key)? {
+                Found::Fresh(e) => return Ok(e.value),
+                Found::Stale(e) if self.policy.serve_stale => Some(e.value),
+                _ => None,
+            };
+            let leader = match self.ns.flights.join(&key) {
+                Join::Follow(follower) => {
+                    if let Some(v) = stale {
+                        return Ok(v);
+                    }
+                    match follower.wait() {
+                        Outcome::Created(payload) => match self.codec.decode::<V>(&payload) {
+                            Ok(v) => return Ok(v),
+                            // Another call site made another type: read
+                            // the backend again.
+                            Err(_) => continue,
+                        },
+                        Outcome::Failed(err) => match err.downcast::<E>() {
+                            Ok(e) => return Err(CreateError::Creator(e)),
+                            Err(_) => continue,
+                        },
+                        Outcome::Retry => continue,
+                    }
+                }
+                Join::Lead(leader) => leader,
+            };
+            let hash = key::lock_hash(&key);
+            let guard = match self.ns.backend.lock_creation(&key, hash, stale.is_none()) {
+                Ok(Some(g)) => g,
+                // Another process is creating: serve the stale value.
+                Ok(None) => match stale {
+                    Some(v) => {
+                        leader.finish(Outcome::Retry);
+                        return Ok(v);
+                    }
+                    None => continue,
+                },
+                Err(e) => return Err(CreateError::Cache(e)),
+            };
+            // Holding the lock: someone may have finished meanwhile.
+            let (ns, region) = self.ns.markers()?;
+            if let Found::Fresh(e) = self.lookup::<V>(&key)? {
+                drop(guard);
+                leader.finish(Outcome::Retry);
+                return Ok(e.value);
+            }
+            let Some(create) = create.take() else {
+                // Unreachable: every path that loops returns before
+                // running the creator. Kept as an error, not a panic.
+                return Err(CreateError::Cache(Error::InvalidOption {
+                    name: "get_or_create",
+                    reason: "creator already used".into(),
+                }));
+            };
+            match create() {
+                Ok(value) => {
+                    // From here on the caller gets its value whatever
+                    // happens to the copy the cache keeps: a value that
+                    // cannot be encoded or stored is counted, not lost.
+                    let mut payload = Vec::new();
+                    let kept = self.codec.encode(&value, &mut payload).is_ok()
+                        && self
+                            .store(&key, &payload, self.policy.expire, ns.epoch, region.epoch)
+                            .is_ok();
+                    drop(guard);
+                    if kept {
+                        leader.finish(Outcome::Created(Arc::from(payload)));
+                    } else {
+                        self.ns.store_failures.fetch_add(1, Ordering::Relaxed);
+                        leader.finish(Outcome::Retry);
+                    }
+                    return Ok(value);
+                }
+                Err(e) => {
+                    drop(guard);
+                    let e = Arc::new(e);
+                    let shared: Arc<dyn Any + Send + Sync> = e.clone();
+                    leader.finish(Outcome::Failed(shared));
+                    return Err(CreateError::Creator(e));
+                }
+            }
+        }
+    }
+
+    /// How many values `get_or_create` created but could not keep (encode
+    /// or backend failures), in this process, since the namespace was
+    /// opened.
+    pub fn store_failures(&self) -> u64 {
+        self.ns.store_failures.load(Ordering::Relaxed)
+    }
+
+    /// [`get_or_create`](Cache::get_or_create) with a creator that cannot
+    /// fail.
+    pub fn get_or_insert_with<V, K, F>(&self, key: &K, create: F) -> Result<V>
+    where
+        V: Serialize + DeserializeOwned,
+        K: CacheKey + ?Sized,
+        F: FnOnce() -> V,
+    {
+        self.get_or_create(key, || Ok::<V, std::convert::Infallible>(create()))
+            .map_err(|e| match e {
+                CreateError::Cache(e) => e,
+                CreateError::Creator(never) => match *never {},
+            })
+    }
+}
