@@ -29,6 +29,8 @@ pub(crate) enum Outcome {
 struct Flight {
     outcome: Mutex<Option<Outcome>>,
     done: Condvar,
+    /// Threads that joined as followers.
+    followers: std::sync::atomic::AtomicUsize,
 }
 
 /// The flights of one namespace in this process.
@@ -65,6 +67,9 @@ impl Flights {
     pub(crate) fn join(&self, key: &[u8]) -> Join<'_> {
         let mut map = self.map.lock();
         if let Some(flight) = map.get(key) {
+            flight
+                .followers
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Join::Follow(Follower {
                 flight: Arc::clone(flight),
             });
@@ -72,6 +77,7 @@ impl Flights {
         let flight = Arc::new(Flight {
             outcome: Mutex::new(None),
             done: Condvar::new(),
+            followers: Default::default(),
         });
         map.insert(key.to_vec(), Arc::clone(&flight));
         Join::Lead(Leader {
@@ -83,9 +89,15 @@ impl Flights {
     }
 
     /// True when some thread of this process is creating `key`.
-    #[cfg(test)]
     pub(crate) fn in_flight(&self, key: &[u8]) -> bool {
         self.map.lock().contains_key(key)
+    }
+
+    /// How many threads joined the current flight for `key` as followers.
+    pub(crate) fn followers(&self, key: &[u8]) -> usize {
+        self.map.lock().get(key).map_or(0, |f| {
+            f.followers.load(std::sync::atomic::Ordering::Relaxed)
+        })
     }
 }
 

@@ -8,8 +8,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use super::backend::{self, Backend};
-use super::flight::Flights;
-use super::namespace::{Cache, Invalidation, MarkerCache, Namespace, RegionMarker};
+use super::namespace::{Cache, Invalidation, Namespace, Shared};
 use super::settings::{self, CacheConfig, Overrides};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
@@ -21,10 +20,13 @@ struct Inner {
     defaults: CacheConfig,
     regions: Vec<(String, CacheConfig)>,
     clock: Arc<dyn Clock>,
-    /// Opened namespaces, by (region, namespace); "" is no region.
+    /// Views of namespaces, by (region, namespace); "" is no region.
     namespaces: Mutex<HashMap<(String, String), Arc<Namespace>>>,
-    /// Region markers, by region.
-    markers: Mutex<HashMap<String, Arc<RegionMarker>>>,
+    /// Opened backend namespaces, by (backend identity, namespace): two
+    /// regions with the same backend settings share one.
+    opened: Mutex<HashMap<(String, String), Arc<Shared>>>,
+    /// Region markers' namespaces, by region.
+    markers: Mutex<HashMap<String, Arc<Shared>>>,
 }
 
 /// The entry point of the cache layer: Beaker's `CacheManager`.
@@ -158,19 +160,16 @@ impl CacheManager {
         let ns = match namespaces.get(&id) {
             Some(ns) => Arc::clone(ns),
             None => {
-                let backend = open(config, name)?;
+                let shared = self.opened(config, name)?;
                 let region = match &region_name {
                     Some(r) => Some(self.region_marker(r, config)?),
                     None => None,
                 };
                 let ns = Arc::new(Namespace {
                     name: name.to_string(),
-                    backend,
-                    flights: Flights::default(),
-                    marker: MarkerCache::default(),
+                    shared,
                     region,
                     clock: Arc::clone(&self.inner.clock),
-                    store_failures: Default::default(),
                 });
                 namespaces.insert(id, Arc::clone(&ns));
                 ns
@@ -179,23 +178,34 @@ impl CacheManager {
         Ok(Cache::new(ns, config.policy.clone()))
     }
 
-    fn region_marker(&self, region: &str, config: &CacheConfig) -> Result<Arc<RegionMarker>> {
+    fn region_marker(&self, region: &str, config: &CacheConfig) -> Result<Arc<Shared>> {
         let mut markers = self.inner.markers.lock();
         if let Some(m) = markers.get(region) {
             return Ok(Arc::clone(m));
         }
-        let backend = open(config, &format!("{RESERVED_NAMESPACE}region:{region}"))?;
-        let marker = Arc::new(RegionMarker {
-            backend,
-            marker: MarkerCache::default(),
-        });
+        let marker = self.opened(config, &format!("{RESERVED_NAMESPACE}region:{region}"))?;
         markers.insert(region.to_string(), Arc::clone(&marker));
         Ok(marker)
     }
-}
 
-fn open(config: &CacheConfig, namespace: &str) -> Result<Arc<dyn Backend>> {
-    backend::factory(&config.backend.kind)?.open(namespace, &config.backend)
+    /// The backend namespace `name` under `config`'s backend settings,
+    /// opened once per manager.
+    fn opened(&self, config: &CacheConfig, name: &str) -> Result<Arc<Shared>> {
+        let b = &config.backend;
+        let identity = format!(
+            "{}|{:?}|{:?}|{:?}",
+            b.kind, b.data_dir, b.lock_dir, b.options
+        );
+        let id = (identity, name.to_string());
+        let mut opened = self.inner.opened.lock();
+        if let Some(s) = opened.get(&id) {
+            return Ok(Arc::clone(s));
+        }
+        let backend: Arc<dyn Backend> = backend::factory(&b.kind)?.open(name, &config.backend)?;
+        let shared = Arc::new(Shared::new(backend));
+        opened.insert(id, Arc::clone(&shared));
+        Ok(shared)
+    }
 }
 
 /// A named group of cache settings (Beaker's `cache_regions`): every
@@ -398,6 +408,7 @@ impl CacheManagerBuilder {
                 regions,
                 clock,
                 namespaces: Mutex::default(),
+                opened: Mutex::default(),
                 markers: Mutex::default(),
             }),
         })

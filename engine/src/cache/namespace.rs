@@ -166,22 +166,37 @@ impl MarkerCache {
     }
 }
 
-/// A region's marker and the backend namespace that holds it.
-pub(crate) struct RegionMarker {
-    pub backend: Arc<dyn Backend>,
-    pub marker: MarkerCache,
-}
-
-/// What every `Cache` handle on one namespace shares.
-pub(crate) struct Namespace {
-    pub name: String,
+/// One opened backend namespace, shared by every view of it in a
+/// manager (through a region or not): its in-process flights and its
+/// marker live here, so that they are one per stored namespace.
+pub(crate) struct Shared {
     pub backend: Arc<dyn Backend>,
     pub flights: Flights,
     pub marker: MarkerCache,
-    pub region: Option<Arc<RegionMarker>>,
-    pub clock: Arc<dyn Clock>,
     /// Values created but not kept (see [`Cache::store_failures`]).
     pub store_failures: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(backend: Arc<dyn Backend>) -> Shared {
+        Shared {
+            backend,
+            flights: Flights::default(),
+            marker: MarkerCache::default(),
+            store_failures: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A namespace as seen through a region (or none): every `Cache` handle
+/// on it shares this.
+pub(crate) struct Namespace {
+    pub name: String,
+    pub shared: Arc<Shared>,
+    /// The region's marker namespace, if the namespace was opened through
+    /// a region.
+    pub region: Option<Arc<Shared>>,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Namespace {
@@ -190,7 +205,7 @@ impl Namespace {
             Some(r) => r.marker.current(&*r.backend)?,
             None => Marker::default(),
         };
-        Ok((self.marker.current(&*self.backend)?, region))
+        Ok((self.shared.marker.current(&*self.shared.backend)?, region))
     }
 }
 
@@ -245,7 +260,7 @@ impl<C: Codec> fmt::Debug for Cache<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
             .field("namespace", &self.ns.name)
-            .field("backend", &self.ns.backend)
+            .field("backend", &self.ns.shared.backend)
             .field("expire", &self.policy.expire)
             .field("serve_stale", &self.policy.serve_stale)
             .field("enabled", &self.policy.enabled)
@@ -276,7 +291,7 @@ impl<C: Codec> Cache<C> {
 
     /// The backend this namespace lives in.
     pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.ns.backend
+        &self.ns.shared.backend
     }
 
     /// This cache with another expiry for the values it creates and sets
@@ -311,7 +326,7 @@ impl<C: Codec> Cache<C> {
 
     fn lookup<V: DeserializeOwned>(&self, key: &[u8]) -> Result<Found<CachedValue<V>>> {
         let (ns, region) = self.ns.markers()?;
-        let fetched = match self.ns.backend.get(key) {
+        let fetched = match self.ns.shared.backend.get(key) {
             Ok(f) => f,
             // A damaged entry is a miss: the next creation overwrites it.
             Err(e) if e.is_corruption() => None,
@@ -442,13 +457,13 @@ impl<C: Codec> Cache<C> {
             (Some(e), Some(s)) => Some(e.saturating_add(s)),
             _ => None,
         };
-        self.ns.backend.set(key, &bytes, physical)
+        self.ns.shared.backend.set(key, &bytes, physical)
     }
 
     /// Removes `key`; returns whether it had a value.
     pub fn remove<K: CacheKey + ?Sized>(&self, key: &K) -> Result<bool> {
         let key = self.stored_key(key)?;
-        self.ns.backend.remove(&key)
+        self.ns.shared.backend.remove(&key)
     }
 
     /// Invalidates one key: [`Hard`](Invalidation::Hard) removes it,
@@ -457,8 +472,8 @@ impl<C: Codec> Cache<C> {
     pub fn invalidate<K: CacheKey + ?Sized>(&self, key: &K, how: Invalidation) -> Result<()> {
         let key = self.stored_key(key)?;
         match how {
-            Invalidation::Hard => self.ns.backend.remove(&key).map(|_| ()),
-            Invalidation::Soft => self.ns.backend.update(&key, &mut |current| {
+            Invalidation::Hard => self.ns.shared.backend.remove(&key).map(|_| ()),
+            Invalidation::Soft => self.ns.shared.backend.update(&key, &mut |current| {
                 let bytes = current?;
                 let (mut meta, payload) = Meta::decode(bytes)?;
                 meta.stale = true;
@@ -473,13 +488,16 @@ impl<C: Codec> Cache<C> {
     /// Invalidates every value of this namespace, in every process that
     /// shares its backend.
     pub fn invalidate_all(&self, how: Invalidation) -> Result<()> {
-        self.ns.marker.invalidate(&*self.ns.backend, how)
+        self.ns
+            .shared
+            .marker
+            .invalidate(&*self.ns.shared.backend, how)
     }
 
     /// Every key with a value (fresh or stale), as stored (long keys
     /// hashed), without carboy's own marker keys.
     pub fn keys(&self) -> Result<Vec<Vec<u8>>> {
-        let mut keys = self.ns.backend.keys()?;
+        let mut keys = self.ns.shared.backend.keys()?;
         keys.retain(|k| !k.starts_with(key::RESERVED_PREFIX));
         Ok(keys)
     }
@@ -488,8 +506,8 @@ impl<C: Codec> Cache<C> {
     /// Invalidation markers go too; that only matters to values that are
     /// gone with them.
     pub fn clear(&self) -> Result<()> {
-        self.ns.backend.clear()?;
-        self.ns.marker.cached.store(None);
+        self.ns.shared.backend.clear()?;
+        self.ns.shared.marker.cached.store(None);
         Ok(())
     }
 
@@ -525,7 +543,7 @@ impl<C: Codec> Cache<C> {
                 Found::Stale(e) if self.policy.serve_stale => Some(e.value),
                 _ => None,
             };
-            let leader = match self.ns.flights.join(&key) {
+            let leader = match self.ns.shared.flights.join(&key) {
                 Join::Follow(follower) => {
                     if let Some(v) = stale {
                         return Ok(v);
@@ -547,7 +565,12 @@ impl<C: Codec> Cache<C> {
                 Join::Lead(leader) => leader,
             };
             let hash = key::lock_hash(&key);
-            let guard = match self.ns.backend.lock_creation(&key, hash, stale.is_none()) {
+            let guard = match self
+                .ns
+                .shared
+                .backend
+                .lock_creation(&key, hash, stale.is_none())
+            {
                 Ok(Some(g)) => g,
                 // Another process is creating: serve the stale value.
                 Ok(None) => match stale {
@@ -588,7 +611,10 @@ impl<C: Codec> Cache<C> {
                     if kept {
                         leader.finish(Outcome::Created(Arc::from(payload)));
                     } else {
-                        self.ns.store_failures.fetch_add(1, Ordering::Relaxed);
+                        self.ns
+                            .shared
+                            .store_failures
+                            .fetch_add(1, Ordering::Relaxed);
                         leader.finish(Outcome::Retry);
                     }
                     return Ok(value);
@@ -604,11 +630,25 @@ impl<C: Codec> Cache<C> {
         }
     }
 
+    /// True while a thread of this process runs the creator of `key`
+    /// (dogpile's `key_is_locked`, for this process).
+    pub fn is_creating<K: CacheKey + ?Sized>(&self, key: &K) -> Result<bool> {
+        Ok(self.ns.shared.flights.in_flight(&self.stored_key(key)?))
+    }
+
+    /// How many threads of this process joined the creation of `key` in
+    /// progress, instead of creating it themselves: they either got the
+    /// stale value or are waiting for the new one. Zero when no creation
+    /// is in progress.
+    pub fn joined_creation<K: CacheKey + ?Sized>(&self, key: &K) -> Result<usize> {
+        Ok(self.ns.shared.flights.followers(&self.stored_key(key)?))
+    }
+
     /// How many values `get_or_create` created but could not keep (encode
     /// or backend failures), in this process, since the namespace was
     /// opened.
     pub fn store_failures(&self) -> u64 {
-        self.ns.store_failures.load(Ordering::Relaxed)
+        self.ns.shared.store_failures.load(Ordering::Relaxed)
     }
 
     /// [`get_or_create`](Cache::get_or_create) with a creator that cannot
