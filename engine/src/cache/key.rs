@@ -4,18 +4,9 @@ use std::borrow::Cow;
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
-
 /// Beaker's default `key_length`: keys longer than this many bytes are
 /// replaced by their SHA-256 (64 hex digits).
 pub const DEFAULT_KEY_LENGTH: usize = 250;
-
-/// Keys that start with these bytes are carboy's own (invalidation
-/// markers). No UTF-8 string starts with 0xFF, so string keys never clash.
-pub(crate) const RESERVED_PREFIX: &[u8] = &[0xFF, 0x00];
-
-/// The key of a namespace's invalidation marker.
-pub(crate) const MARKER_KEY: &[u8] = b"\xFF\x00carboy:invalidated";
 
 /// Something that names a cache entry: strings, byte strings and integers
 /// are keys as they are; any serde type can be one through
@@ -100,25 +91,18 @@ impl<T: serde::Serialize> CacheKey for Serialized<T> {
 }
 
 /// The bytes a key is stored under: the key itself, or its SHA-256 in hex
-/// when it is longer than `key_length`. Keys in carboy's reserved space
-/// (starting with the bytes 0xFF 0x00) are refused.
-pub(crate) fn stored_key(key: Cow<'_, [u8]>, key_length: usize) -> Result<Cow<'_, [u8]>> {
-    if key.starts_with(RESERVED_PREFIX) {
-        return Err(Error::Reserved {
-            what: "key",
-            name: String::from_utf8_lossy(&key).into_owned(),
-            reason: "keys starting with the bytes 0xFF 0x00 hold carboy's invalidation markers",
-        });
-    }
+/// when it is longer than `key_length`. Every key is allowed, the empty
+/// one included.
+pub(crate) fn stored_key(key: Cow<'_, [u8]>, key_length: usize) -> Cow<'_, [u8]> {
     if key.len() <= key_length {
-        return Ok(key);
+        return key;
     }
     let digest = Sha256::digest(&key);
     let mut hex = Vec::with_capacity(64);
     for b in digest {
         hex.extend_from_slice(format!("{b:02x}").as_bytes());
     }
-    Ok(Cow::Owned(hex))
+    Cow::Owned(hex)
 }
 
 /// A stable 64-bit hash of a stored key, for striped creation locks (the
@@ -137,17 +121,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn long_keys_are_hashed_and_reserved_keys_refused() {
-        let short = stored_key(Cow::Borrowed(b"abc"), 3).unwrap();
+    fn long_keys_are_hashed() {
+        let short = stored_key(Cow::Borrowed(b"abc"), 3);
         assert_eq!(&*short, b"abc");
-        let long = stored_key(Cow::Borrowed(b"abcd"), 3).unwrap();
+        let long = stored_key(Cow::Borrowed(b"abcd"), 3);
         assert_eq!(long.len(), 64);
         assert_eq!(
             &*long,
             b"88d4266fd4e6338d13b845fcf289579d209c897823b9217da3e161936f031589"
         );
-        let err = stored_key(Cow::Borrowed(MARKER_KEY), 250).unwrap_err();
-        assert!(matches!(err, Error::Reserved { what: "key", .. }), "{err}");
     }
 
     #[test]

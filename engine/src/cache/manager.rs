@@ -8,13 +8,16 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use super::backend::{self, Backend};
-use super::namespace::{Cache, Invalidation, Namespace, Shared};
+use super::namespace::{Cache, Invalidation, MarkerSlot, Namespace, Shared};
 use super::settings::{self, CacheConfig, Overrides};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
-/// Namespace names starting with this are carboy's own (region markers).
+/// Namespace names starting with this are carboy's own.
 const RESERVED_NAMESPACE: &str = "carboy:";
+/// The namespace holding a backend's invalidation markers: `ns:<name>` for
+/// each namespace, `region:<name>` for each region.
+const MARKERS_NAMESPACE: &str = "carboy:markers";
 
 struct Inner {
     defaults: CacheConfig,
@@ -25,8 +28,10 @@ struct Inner {
     /// Opened backend namespaces, by (backend identity, namespace): two
     /// regions with the same backend settings share one.
     opened: Mutex<HashMap<(String, String), Arc<Shared>>>,
-    /// Region markers' namespaces, by region.
-    markers: Mutex<HashMap<String, Arc<Shared>>>,
+    /// Region markers, by region.
+    markers: Mutex<HashMap<String, Arc<MarkerSlot>>>,
+    /// Markers namespaces, by backend identity.
+    marker_backends: Mutex<HashMap<String, Arc<dyn Backend>>>,
 }
 
 /// The entry point of the cache layer: Beaker's `CacheManager`.
@@ -150,7 +155,7 @@ impl CacheManager {
             return Err(Error::Reserved {
                 what: "namespace",
                 name: name.to_string(),
-                reason: "names starting with \"carboy:\" hold region markers",
+                reason: "names starting with \"carboy:\" hold invalidation markers",
             });
         }
         let config = self.config(region);
@@ -178,31 +183,56 @@ impl CacheManager {
         Ok(Cache::new(ns, config.policy.clone()))
     }
 
-    fn region_marker(&self, region: &str, config: &CacheConfig) -> Result<Arc<Shared>> {
+    fn region_marker(&self, region: &str, config: &CacheConfig) -> Result<Arc<MarkerSlot>> {
         let mut markers = self.inner.markers.lock();
         if let Some(m) = markers.get(region) {
             return Ok(Arc::clone(m));
         }
-        let marker = self.opened(config, &format!("{RESERVED_NAMESPACE}region:{region}"))?;
-        markers.insert(region.to_string(), Arc::clone(&marker));
-        Ok(marker)
+        let slot = Arc::new(MarkerSlot::new(
+            self.markers_backend(config)?,
+            format!("region:{region}").into_bytes(),
+        ));
+        markers.insert(region.to_string(), Arc::clone(&slot));
+        Ok(slot)
+    }
+
+    /// The identity of a backend configuration: namespaces opened under
+    /// equal identities are the same stored data.
+    fn identity(config: &CacheConfig) -> String {
+        let b = &config.backend;
+        format!(
+            "{}|{:?}|{:?}|{:?}",
+            b.kind, b.data_dir, b.lock_dir, b.options
+        )
+    }
+
+    /// The markers namespace of `config`'s backend.
+    fn markers_backend(&self, config: &CacheConfig) -> Result<Arc<dyn Backend>> {
+        let identity = CacheManager::identity(config);
+        let mut backends = self.inner.marker_backends.lock();
+        if let Some(b) = backends.get(&identity) {
+            return Ok(Arc::clone(b));
+        }
+        let b = backend::factory(&config.backend.kind)?.open(MARKERS_NAMESPACE, &config.backend)?;
+        backends.insert(identity, Arc::clone(&b));
+        Ok(b)
     }
 
     /// The backend namespace `name` under `config`'s backend settings,
     /// opened once per manager.
     fn opened(&self, config: &CacheConfig, name: &str) -> Result<Arc<Shared>> {
-        let b = &config.backend;
-        let identity = format!(
-            "{}|{:?}|{:?}|{:?}",
-            b.kind, b.data_dir, b.lock_dir, b.options
-        );
-        let id = (identity, name.to_string());
+        let id = (CacheManager::identity(config), name.to_string());
         let mut opened = self.inner.opened.lock();
         if let Some(s) = opened.get(&id) {
             return Ok(Arc::clone(s));
         }
-        let backend: Arc<dyn Backend> = backend::factory(&b.kind)?.open(name, &config.backend)?;
-        let shared = Arc::new(Shared::new(backend));
+        let backend: Arc<dyn Backend> =
+            backend::factory(&config.backend.kind)?.open(name, &config.backend)?;
+        let marker = MarkerSlot::new(
+            self.markers_backend(config)?,
+            format!("ns:{name}").into_bytes(),
+        );
+        let shared = Arc::new(Shared::new(backend, marker));
         opened.insert(id, Arc::clone(&shared));
         Ok(shared)
     }
@@ -244,8 +274,9 @@ impl Region {
     /// there).
     pub fn invalidate(&self, how: Invalidation) -> Result<()> {
         let config = self.manager.config(Some(self.index));
-        let marker = self.manager.region_marker(self.name(), config)?;
-        marker.marker.invalidate(&*marker.backend, how)
+        self.manager
+            .region_marker(self.name(), config)?
+            .invalidate(how)
     }
 }
 
@@ -410,6 +441,7 @@ impl CacheManagerBuilder {
                 namespaces: Mutex::default(),
                 opened: Mutex::default(),
                 markers: Mutex::default(),
+                marker_backends: Mutex::default(),
             }),
         })
     }

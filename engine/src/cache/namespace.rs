@@ -49,7 +49,7 @@ use super::backend::Backend;
 use super::codec::{Codec, Postcard};
 use super::envelope::{self, Marker, Meta};
 use super::flight::{Flights, Join, Outcome};
-use super::key::{self, CacheKey, MARKER_KEY};
+use super::key::{self, CacheKey};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
@@ -123,25 +123,39 @@ pub(crate) struct Policy {
     pub enabled: bool,
 }
 
-/// A marker kept in memory while its backend's change stamp holds still.
-#[derive(Default)]
-pub(crate) struct MarkerCache {
+/// One invalidation marker: a key in the backend's markers namespace
+/// (`carboy:markers`, beside the data namespaces, so that marker keys never
+/// share a key space with user keys), kept in memory while that
+/// namespace's change stamp holds still.
+pub(crate) struct MarkerSlot {
+    backend: Arc<dyn Backend>,
+    key: Vec<u8>,
     cached: ArcSwapOption<(u128, Marker)>,
 }
 
-impl MarkerCache {
-    /// The marker stored in `backend`, from memory when nothing changed.
-    pub(crate) fn current(&self, backend: &dyn Backend) -> Result<Marker> {
+impl MarkerSlot {
+    /// The marker stored under `key` in the markers namespace `backend`.
+    pub(crate) fn new(backend: Arc<dyn Backend>, key: Vec<u8>) -> MarkerSlot {
+        MarkerSlot {
+            backend,
+            key,
+            cached: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The current marker, from memory when nothing changed.
+    pub(crate) fn current(&self) -> Result<Marker> {
         // The stamp is read before the marker: if it still matches later,
-        // the marker read after it is still current.
-        let stamp = backend.change_stamp()?;
+        // the marker read after it is still current. Data writes do not
+        // move it: markers have a namespace of their own.
+        let stamp = self.backend.change_stamp()?;
         if let Some(stamp) = stamp
             && let Some(c) = &*self.cached.load()
             && c.0 == stamp
         {
             return Ok(c.1);
         }
-        let marker = match backend.get(MARKER_KEY) {
+        let marker = match self.backend.get(&self.key) {
             Ok(v) => Marker::decode(v.as_deref()),
             Err(e) if e.is_corruption() => Marker::default(),
             Err(e) => return Err(e),
@@ -152,9 +166,9 @@ impl MarkerCache {
         Ok(marker)
     }
 
-    /// Records one more invalidation in `backend`.
-    pub(crate) fn invalidate(&self, backend: &dyn Backend, how: Invalidation) -> Result<()> {
-        backend.update(MARKER_KEY, &mut |current| {
+    /// Records one more invalidation, for every process.
+    pub(crate) fn invalidate(&self, how: Invalidation) -> Result<()> {
+        self.backend.update(&self.key, &mut |current| {
             Some(
                 Marker::decode(current)
                     .bumped(how == Invalidation::Hard)
@@ -172,17 +186,17 @@ impl MarkerCache {
 pub(crate) struct Shared {
     pub backend: Arc<dyn Backend>,
     pub flights: Flights,
-    pub marker: MarkerCache,
+    pub marker: MarkerSlot,
     /// Values created but not kept (see [`Cache::store_failures`]).
     pub store_failures: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new(backend: Arc<dyn Backend>) -> Shared {
+    pub(crate) fn new(backend: Arc<dyn Backend>, marker: MarkerSlot) -> Shared {
         Shared {
             backend,
             flights: Flights::default(),
-            marker: MarkerCache::default(),
+            marker,
             store_failures: AtomicU64::new(0),
         }
     }
@@ -193,19 +207,18 @@ impl Shared {
 pub(crate) struct Namespace {
     pub name: String,
     pub shared: Arc<Shared>,
-    /// The region's marker namespace, if the namespace was opened through
-    /// a region.
-    pub region: Option<Arc<Shared>>,
+    /// The region's marker, if the namespace was opened through a region.
+    pub region: Option<Arc<MarkerSlot>>,
     pub clock: Arc<dyn Clock>,
 }
 
 impl Namespace {
     fn markers(&self) -> Result<(Marker, Marker)> {
         let region = match &self.region {
-            Some(r) => r.marker.current(&*r.backend)?,
+            Some(r) => r.current()?,
             None => Marker::default(),
         };
-        Ok((self.shared.marker.current(&*self.shared.backend)?, region))
+        Ok((self.shared.marker.current()?, region))
     }
 }
 
@@ -321,7 +334,7 @@ impl<C: Codec> Cache<C> {
     }
 
     fn stored_key<'k, K: CacheKey + ?Sized>(&self, key: &'k K) -> Result<Cow<'k, [u8]>> {
-        key::stored_key(key.key_bytes(), self.policy.key_length)
+        Ok(key::stored_key(key.key_bytes(), self.policy.key_length))
     }
 
     fn lookup<V: DeserializeOwned>(&self, key: &[u8]) -> Result<Found<CachedValue<V>>> {
@@ -488,27 +501,18 @@ impl<C: Codec> Cache<C> {
     /// Invalidates every value of this namespace, in every process that
     /// shares its backend.
     pub fn invalidate_all(&self, how: Invalidation) -> Result<()> {
-        self.ns
-            .shared
-            .marker
-            .invalidate(&*self.ns.shared.backend, how)
+        self.ns.shared.marker.invalidate(how)
     }
 
     /// Every key with a value (fresh or stale), as stored (long keys
-    /// hashed), without carboy's own marker keys.
+    /// hashed).
     pub fn keys(&self) -> Result<Vec<Vec<u8>>> {
-        let mut keys = self.ns.shared.backend.keys()?;
-        keys.retain(|k| !k.starts_with(key::RESERVED_PREFIX));
-        Ok(keys)
+        self.ns.shared.backend.keys()
     }
 
     /// Removes every value of this namespace (Beaker's `Cache.clear`).
-    /// Invalidation markers go too; that only matters to values that are
-    /// gone with them.
     pub fn clear(&self) -> Result<()> {
-        self.ns.shared.backend.clear()?;
-        self.ns.shared.marker.cached.store(None);
-        Ok(())
+        self.ns.shared.backend.clear()
     }
 
     /// The value of `key`; when it is missing, expired or invalidated,
