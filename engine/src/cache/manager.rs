@@ -99,11 +99,7 @@ impl CacheManager {
     pub fn from_settings<K: AsRef<str>, V: AsRef<str>>(
         settings: impl IntoIterator<Item = (K, V)>,
     ) -> Result<CacheManager> {
-        let parsed = settings::parse(settings)?;
-        let mut b = CacheManager::builder();
-        b.defaults = parsed.defaults;
-        b.regions = parsed.regions;
-        b.build()
+        CacheManager::builder().settings(settings)?.build()
     }
 
     /// A typed builder; see [`CacheManagerBuilder`] for the defaults.
@@ -399,6 +395,24 @@ impl RegionSettings {
 
 impl CacheManagerBuilder {
     setters!(defaults);
+
+    /// Applies Beaker-style settings (see
+    /// [`CacheManager::from_settings`]) on top of what the builder has, so
+    /// that settings from a file and typed ones (a clock, say) combine.
+    pub fn settings<K: AsRef<str>, V: AsRef<str>>(
+        mut self,
+        settings: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self> {
+        let parsed = settings::parse(settings)?;
+        self.defaults = self.defaults.then(&parsed.defaults);
+        for (name, over) in parsed.regions {
+            match self.regions.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, o)) => *o = o.then(&over),
+                None => self.regions.push((name, over)),
+            }
+        }
+        Ok(self)
+    }
 
     /// Adds (or replaces) region `name`.
     pub fn region(mut self, name: &str, settings: RegionSettings) -> Self {

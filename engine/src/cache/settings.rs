@@ -30,7 +30,7 @@ pub(crate) struct Overrides {
 
 impl Overrides {
     /// `self` with everything `over` sets on top.
-    fn then(&self, over: &Overrides) -> Overrides {
+    pub(crate) fn then(&self, over: &Overrides) -> Overrides {
         let mut options = self.options.clone();
         options.extend(over.options.clone());
         Overrides {
