@@ -38,23 +38,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(format!("{what} (fetch #{fetches})"))
     };
 
-    let p: String = prices.get_or_create("btc", || fetch("price of btc")).unwrap();
+    let p: String = prices
+        .get_or_create("btc", || fetch("price of btc"))
+        .unwrap();
     let c: String = countries.get_or_create("fr", || fetch("France")).unwrap();
     println!("first:  {p} / {c}");
 
     clock.advance(Duration::from_secs(61)); // short_term values are stale now
-    let p: String = prices.get_or_create("btc", || fetch("price of btc")).unwrap();
+    let p: String = prices
+        .get_or_create("btc", || fetch("price of btc"))
+        .unwrap();
     let c: String = countries.get_or_create("fr", || fetch("France")).unwrap();
     println!("+61 s:  {p} / {c}");
-    assert!(p.ends_with("#3)") && c.ends_with("#2)"), "only short_term expired");
+    assert!(
+        p.ends_with("#3)") && c.ends_with("#2)"),
+        "only short_term expired"
+    );
 
     // Soft: the old value stays readable as stale while one caller
     // regenerates; hard: it is gone for everyone, in every process.
-    manager.region("long_term")?.invalidate(Invalidation::Soft)?;
+    manager
+        .region("long_term")?
+        .invalidate(Invalidation::Soft)?;
     let stale = countries.get_entry::<String, _>("fr")?.expect("kept");
-    println!("after a soft invalidation: {:?}, stale = {}", stale.value, stale.stale);
+    println!(
+        "after a soft invalidation: {:?}, stale = {}",
+        stale.value, stale.stale
+    );
     assert!(stale.stale);
-    manager.region("long_term")?.invalidate(Invalidation::Hard)?;
+    manager
+        .region("long_term")?
+        .invalidate(Invalidation::Hard)?;
     assert!(countries.get_entry::<String, _>("fr")?.is_none());
     let c: String = countries.get_or_create("fr", || fetch("France")).unwrap();
     println!("after a hard invalidation: {c}");

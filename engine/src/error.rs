@@ -197,6 +197,45 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A thread that holds a read lock asked for the write lock of the same
+    /// lock ([`sync`](crate::sync)): it would wait for itself forever.
+    #[error(
+        "{lock}: this thread holds the read lock and asked for the write lock, which would \
+         wait for itself (drop the read guard first, or take the write lock from the start)"
+    )]
+    LockUpgrade {
+        /// The lock: its name, or its lock file's path.
+        lock: String,
+    },
+    /// Locking or unlocking one stripe of a [`StripeLocks`](crate::sync::StripeLocks)
+    /// file failed.
+    #[error("{op} stripe {stripe} of {path}: {source}")]
+    StripeLock {
+        /// What carboy was doing ("lock", "unlock", ...).
+        op: &'static str,
+        /// The lock file.
+        path: PathBuf,
+        /// The stripe (the byte offset locked in the file).
+        stripe: u32,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel or the filesystem holding a lock file does not support the
+    /// lock carboy needs.
+    #[error(
+        "{path}: {what} is not supported here ({source}); keep lock files on a local \
+         filesystem (not NFS or Lustre) of Linux 3.15 or newer"
+    )]
+    LockUnsupported {
+        /// The lock file.
+        path: PathBuf,
+        /// The kind of lock ("flock", "open file description byte-range lock").
+        what: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl Error {

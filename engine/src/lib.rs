@@ -53,6 +53,7 @@ mod file;
 pub mod name;
 mod options;
 mod store;
+pub mod sync;
 
 pub use carboy_format::Expiry;
 pub use carboy_format::record::{MAX_KEY_LEN, MAX_VALUE_LEN};

@@ -56,22 +56,26 @@ impl fmt::Debug for Fetched<'_> {
 /// namespace); [`CreationGuard::in_process`] is the guard of backends whose
 /// data lives in one process, where the cache's own per-key single flight
 /// is all the locking there is.
-pub struct CreationGuard(#[allow(dead_code)] Option<Box<dyn Send>>);
+pub struct CreationGuard<'a>(#[allow(dead_code)] Option<Box<dyn Held + 'a>>);
 
-impl CreationGuard {
+/// Anything a guard can hold until it is dropped.
+trait Held {}
+impl<T> Held for T {}
+
+impl<'a> CreationGuard<'a> {
     /// A guard that holds nothing: the backend needs no lock beyond the
     /// cache's in-process single flight.
-    pub fn in_process() -> CreationGuard {
+    pub fn in_process() -> CreationGuard<'a> {
         CreationGuard(None)
     }
 
     /// A guard that releases `lock` when dropped.
-    pub fn holding(lock: impl Send + 'static) -> CreationGuard {
+    pub fn holding<T: 'a>(lock: T) -> CreationGuard<'a> {
         CreationGuard(Some(Box::new(lock)))
     }
 }
 
-impl fmt::Debug for CreationGuard {
+impl fmt::Debug for CreationGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.0.is_some() {
             "CreationGuard(held)"
@@ -80,6 +84,10 @@ impl fmt::Debug for CreationGuard {
         })
     }
 }
+
+/// The function [`Backend::update`] applies: the current value (if any)
+/// to the next one (`None` removes the key).
+pub type UpdateFn<'f> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'f;
 
 /// One namespace of a cache backend: a map from byte keys to byte values.
 ///
@@ -117,8 +125,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// namespace, in every process that shares it.
     ///
     /// The cache keeps its invalidation markers with this.
-    fn update(&self, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>)
-    -> Result<()>;
+    fn update(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<()>;
 
     /// Takes the creation lock of `key` (`hash` is a stable 64-bit hash of
     /// it, for backends that stripe their locks). With `wait` false,
@@ -128,7 +135,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// the backend; the lock must die with its process. The default is
     /// [`CreationGuard::in_process`], right for backends whose data lives
     /// in this process only.
-    fn lock_creation(&self, key: &[u8], hash: u64, wait: bool) -> Result<Option<CreationGuard>> {
+    fn lock_creation(
+        &self,
+        key: &[u8],
+        hash: u64,
+        wait: bool,
+    ) -> Result<Option<CreationGuard<'_>>> {
         let _ = (key, hash, wait);
         Ok(Some(CreationGuard::in_process()))
     }

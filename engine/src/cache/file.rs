@@ -16,24 +16,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use self::shim::StripeLocks;
-use super::backend::{Backend, BackendConfig, BackendFactory, CreationGuard, Fetched};
-use crate::error::{Error, Result}; // TEMP until the sync branch lands
-mod shim {
-    #[derive(Debug)]
-    pub struct StripeLocks;
-    impl StripeLocks {
-        pub fn open(_: std::path::PathBuf, _: u32) -> crate::Result<StripeLocks> {
-            Ok(StripeLocks)
-        }
-        pub fn lock(&self, _: u64) -> crate::Result<()> {
-            Ok(())
-        }
-        pub fn try_lock(&self, _: u64) -> crate::Result<Option<()>> {
-            Ok(Some(()))
-        }
-    }
-}
+use super::backend::{Backend, BackendConfig, BackendFactory, CreationGuard, Fetched, UpdateFn};
+use crate::error::{Error, Result};
+use crate::sync::StripeLocks;
 use crate::{Durability, Options, Store};
 
 /// Stripes of a namespace's creation-lock file: two keys share a lock with
@@ -105,11 +90,7 @@ impl Backend for FileBackend {
         self.store.clear()
     }
 
-    fn update(
-        &self,
-        key: &[u8],
-        f: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
-    ) -> Result<()> {
+    fn update(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<()> {
         let mut txn = self.store.transaction()?;
         let next = f(txn.get(key)?);
         match next {
@@ -121,7 +102,12 @@ impl Backend for FileBackend {
         txn.commit()
     }
 
-    fn lock_creation(&self, _key: &[u8], hash: u64, wait: bool) -> Result<Option<CreationGuard>> {
+    fn lock_creation(
+        &self,
+        _key: &[u8],
+        hash: u64,
+        wait: bool,
+    ) -> Result<Option<CreationGuard<'_>>> {
         if wait {
             Ok(Some(CreationGuard::holding(self.locks.lock(hash)?)))
         } else {

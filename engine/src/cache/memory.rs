@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::backend::{Backend, BackendConfig, BackendFactory, Fetched};
+use super::backend::{Backend, BackendConfig, BackendFactory, Fetched, UpdateFn};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
@@ -195,11 +195,7 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    fn update(
-        &self,
-        key: &[u8],
-        f: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
-    ) -> Result<()> {
+    fn update(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<()> {
         let _w = self.writes.lock();
         let current = self.lookup(key);
         let next = f(current.as_deref());

@@ -69,7 +69,7 @@ mod namespace;
 mod settings;
 
 pub use backend::{
-    Backend, BackendConfig, BackendFactory, CreationGuard, Fetched, register_backend,
+    Backend, BackendConfig, BackendFactory, CreationGuard, Fetched, UpdateFn, register_backend,
 };
 pub use codec::{Codec, Postcard};
 pub use file::{FileBackend, FileFactory};

@@ -18,6 +18,15 @@
 //!   end, or the allocated end for a writer), so a well-formed file never
 //!   raises SIGBUS. A foreign process that truncates the file can still make
 //!   any mmap reader fault; that is documented as out of reach.
+//!
+//! `range_lock.rs` holds the one `fcntl` call behind
+//! [`crate::sync::StripeLocks`]: byte-range locks on open file descriptions.
+
+mod range_lock;
+
+pub(crate) use range_lock::{
+    RangeLock, is_unsupported as range_lock_unsupported, lock_byte, unlock_byte,
+};
 
 use std::fs::File;
 use std::io;

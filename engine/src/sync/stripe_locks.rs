@@ -1,0 +1,508 @@
+//! [`StripeLocks`]: cross-process creation locks for the keys of a
+//! namespace, a bounded number of byte-range locks on one lock file.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use std::thread::ThreadId;
+
+use parking_lot::Mutex;
+
+use super::lock_files::{MAX_REOPENS, open_lock_file, registry_key, still_at};
+use super::sync_dict::WeakSyncDict;
+use crate::error::{Error, Result};
+use crate::file::{RangeLock, lock_byte, range_lock_unsupported, unlock_byte};
+
+/// One shared state per lock file in this process.
+static OPEN: LazyLock<WeakSyncDict<PathBuf, Shared>> = LazyLock::new(WeakSyncDict::new);
+
+#[derive(Debug)]
+struct Held {
+    /// The open file description that holds the stripe's byte lock.
+    file: File,
+    /// Guards of the thread on this stripe.
+    depth: u32,
+}
+
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    stripes: u32,
+    /// Stripes held, by thread.
+    held: Mutex<HashMap<(ThreadId, u32), Held>>,
+}
+
+/// Cross-process creation locks for the keys of one namespace: `stripes`
+/// byte-range locks on **one** lock file, the stripe of a key chosen from
+/// its hash.
+///
+/// This is the dogpile lock of a cache: the first process (or thread) to
+/// miss a key locks the key's stripe and creates the value while the
+/// others wait for that stripe, then find the value. Keys that share a
+/// stripe wait for each other too; with the default 1024 stripes that is
+/// rare. Unlike Beaker's one lock file per key, there is one file per
+/// namespace, whatever the number of keys, and no lock outlives its
+/// process: nothing to clean by hand.
+///
+/// **How.** Stripe `s` is byte `s` of the file, locked with Linux's open
+/// file description locks (`F_OFD_SETLKW`). Such a lock conflicts with every
+/// other open file description, in this process or another, and the kernel
+/// drops it when its description is closed, which includes the process
+/// dying. Each outermost acquisition opens its own description, so threads
+/// of one process exclude each other through the kernel as processes do. A
+/// thread may lock a stripe it already holds (a creator that creates
+/// another key of the same stripe): that is counted, not locked again.
+/// The file stays empty (locks past its end are allowed).
+///
+/// **Cost.** An acquisition that misses this thread's held stripes costs an
+/// `open`, one `fcntl`, two `stat`s and, on release, an `fcntl` and a
+/// `close`: microseconds, on the miss path only.
+///
+/// Every process must open a namespace's lock file with the same number of
+/// stripes, or keys map to different stripes and are created more than
+/// once (never wrongly, only twice). Within one process this is checked.
+///
+/// Linux only (open file description locks, Linux 3.15+); like the rest of
+/// carboy.
+///
+/// # Examples
+///
+/// ```
+/// use carboy::sync::StripeLocks;
+///
+/// let dir = tempfile::tempdir()?;
+/// let locks = StripeLocks::open(dir.path().join("users.carboy.create-lock"), 1024)?;
+/// let hash = 0xfeed_beef_u64; // the key's hash, from the caller
+/// {
+///     let guard = locks.lock(hash)?; // blocks while another thread or process holds it
+///     assert_eq!(guard.stripe(), (hash % 1024) as u32);
+///     // ...look again for the value, create it, store it...
+/// }
+/// assert!(locks.try_lock(hash)?.is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct StripeLocks {
+    shared: Arc<Shared>,
+}
+
+impl StripeLocks {
+    /// The stripe count carboy's cache layer uses unless told otherwise.
+    pub const DEFAULT_STRIPES: u32 = 1024;
+
+    /// Opens (creating if needed, with its directory) the lock file at
+    /// `path`, with `stripes` stripes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] if `stripes` is 0, or if this process already
+    /// has `path` open with another stripe count; [`Error::Io`] if the file
+    /// cannot be made or opened.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use carboy::sync::StripeLocks;
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("ns.create-lock");
+    /// let locks = StripeLocks::open(&path, StripeLocks::DEFAULT_STRIPES)?;
+    /// assert_eq!(locks.stripes(), 1024);
+    /// assert!(StripeLocks::open(&path, 0).is_err());
+    /// assert!(StripeLocks::open(&path, 8).is_err()); // already open with 1024 here
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(path: impl AsRef<Path>, stripes: u32) -> Result<StripeLocks> {
+        if stripes == 0 {
+            return Err(Error::InvalidOption {
+                name: "stripes",
+                reason: "a stripe lock file needs at least 1 stripe".to_string(),
+            });
+        }
+        let path = registry_key(path.as_ref())?;
+        let shared = OPEN.get_or_try_create(path.clone(), || {
+            drop(open_lock_file(&path)?);
+            Ok::<_, Error>(Shared {
+                path: path.clone(),
+                stripes,
+                held: Mutex::new(HashMap::new()),
+            })
+        })?;
+        if shared.stripes != stripes {
+            return Err(Error::InvalidOption {
+                name: "stripes",
+                reason: format!(
+                    "{} is already open in this process with {} stripes, not {stripes}; \
+                     every user of a lock file must use the same count",
+                    path.display(),
+                    shared.stripes
+                ),
+            });
+        }
+        Ok(StripeLocks { shared })
+    }
+
+    /// The lock file's path (absolute).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let locks = carboy::sync::StripeLocks::open(dir.path().join("l"), 4)?;
+    /// assert_eq!(locks.path(), dir.path().join("l"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The number of stripes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// assert_eq!(carboy::sync::StripeLocks::open(dir.path().join("l"), 4)?.stripes(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn stripes(&self) -> u32 {
+        self.shared.stripes
+    }
+
+    /// The stripe of a key whose hash is `hash`: `hash % stripes`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let locks = carboy::sync::StripeLocks::open(dir.path().join("l"), 1024)?;
+    /// assert_eq!(locks.stripe_for(1024 + 5), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn stripe_for(&self, hash: u64) -> u32 {
+        // The remainder is below `stripes`, a u32.
+        (hash % u64::from(self.shared.stripes)) as u32
+    }
+
+    /// Locks the stripe of `hash`, waiting while another thread or process
+    /// holds it. Returns at once if this thread already holds it.
+    ///
+    /// Nothing detects a deadlock: two threads (or processes) that each
+    /// hold one stripe and wait for the other's wait forever. Creators that
+    /// create other keys should not hold a stripe while they do.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StripeLock`] if `fcntl` fails; [`Error::LockUnsupported`]
+    /// if the kernel or filesystem has no open file description locks;
+    /// [`Error::Io`] if the lock file cannot be opened.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let locks = carboy::sync::StripeLocks::open(dir.path().join("l"), 16)?;
+    /// let outer = locks.lock(3)?;
+    /// let inner = locks.lock(19)?; // stripe 3 again, same thread: counted
+    /// assert_eq!(inner.stripe(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock(&self, hash: u64) -> Result<StripeGuard<'_>> {
+        self.acquire(hash, true)?.ok_or_else(|| {
+            let stripe = self.stripe_for(hash);
+            self.error("lock", stripe, io::Error::from(io::ErrorKind::WouldBlock))
+        })
+    }
+
+    /// Locks the stripe of `hash` if nobody else holds it; `Ok(None)` if
+    /// another thread or process does.
+    ///
+    /// # Errors
+    ///
+    /// As for [`lock`](Self::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let locks = carboy::sync::StripeLocks::open(dir.path().join("l"), 16)?;
+    /// let held = locks.lock(3)?;
+    /// let other = locks.clone();
+    /// let busy = std::thread::scope(|s| s.spawn(|| other.try_lock(3).map(|g| g.is_none())).join());
+    /// assert!(busy.unwrap()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_lock(&self, hash: u64) -> Result<Option<StripeGuard<'_>>> {
+        self.acquire(hash, false)
+    }
+
+    fn acquire(&self, hash: u64, wait: bool) -> Result<Option<StripeGuard<'_>>> {
+        let stripe = self.stripe_for(hash);
+        let me = std::thread::current().id();
+        if let Some(h) = self.shared.held.lock().get_mut(&(me, stripe)) {
+            h.depth += 1;
+            return Ok(Some(self.guard(me, stripe)));
+        }
+        let Some(file) = self.lock_stripe(stripe, wait)? else {
+            return Ok(None);
+        };
+        self.shared
+            .held
+            .lock()
+            .insert((me, stripe), Held { file, depth: 1 });
+        Ok(Some(self.guard(me, stripe)))
+    }
+
+    /// Opens a new description of the lock file and locks the stripe's
+    /// byte, starting over if the file at the path was replaced meanwhile.
+    fn lock_stripe(&self, stripe: u32, wait: bool) -> Result<Option<File>> {
+        let path = &self.shared.path;
+        for _ in 0..MAX_REOPENS {
+            let file = open_lock_file(path)?;
+            match lock_byte(&file, u64::from(stripe), wait) {
+                Ok(RangeLock::Acquired) => {}
+                Ok(RangeLock::Busy) => return Ok(None),
+                Err(e) if range_lock_unsupported(&e) => {
+                    return Err(Error::LockUnsupported {
+                        path: path.clone(),
+                        what: "open file description byte-range lock",
+                        source: e,
+                    });
+                }
+                Err(e) => return Err(self.error("lock", stripe, e)),
+            }
+            if still_at(&file, path)? {
+                return Ok(Some(file));
+            }
+            // Removed or replaced while we waited: closing releases it.
+        }
+        Err(self.error(
+            "lock",
+            stripe,
+            io::Error::other(format!(
+                "the lock file was removed or replaced {MAX_REOPENS} times while locking it"
+            )),
+        ))
+    }
+
+    fn error(&self, op: &'static str, stripe: u32, source: io::Error) -> Error {
+        Error::StripeLock {
+            op,
+            path: self.shared.path.clone(),
+            stripe,
+            source,
+        }
+    }
+
+    fn guard(&self, thread: ThreadId, stripe: u32) -> StripeGuard<'_> {
+        StripeGuard {
+            locks: self,
+            thread,
+            stripe,
+            not_send: PhantomData,
+        }
+    }
+
+    fn release(&self, thread: ThreadId, stripe: u32) {
+        let mut held = self.shared.held.lock();
+        let Some(h) = held.get_mut(&(thread, stripe)) else {
+            return;
+        };
+        h.depth -= 1;
+        if h.depth == 0 {
+            let gone = held.remove(&(thread, stripe));
+            drop(held);
+            if let Some(gone) = gone {
+                // Unlock explicitly: a child forked without exec may share
+                // the description, and closing ours alone would not release.
+                // If this fails, closing releases it anyway.
+                let _ = unlock_byte(&gone.file, u64::from(stripe));
+            }
+        }
+    }
+}
+
+/// A held stripe of a [`StripeLocks`]; releases it when dropped (and the
+/// kernel releases it if the process dies first).
+///
+/// Not `Send`: the stripe belongs to the thread that locked it.
+///
+/// # Examples
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let locks = carboy::sync::StripeLocks::open(dir.path().join("l"), 8)?;
+/// assert_eq!(locks.lock(13)?.stripe(), 5);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct StripeGuard<'a> {
+    locks: &'a StripeLocks,
+    thread: ThreadId,
+    stripe: u32,
+    not_send: PhantomData<*const ()>,
+}
+
+impl StripeGuard<'_> {
+    /// The stripe held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let locks = carboy::sync::StripeLocks::open(dir.path().join("l"), 8)?;
+    /// assert_eq!(locks.lock(2)?.stripe(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn stripe(&self) -> u32 {
+        self.stripe
+    }
+}
+
+impl Drop for StripeGuard<'_> {
+    fn drop(&mut self) {
+        self.locks.release(self.thread, self.stripe);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::test_support::{elsewhere, hammer, wait_until_blocked_on};
+    use std::os::unix::fs::MetadataExt;
+    use std::thread;
+
+    fn open(dir: &tempfile::TempDir, stripes: u32) -> StripeLocks {
+        StripeLocks::open(dir.path().join("ns.create-lock"), stripes).unwrap()
+    }
+
+    #[test]
+    fn same_stripe_excludes_other_threads_different_stripes_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = open(&dir, 16);
+        let held = locks.lock(5).unwrap();
+        elsewhere(|| {
+            assert!(locks.try_lock(5).unwrap().is_none(), "same hash");
+            assert!(locks.try_lock(5 + 16).unwrap().is_none(), "same stripe");
+            let other = locks.try_lock(6).unwrap();
+            assert_eq!(other.map(|g| g.stripe()), Some(6), "another stripe");
+        });
+        drop(held);
+        elsewhere(|| assert!(locks.try_lock(5).unwrap().is_some()));
+        assert_eq!(std::fs::metadata(locks.path()).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn blocking_lock_excludes_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = open(&dir, 1024);
+        let total = hammer(4, 100, |n, critical| {
+            // A different hash each round, always stripe 7.
+            let _g = locks.lock(7 + 1024 * n).unwrap();
+            critical();
+        });
+        assert_eq!(total, 400);
+        assert!(locks.shared.held.lock().is_empty());
+    }
+
+    #[test]
+    fn a_thread_relocks_its_own_stripe_and_releases_on_the_last_guard() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = open(&dir, 8);
+        let outer = locks.lock(1).unwrap();
+        let inner = locks.try_lock(9).unwrap().expect("own stripe refused");
+        drop(outer);
+        elsewhere(|| assert!(locks.try_lock(1).unwrap().is_none(), "released early"));
+        drop(inner);
+        elsewhere(|| assert!(locks.try_lock(1).unwrap().is_some(), "never released"));
+    }
+
+    #[test]
+    fn stripe_counts_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = StripeLocks::open(dir.path().join("l"), 0).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidOption {
+                    name: "stripes",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let locks = StripeLocks::open(dir.path().join("l"), 64).unwrap();
+        let err = StripeLocks::open(dir.path().join("l"), 32).unwrap_err();
+        assert!(err.to_string().contains("64 stripes"), "{err}");
+        // The same count shares the state: nesting across handles works.
+        let again = StripeLocks::open(dir.path().join("l"), 64).unwrap();
+        let _a = locks.lock(3).unwrap();
+        assert!(again.try_lock(3).unwrap().is_some());
+        // Once every handle is gone, another count may be used.
+        drop(_a);
+        drop((locks, again));
+        assert_eq!(
+            StripeLocks::open(dir.path().join("l"), 32)
+                .unwrap()
+                .stripes(),
+            32
+        );
+    }
+
+    #[test]
+    fn every_stripe_maps_to_its_own_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = open(&dir, 1024);
+        let guards: Vec<_> = (0..1024).map(|h| locks.lock(h).unwrap()).collect();
+        elsewhere(|| {
+            for h in [0u64, 1, 511, 1023, 1024, 4095] {
+                assert!(locks.try_lock(h).unwrap().is_none(), "hash {h}");
+            }
+        });
+        drop(guards);
+        elsewhere(|| assert!(locks.try_lock(1023).unwrap().is_some()));
+    }
+
+    #[test]
+    fn a_waiter_moves_to_a_lock_file_replaced_while_it_waited() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = open(&dir, 16);
+        let old_inode = std::fs::metadata(locks.path()).unwrap().ino();
+        // Another description holds stripe 2 of the current file.
+        let holder = open_lock_file(locks.path()).unwrap();
+        assert_eq!(lock_byte(&holder, 2, false).unwrap(), RangeLock::Acquired);
+        thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let _g = locks.lock(2).unwrap();
+                // What the guard holds is the file now at the path.
+                let now = open_lock_file(locks.path()).unwrap();
+                lock_byte(&now, 2, false).unwrap()
+            });
+            wait_until_blocked_on(old_inode);
+            // A cleaner removes the file, then the holder lets go: the
+            // waiter gets the old file's lock, sees it is stale, and takes
+            // the new file's.
+            std::fs::remove_file(locks.path()).unwrap();
+            drop(holder);
+            assert_eq!(waiter.join().unwrap(), RangeLock::Busy);
+        });
+        assert!(locks.path().exists());
+    }
+
+    #[test]
+    fn a_missing_directory_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = StripeLocks::open(dir.path().join("locks/ns.create-lock"), 4).unwrap();
+        std::fs::remove_dir_all(dir.path().join("locks")).unwrap();
+        let g = locks.lock(0).unwrap();
+        assert!(locks.path().exists());
+        elsewhere(|| assert!(locks.try_lock(0).unwrap().is_none()));
+        drop(g);
+    }
+}
