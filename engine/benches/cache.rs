@@ -152,7 +152,7 @@ fn main() {
     rows.push((
         "`get` hit, file backend",
         rate(&order, min, |i| {
-            black_box(file_cache.get::<Vec<u8>, _>(&keys[i]).expect("get"));
+            black_box(file_cache.get::<Vec<u8>>(&keys[i]).expect("get"));
         }),
     ));
     rows.push((

@@ -97,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(lines.len(), PROCESSES * THREADS);
     println!(
         "now cached for everyone: {:?}",
-        cache.get::<String, _>("daily")?
+        cache.get::<String>("daily")?
     );
     drop(cache);
     std::fs::remove_dir_all(&dir)?;

@@ -60,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     manager
         .region("long_term")?
         .invalidate(Invalidation::Soft)?;
-    let stale = countries.get_entry::<String, _>("fr")?.expect("kept");
+    let stale = countries.get_entry::<String>("fr")?.expect("kept");
     println!(
         "after a soft invalidation: {:?}, stale = {}",
         stale.value, stale.stale
@@ -69,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     manager
         .region("long_term")?
         .invalidate(Invalidation::Hard)?;
-    assert!(countries.get_entry::<String, _>("fr")?.is_none());
+    assert!(countries.get_entry::<String>("fr")?.is_none());
     let c: String = countries.get_or_create("fr", || fetch("France")).unwrap();
     println!("after a hard invalidation: {c}");
 

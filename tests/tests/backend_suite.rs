@@ -222,29 +222,29 @@ fn cache_expiry_and_get_or_create(kind: &'static Kind) {
         })
         .unwrap();
     assert_eq!((v.as_str(), runs), ("alice", 1), "{}", kind.name);
-    let entry = c.get_entry::<String, _>("u1").unwrap().unwrap();
+    let entry = c.get_entry::<String>("u1").unwrap().unwrap();
     assert_eq!(entry.created_unix_ms, 1_700_000_000_000);
     assert_eq!(entry.expires_unix_ms, Some(1_700_000_060_000));
     assert!(!entry.stale);
 
     f.clock.advance(Duration::from_millis(59_999));
-    assert_eq!(c.get::<String, _>("u1").unwrap().as_deref(), Some("alice"));
+    assert_eq!(c.get::<String>("u1").unwrap().as_deref(), Some("alice"));
     f.clock.advance(Duration::from_millis(1));
-    assert_eq!(c.get::<String, _>("u1").unwrap(), None, "{}", kind.name);
-    assert!(c.get_entry::<String, _>("u1").unwrap().unwrap().stale);
+    assert_eq!(c.get::<String>("u1").unwrap(), None, "{}", kind.name);
+    assert!(c.get_entry::<String>("u1").unwrap().unwrap().stale);
     assert!(!c.contains("u1").unwrap());
     let v: String = c
         .get_or_create("u1", || Ok::<_, String>("bob".to_string()))
         .unwrap();
     assert_eq!(v, "bob", "{}: an expired value is regenerated", kind.name);
-    assert_eq!(c.get::<String, _>("u1").unwrap().as_deref(), Some("bob"));
+    assert_eq!(c.get::<String>("u1").unwrap().as_deref(), Some("bob"));
 
     // A creator error stores nothing.
     let err = c
-        .get_or_create::<String, _, _, _>("u2", || Err::<String, _>("down".to_string()))
+        .get_or_create::<String, _, _>("u2", || Err::<String, _>("down".to_string()))
         .unwrap_err();
     assert!(matches!(err, carboy::cache::CreateError::Creator(ref e) if **e == "down"));
-    assert_eq!(c.get::<String, _>("u2").unwrap(), None);
+    assert_eq!(c.get::<String>("u2").unwrap(), None);
 }
 
 fn cache_invalidation(kind: &'static Kind) {
@@ -260,49 +260,45 @@ fn cache_invalidation(kind: &'static Kind) {
     other.set("x", &3u32).unwrap();
     plain.set("p", &4u32).unwrap();
 
-    assert_eq!(items.get::<u32, _>("a").unwrap(), Some(1), "{}", kind.name);
+    assert_eq!(items.get::<u32>("a").unwrap(), Some(1), "{}", kind.name);
     c.invalidate("a", Invalidation::Soft).unwrap();
-    let a = c.get_entry::<u32, _>("a").unwrap().unwrap();
+    let a = c.get_entry::<u32>("a").unwrap().unwrap();
     assert!(a.stale && a.value == 1, "{}", kind.name);
     c.invalidate("a", Invalidation::Hard).unwrap();
-    assert!(c.get_entry::<u32, _>("a").unwrap().is_none());
+    assert!(c.get_entry::<u32>("a").unwrap().is_none());
 
     c.invalidate_all(Invalidation::Soft).unwrap();
-    let b = c.get_entry::<u32, _>("b").unwrap().unwrap();
+    let b = c.get_entry::<u32>("b").unwrap().unwrap();
     assert!(
         b.stale,
         "{}: soft namespace invalidation makes values stale",
         kind.name
     );
     assert_eq!(
-        other.get::<u32, _>("x").unwrap(),
+        other.get::<u32>("x").unwrap(),
         Some(3),
         "other namespaces untouched"
     );
     // Regenerated after the invalidation: fresh again.
     assert_eq!(c.get_or_insert_with("b", || 20u32).unwrap(), 20);
-    assert_eq!(c.get::<u32, _>("b").unwrap(), Some(20));
+    assert_eq!(c.get::<u32>("b").unwrap(), Some(20));
 
     c.invalidate_all(Invalidation::Hard).unwrap();
-    assert!(
-        c.get_entry::<u32, _>("b").unwrap().is_none(),
-        "{}",
-        kind.name
-    );
+    assert!(c.get_entry::<u32>("b").unwrap().is_none(), "{}", kind.name);
     assert_eq!(c.get_or_insert_with("b", || 21u32).unwrap(), 21);
 
     region.invalidate(Invalidation::Soft).unwrap();
-    assert!(other.get_entry::<u32, _>("x").unwrap().unwrap().stale);
-    assert!(c.get_entry::<u32, _>("b").unwrap().unwrap().stale);
+    assert!(other.get_entry::<u32>("x").unwrap().unwrap().stale);
+    assert!(c.get_entry::<u32>("b").unwrap().unwrap().stale);
     region.invalidate(Invalidation::Hard).unwrap();
     assert!(
-        other.get_entry::<u32, _>("x").unwrap().is_none(),
+        other.get_entry::<u32>("x").unwrap().is_none(),
         "{}",
         kind.name
     );
-    assert!(c.get_entry::<u32, _>("b").unwrap().is_none());
+    assert!(c.get_entry::<u32>("b").unwrap().is_none());
     // A namespace outside the region is not in it.
-    assert_eq!(plain.get::<u32, _>("p").unwrap(), Some(4), "{}", kind.name);
+    assert_eq!(plain.get::<u32>("p").unwrap(), Some(4), "{}", kind.name);
     // Markers are not keys of the namespaces they mark.
     let mut keys = c.keys().unwrap();
     keys.sort();
@@ -314,18 +310,18 @@ fn cache_misses_on_what_does_not_decode(kind: &'static Kind) {
     let c = f.manager.get_cache("types").unwrap();
     c.set("k", "a string").unwrap();
     assert_eq!(
-        c.get::<u64, _>("k").unwrap(),
+        c.get::<u64>("k").unwrap(),
         None,
         "{}: type changed",
         kind.name
     );
     assert_eq!(c.get_or_insert_with("k", || 7u64).unwrap(), 7);
-    assert_eq!(c.get::<u64, _>("k").unwrap(), Some(7));
+    assert_eq!(c.get::<u64>("k").unwrap(), Some(7));
     // Bytes that are no envelope at all.
     c.backend()
         .set(b"junk", b"\x07not an envelope", None)
         .unwrap();
-    assert_eq!(c.get::<u64, _>("junk").unwrap(), None);
+    assert_eq!(c.get::<u64>("junk").unwrap(), None);
     assert_eq!(c.get_or_insert_with("junk", || 8u64).unwrap(), 8);
 }
 
@@ -334,7 +330,7 @@ fn cache_keys_and_settings(kind: &'static Kind) {
     let c = f.manager.get_cache("keys").unwrap();
     let long = "k".repeat(300);
     c.set(long.as_str(), &1u8).unwrap();
-    assert_eq!(c.get::<u8, _>(long.as_str()).unwrap(), Some(1));
+    assert_eq!(c.get::<u8>(long.as_str()).unwrap(), Some(1));
     let keys = c.keys().unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(
@@ -347,10 +343,10 @@ fn cache_keys_and_settings(kind: &'static Kind) {
     c.set(&b"\xFF\x00carboy:anything"[..], &2u8).unwrap();
     c.set("", &3u8).unwrap();
     assert_eq!(
-        c.get::<u8, _>(&b"\xFF\x00carboy:anything"[..]).unwrap(),
+        c.get::<u8>(&b"\xFF\x00carboy:anything"[..]).unwrap(),
         Some(2)
     );
-    assert_eq!(c.get::<u8, _>("").unwrap(), Some(3));
+    assert_eq!(c.get::<u8>("").unwrap(), Some(3));
     let err = f.manager.get_cache("carboy:region:x").unwrap_err();
     assert!(matches!(err, carboy::Error::Reserved { .. }), "{err}");
     c.clear().unwrap();
@@ -373,7 +369,7 @@ fn cache_keys_and_settings(kind: &'static Kind) {
         .unwrap();
     }
     assert_eq!(runs, 3, "{}: a disabled cache always creates", kind.name);
-    assert_eq!(off.get::<u8, _>("k").unwrap(), None);
+    assert_eq!(off.get::<u8>("k").unwrap(), None);
     let _ = BackendConfig::new("x"); // public, constructible
 }
 

@@ -110,7 +110,7 @@ fn stale_value_is_served_while_one_regenerates(backend: &str) {
     assert_eq!(runs.load(Ordering::SeqCst), 1, "{backend}: creators");
     assert_eq!(results.iter().filter(|r| *r == "old").count(), THREADS - 1);
     assert_eq!(results.iter().filter(|r| *r == "new").count(), 1);
-    assert_eq!(cache.get::<String, _>("k").unwrap().as_deref(), Some("new"));
+    assert_eq!(cache.get::<String>("k").unwrap().as_deref(), Some("new"));
 }
 
 fn never_serve_stale_makes_everyone_wait(backend: &str) {
@@ -154,7 +154,7 @@ fn creator_error_reaches_every_waiter(backend: &str) {
             .map(|_| {
                 s.spawn(|| {
                     start.wait();
-                    match cache.get_or_create::<String, _, _, _>("k", || {
+                    match cache.get_or_create::<String, _, _>("k", || {
                         runs.fetch_add(1, Ordering::SeqCst);
                         wait_until("followers", || {
                             cache.joined_creation("k").unwrap() == THREADS - 1
@@ -173,7 +173,7 @@ fn creator_error_reaches_every_waiter(backend: &str) {
     assert!(errors.iter().all(|e| **e == Down(503)));
     // One error, shared.
     assert!(errors.iter().all(|e| Arc::ptr_eq(e, &errors[0])));
-    assert_eq!(cache.get::<String, _>("k").unwrap(), None, "nothing stored");
+    assert_eq!(cache.get::<String>("k").unwrap(), None, "nothing stored");
     // The key is free: the next caller creates.
     let v: String = cache.get_or_insert_with("k", || "ok".to_string()).unwrap();
     assert_eq!(v, "ok");

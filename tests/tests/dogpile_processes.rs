@@ -140,7 +140,7 @@ fn expired_key_one_creator_across_processes_others_get_stale() {
     assert_eq!(count(&lines, "got old"), total - 1, "{lines:?}");
     assert_eq!(count(&lines, "got new"), 1, "{lines:?}");
     assert_eq!(creators(dir.path()), 1);
-    assert_eq!(cache.get::<String, _>("k").unwrap().as_deref(), Some("new"));
+    assert_eq!(cache.get::<String>("k").unwrap().as_deref(), Some("new"));
 }
 
 #[test]
@@ -155,11 +155,11 @@ fn missing_key_one_creator_across_processes_everyone_waits() {
     assert_eq!(count(&lines, "creating"), 1, "{lines:?}");
     assert_eq!(count(&lines, "got new"), total, "{lines:?}");
     assert_eq!(creators(dir.path()), 1);
-    assert_eq!(cache.get::<String, _>("k").unwrap().as_deref(), Some("new"));
+    assert_eq!(cache.get::<String>("k").unwrap().as_deref(), Some("new"));
 }
 
 fn get(cache: &Cache, key: &str) -> String {
-    match cache.get_entry::<String, _>(key).unwrap() {
+    match cache.get_entry::<String>(key).unwrap() {
         Some(e) if e.stale => format!("stale {}", e.value),
         Some(e) => e.value,
         None => "none".into(),

@@ -54,8 +54,8 @@ struct Inner {
 /// ])?;
 /// let users = manager.region("short_term")?.cache("users")?;
 /// users.set("user:1", "alice")?;
-/// assert_eq!(users.get::<String, _>("user:1")?.as_deref(), Some("alice"));
-/// # Ok::<(), carboy::Error>(())
+/// assert_eq!(users.get::<String>("user:1")?.as_deref(), Some("alice"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
 /// [`from_settings`]: CacheManager::from_settings

@@ -52,8 +52,8 @@
 //! let again: Vec<String> = users.get_or_create("all", load).unwrap(); // hit
 //! assert_eq!(names, again);
 //! users.invalidate_all(Invalidation::Hard)?; // every process regenerates
-//! assert_eq!(users.get::<Vec<String>, _>("all")?, None);
-//! # Ok::<(), carboy::Error>(())
+//! assert_eq!(users.get::<Vec<String>>("all")?, None);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod backend;

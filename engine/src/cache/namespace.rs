@@ -333,7 +333,7 @@ impl<C: Codec> Cache<C> {
         }
     }
 
-    fn stored_key<'k, K: CacheKey + ?Sized>(&self, key: &'k K) -> Result<Cow<'k, [u8]>> {
+    fn stored_key<'k>(&self, key: &'k (impl CacheKey + ?Sized)) -> Result<Cow<'k, [u8]>> {
         Ok(key::stored_key(key.key_bytes(), self.policy.key_length))
     }
 
@@ -376,7 +376,7 @@ impl<C: Codec> Cache<C> {
 
     /// The fresh value of `key`, or `None` when it is missing, expired,
     /// invalidated, or stored as another type.
-    pub fn get<V: DeserializeOwned, K: CacheKey + ?Sized>(&self, key: &K) -> Result<Option<V>> {
+    pub fn get<V: DeserializeOwned>(&self, key: &(impl CacheKey + ?Sized)) -> Result<Option<V>> {
         if !self.policy.enabled {
             return Ok(None);
         }
@@ -389,9 +389,9 @@ impl<C: Codec> Cache<C> {
 
     /// The value of `key` with its metadata, stale or not; `None` when it
     /// is missing, hard-invalidated, or stored as another type.
-    pub fn get_entry<V: DeserializeOwned, K: CacheKey + ?Sized>(
+    pub fn get_entry<V: DeserializeOwned>(
         &self,
-        key: &K,
+        key: &(impl CacheKey + ?Sized),
     ) -> Result<Option<CachedValue<V>>> {
         if !self.policy.enabled {
             return Ok(None);
@@ -404,9 +404,9 @@ impl<C: Codec> Cache<C> {
     }
 
     /// True when `key` has a fresh value (of any type).
-    pub fn contains<K: CacheKey + ?Sized>(&self, key: &K) -> Result<bool> {
+    pub fn contains(&self, key: &(impl CacheKey + ?Sized)) -> Result<bool> {
         Ok(self
-            .get_entry::<serde::de::IgnoredAny, K>(key)?
+            .get_entry::<serde::de::IgnoredAny>(key)?
             .is_some_and(|e| !e.stale))
     }
 
@@ -421,9 +421,9 @@ impl<C: Codec> Cache<C> {
 
     /// Stores `value` under `key`, fresh for `expire` (`None`: until
     /// invalidated).
-    pub fn set_for<V: Serialize + ?Sized, K: CacheKey + ?Sized>(
+    pub fn set_for<V: Serialize + ?Sized>(
         &self,
-        key: &K,
+        key: &(impl CacheKey + ?Sized),
         value: &V,
         expire: Option<Duration>,
     ) -> Result<()> {
@@ -474,7 +474,7 @@ impl<C: Codec> Cache<C> {
     }
 
     /// Removes `key`; returns whether it had a value.
-    pub fn remove<K: CacheKey + ?Sized>(&self, key: &K) -> Result<bool> {
+    pub fn remove(&self, key: &(impl CacheKey + ?Sized)) -> Result<bool> {
         let key = self.stored_key(key)?;
         self.ns.shared.backend.remove(&key)
     }
@@ -482,7 +482,7 @@ impl<C: Codec> Cache<C> {
     /// Invalidates one key: [`Hard`](Invalidation::Hard) removes it,
     /// [`Soft`](Invalidation::Soft) marks its value stale (served while one
     /// caller regenerates it).
-    pub fn invalidate<K: CacheKey + ?Sized>(&self, key: &K, how: Invalidation) -> Result<()> {
+    pub fn invalidate(&self, key: &(impl CacheKey + ?Sized), how: Invalidation) -> Result<()> {
         let key = self.stored_key(key)?;
         match how {
             Invalidation::Hard => self.ns.shared.backend.remove(&key).map(|_| ()),
@@ -529,11 +529,14 @@ impl<C: Codec> Cache<C> {
     /// [`store_failures`](Cache::store_failures). So a
     /// [`CreateError::Cache`] always means the creator did not run. A panicking creator releases the key: the next caller
     /// creates.
-    pub fn get_or_create<V, E, K, F>(&self, key: &K, create: F) -> Result<V, CreateError<E>>
+    pub fn get_or_create<V, E, F>(
+        &self,
+        key: &(impl CacheKey + ?Sized),
+        create: F,
+    ) -> Result<V, CreateError<E>>
     where
         V: Serialize + DeserializeOwned,
         E: Send + Sync + 'static,
-        K: CacheKey + ?Sized,
         F: FnOnce() -> Result<V, E>,
     {
         if !self.policy.enabled {
@@ -636,7 +639,7 @@ impl<C: Codec> Cache<C> {
 
     /// True while a thread of this process runs the creator of `key`
     /// (dogpile's `key_is_locked`, for this process).
-    pub fn is_creating<K: CacheKey + ?Sized>(&self, key: &K) -> Result<bool> {
+    pub fn is_creating(&self, key: &(impl CacheKey + ?Sized)) -> Result<bool> {
         Ok(self.ns.shared.flights.in_flight(&self.stored_key(key)?))
     }
 
@@ -644,7 +647,7 @@ impl<C: Codec> Cache<C> {
     /// progress, instead of creating it themselves: they either got the
     /// stale value or are waiting for the new one. Zero when no creation
     /// is in progress.
-    pub fn joined_creation<K: CacheKey + ?Sized>(&self, key: &K) -> Result<usize> {
+    pub fn joined_creation(&self, key: &(impl CacheKey + ?Sized)) -> Result<usize> {
         Ok(self.ns.shared.flights.followers(&self.stored_key(key)?))
     }
 
@@ -657,10 +660,9 @@ impl<C: Codec> Cache<C> {
 
     /// [`get_or_create`](Cache::get_or_create) with a creator that cannot
     /// fail.
-    pub fn get_or_insert_with<V, K, F>(&self, key: &K, create: F) -> Result<V>
+    pub fn get_or_insert_with<V, F>(&self, key: &(impl CacheKey + ?Sized), create: F) -> Result<V>
     where
         V: Serialize + DeserializeOwned,
-        K: CacheKey + ?Sized,
         F: FnOnce() -> V,
     {
         self.get_or_create(key, || Ok::<V, std::convert::Infallible>(create()))

@@ -54,7 +54,7 @@ fn how(arg: &str) -> Invalidation {
 }
 
 fn print_entry(cache: &Cache, key: &str) {
-    match cache.get_entry::<String, _>(key) {
+    match cache.get_entry::<String>(key) {
         Ok(Some(e)) if e.stale => say(&format!("stale {}", e.value)),
         Ok(Some(e)) => say(&e.value),
         Ok(None) => say("none"),
