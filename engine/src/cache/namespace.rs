@@ -145,10 +145,15 @@ impl MarkerSlot {
 
     /// The current marker, from memory when nothing changed.
     pub(crate) fn current(&self) -> Result<Marker> {
+        self.current_at(self.backend.change_stamp()?)
+    }
+
+    /// The current marker, given the markers namespace's change stamp read
+    /// just before.
+    fn current_at(&self, stamp: Option<u128>) -> Result<Marker> {
         // The stamp is read before the marker: if it still matches later,
         // the marker read after it is still current. Data writes do not
         // move it: markers have a namespace of their own.
-        let stamp = self.backend.change_stamp()?;
         if let Some(stamp) = stamp
             && let Some(c) = &*self.cached.load()
             && c.0 == stamp
@@ -214,11 +219,16 @@ pub(crate) struct Namespace {
 
 impl Namespace {
     fn markers(&self) -> Result<(Marker, Marker)> {
+        let ns = &self.shared.marker;
+        let stamp = ns.backend.change_stamp()?;
         let region = match &self.region {
+            // Usually both markers live in one markers namespace: one
+            // stamp read serves both.
+            Some(r) if Arc::ptr_eq(&r.backend, &ns.backend) => r.current_at(stamp)?,
             Some(r) => r.current()?,
             None => Marker::default(),
         };
-        Ok((self.shared.marker.current()?, region))
+        Ok((ns.current_at(stamp)?, region))
     }
 }
 
