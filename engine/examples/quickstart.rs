@@ -4,8 +4,10 @@
 //! temporary directory, writes keys (one with an expiry, one through a
 //! transaction), reopens the file and reads them back, then runs itself again
 //! as a second process (`--child PATH`) that opens the same file, reads every
-//! key and writes one more, which the first process then reads. It exits
-//! non-zero if anything does not match.
+//! key and writes one more, which the first process then reads. Then the
+//! cache layer: a value created once through `get_or_create`, read by a
+//! second process without recreating it, and invalidated there for both.
+//! It exits non-zero if anything does not match.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -32,7 +34,8 @@ fn main() -> ExitCode {
     let outcome = match args.as_slice() {
         [] => parent(),
         [flag, path] if flag == "--child" => child(Path::new(path)),
-        _ => Err("usage: quickstart [--child PATH]".into()),
+        [flag, dir] if flag == "--cache-child" => cache_child(Path::new(dir)),
+        _ => Err("usage: quickstart [--child PATH | --cache-child DIR]".into()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,7 +97,68 @@ fn parent() -> Outcome {
         )
         .into());
     }
-    println!("ok: {} keys, file verifies clean", store.len()?);
+    println!("   {} keys, file verifies clean", store.len()?);
+
+    // The cache layer on the same engine: values with expiry, created once.
+    let cache_dir = dir.path().join("cache");
+    let reports = cache(&cache_dir)?;
+    let mut runs = 0;
+    let report: String = reports
+        .get_or_create("daily", || {
+            runs += 1;
+            Ok::<_, std::io::Error>("42 orders".to_string())
+        })
+        .map_err(|e| e.to_string())?;
+    let again: String = reports
+        .get_or_create("daily", || {
+            runs += 1;
+            Ok::<_, std::io::Error>("recomputed".to_string())
+        })
+        .map_err(|e| e.to_string())?;
+    if (report.as_str(), again.as_str(), runs) != ("42 orders", "42 orders", 1) {
+        return Err(format!("cache: got {report:?}, {again:?} after {runs} runs").into());
+    }
+    println!("5. cache: get_or_create ran its creator once; the second call was a hit");
+    let status = Command::new(std::env::current_exe()?)
+        .arg("--cache-child")
+        .arg(&cache_dir)
+        .status()?;
+    if !status.success() {
+        return Err(format!("cache child failed ({status})").into());
+    }
+    if let Some(v) = reports.get::<String>("daily")? {
+        return Err(format!("the child's invalidation was not seen: {v:?}").into());
+    }
+    println!("6. parent sees the child's invalidation: \"daily\" must be created again");
+    println!("ok");
+    Ok(())
+}
+
+/// The cache both processes open: the `file` backend in `dir`.
+fn cache(dir: &Path) -> Result<carboy::cache::Cache, carboy::Error> {
+    carboy::cache::CacheManager::builder()
+        .backend("file")
+        .data_dir(dir)
+        .expire(Duration::from_secs(300))
+        .build()?
+        .get_cache("reports")
+}
+
+/// The cache's second process: read the parent's value, then invalidate
+/// the namespace for everyone.
+fn cache_child(dir: &Path) -> Outcome {
+    let reports = cache(dir)?;
+    let got: String = reports
+        .get_or_create("daily", || {
+            Err::<String, _>("the child must not recreate it")
+        })
+        .map_err(|e| e.to_string())?;
+    println!(
+        "   cache child {}: read \"daily\" = {got:?} without creating it",
+        std::process::id()
+    );
+    reports.invalidate_all(carboy::cache::Invalidation::Hard)?;
+    println!("   cache child: invalidated the namespace");
     Ok(())
 }
 

@@ -64,3 +64,9 @@ pub use store::{
     CompactReport, Entry, Iter, Problem, SalvageReport, Snapshot, Stats, Store, Transaction,
     ValueRef, VerifyReport, salvage,
 };
+
+/// The README's Rust example, compiled and run as a doctest so that it
+/// cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExample;
