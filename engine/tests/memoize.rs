@@ -3,7 +3,9 @@
 //! sleeping), `_invalidate` for one argument set, `Result`s (only `Ok` is
 //! cached, the caller's error comes back as it was), `return` and `?` in the
 //! body, named namespaces, disabled and unknown regions, re-installs,
-//! recursion, and values that outlive their manager on the file backend.
+//! recursion (also on the file backend, through creation locks the thread
+//! already holds), and values that outlive their manager on the file
+//! backend.
 //!
 //! The installed manager is process-wide and these tests run on parallel
 //! threads: each holds `LOCK` and installs a fresh manager of its own, and
@@ -486,4 +488,68 @@ fn file_backend_values_outlive_their_manager() {
     cache::install(on_disk());
     assert_eq!(report(2024), ["2024: fine"]);
     assert_eq!(runs(&STORED_RUNS), 2, "the invalidation was stored");
+}
+
+static TRIANGLE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[carboy::cached]
+fn triangle(n: u32) -> u64 {
+    TRIANGLE_RUNS.fetch_add(1, SeqCst);
+    if n == 0 {
+        return 0;
+    }
+    u64::from(n) + triangle(n - 1)
+}
+
+/// The creation-lock stripe of `triangle(n)`'s key on the file backend:
+/// FNV-1a of the key (the postcard encoding of `(n,)`), modulo the
+/// backend's 1024 stripes, as `carboy::sync::StripeLocks` documents.
+fn stripe(n: u32) -> u64 {
+    let key = postcard::to_allocvec(&(n,)).unwrap();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h % 1024
+}
+
+#[test]
+fn recursion_on_the_file_backend_takes_held_stripes_again() {
+    const N: u32 = 300;
+    // Each level holds its key's creation lock while the next one runs:
+    // some of these keys share a stripe, which the thread already holds.
+    let mut stripes: Vec<u64> = (0..=N).map(stripe).collect();
+    stripes.sort_unstable();
+    stripes.dedup();
+    assert!(stripes.len() <= N as usize, "no two keys share a stripe");
+
+    let t = install();
+    let dir = tempfile::tempdir().unwrap();
+    cache::install(
+        CacheManager::builder()
+            .backend("file")
+            .data_dir(dir.path())
+            .clock(Arc::new(t.clock.clone()))
+            .build()
+            .unwrap(),
+    );
+    // A deep recursion: a thread with room for it, and a deadline instead
+    // of a hang if a held stripe were locked again.
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || done.send(triangle(N)).unwrap())
+        .unwrap();
+    let sum = result
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the recursion finishes");
+    assert_eq!(sum, u64::from(N) * u64::from(N + 1) / 2);
+    assert_eq!(runs(&TRIANGLE_RUNS), N as usize + 1);
+    assert_eq!(triangle(N), sum);
+    assert_eq!(
+        runs(&TRIANGLE_RUNS),
+        N as usize + 1,
+        "every level was stored"
+    );
 }

@@ -17,7 +17,7 @@ static TRIED: AtomicUsize = AtomicUsize::new(0);
 #[carboy::cached(namespace = "numbers")]
 fn half(x: u32) -> Result<u32, String> {
     TRIED.fetch_add(1, SeqCst);
-    if x % 2 == 0 {
+    if x.is_multiple_of(2) {
         Ok(x / 2)
     } else {
         Err(format!("{x} is odd"))

@@ -86,7 +86,7 @@ fn expand(which: &str, place: syn::Result<Place>, item: TokenStream) -> syn::Res
         // Each missing piece added a problem, so `check` returned.
         _ => Err(syn::Error::new(
             Span::call_site(),
-            "unreachable: no problem reported",
+            "carboy-macros bug: a part of the function is missing, with no error for it",
         )),
     }
 }

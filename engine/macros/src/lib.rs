@@ -83,9 +83,15 @@
 //!
 //! # Known limits
 //!
-//! Two decorated functions with the same name and module path (possible
-//! only for functions nested in different function bodies) share one
-//! namespace; rename one.
+//! * Two decorated functions with the same name and module path (possible
+//!   only for functions nested in different function bodies) share one
+//!   namespace and keys; rename one.
+//! * The expansion names `::carboy`: the dependency must not be renamed,
+//!   and the carboy crate itself can use the macros only in its
+//!   integration tests, examples and doc tests.
+//! * Only the arguments' encodings tell calls apart: arguments whose
+//!   `Serialize` leaves out what the result depends on (a skipped field)
+//!   share a value.
 
 mod attr;
 mod expand;
