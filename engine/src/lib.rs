@@ -57,6 +57,94 @@ pub mod sync;
 
 pub use carboy_format::Expiry;
 pub use carboy_format::record::{MAX_KEY_LEN, MAX_VALUE_LEN};
+/// Caches a function's results in a region of the
+/// [`install`](cache::install)ed [`CacheManager`](cache::CacheManager):
+/// `#[carboy::cache_region("short_term")]`.
+///
+/// The values of `fn load(user: u32, lang: &str) -> User` live in the
+/// namespace `my_crate::module::load` of region `short_term`, keyed by the
+/// postcard encoding of `(&user, &lang)`; arguments must implement
+/// [`serde::Serialize`], the return type `Serialize + DeserializeOwned`.
+/// A function returning `Result` caches only its `Ok` values. Beside
+/// `load`, the macro writes `load_invalidate(user: u32, lang: &str) ->
+/// carboy::Result<()>`, which removes the value of one call in every
+/// process sharing the cache.
+///
+/// With no manager installed, a region that is not configured or switched
+/// off, or a cache that fails, the function simply runs: caching is never a
+/// new way to fail. Methods, generic type parameters, `async fn`, `impl
+/// Trait`, `&mut` and destructured arguments are compile errors; the
+/// `carboy-macros` crate docs show the expansion and why.
+///
+/// ```
+/// use carboy::cache::{self, CacheManager, RegionSettings};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::time::Duration;
+///
+/// static RUNS: AtomicUsize = AtomicUsize::new(0);
+///
+/// /// A greeting, computed at most once a minute per user and language.
+/// #[carboy::cache_region("short_term")]
+/// fn greeting(user: u32, lang: &str) -> String {
+///     RUNS.fetch_add(1, Ordering::SeqCst);
+///     format!("{lang}: hello, user {user}")
+/// }
+///
+/// cache::install(
+///     CacheManager::builder()
+///         .region("short_term", RegionSettings::new().expire(Duration::from_secs(60)))
+///         .build()?,
+/// );
+/// assert_eq!(greeting(1, "en"), "en: hello, user 1"); // runs
+/// assert_eq!(greeting(1, "en"), "en: hello, user 1"); // cached
+/// assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+/// greeting_invalidate(1, "en")?;
+/// greeting(1, "en"); // runs again
+/// assert_eq!(RUNS.load(Ordering::SeqCst), 2);
+/// # Ok::<(), carboy::Error>(())
+/// ```
+pub use carboy_macros::cache_region;
+/// Caches a function's results in a namespace of the
+/// [`install`](cache::install)ed [`CacheManager`](cache::CacheManager),
+/// with the manager's default settings: `#[carboy::cached]`, or
+/// `#[carboy::cached(namespace = "users", expire = 60)]`.
+///
+/// * `namespace`: a string literal; default: the function's path. Several
+///   functions may share one; each one's keys start with its path, so they
+///   never read each other's values.
+/// * `expire`: how many seconds values stay fresh, a positive integer
+///   literal; default: the manager's expiry.
+///
+/// Otherwise the same as [`macro@cache_region`]: keys, `Result`, the
+/// generated `<name>_invalidate`, running uncached when there is no cache.
+///
+/// ```
+/// use carboy::cache::{self, CacheManager};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// static RUNS: AtomicUsize = AtomicUsize::new(0);
+///
+/// /// The length of a user's name, or why it could not be found.
+/// #[carboy::cached(namespace = "users", expire = 60)]
+/// fn name_len(user: u32) -> Result<usize, String> {
+///     RUNS.fetch_add(1, Ordering::SeqCst);
+///     match user {
+///         1 => Ok("alice".len()),
+///         _ => Err(format!("no user {user}")),
+///     }
+/// }
+///
+/// let manager = CacheManager::builder().build()?;
+/// cache::install(manager.clone());
+/// assert_eq!(name_len(1), Ok(5)); // runs
+/// assert_eq!(name_len(1), Ok(5)); // cached
+/// assert_eq!(name_len(2), Err("no user 2".to_string())); // runs; errors are not cached
+/// assert_eq!(name_len(2), Err("no user 2".to_string())); // runs again
+/// assert_eq!(RUNS.load(Ordering::SeqCst), 3);
+/// assert_eq!(manager.get_cache("users")?.keys()?.len(), 1);
+/// # Ok::<(), carboy::Error>(())
+/// ```
+pub use carboy_macros::cached;
 pub use clock::{Clock, MockClock, SystemClock};
 pub use error::{Error, Result};
 pub use options::{Durability, Options};

@@ -5,8 +5,10 @@
 //! the expansion can reach it, and usable by hand for closures, but
 //! [`Cache::get_or_create`](super::Cache::get_or_create) is the plain API.
 //!
-//! A memoized function's namespace is its path (`module::function`); its
-//! key is the postcard encoding of its arguments, as a tuple. It runs
+//! A memoized function's namespace is its path (`module::function`), or
+//! the one `#[cached(namespace = ...)]` names; its key is the postcard
+//! encoding of its arguments, as a tuple, preceded by the function's path
+//! in a named namespace (which other functions may share). It runs
 //! through the [`install`](super::install)ed manager; when there is none,
 //! or its region is not configured, or the cache fails, the function simply
 //! runs uncached: caching is an optimization, never a new way to fail.
