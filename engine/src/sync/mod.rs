@@ -84,7 +84,7 @@ mod stripe_locks;
 mod sync_dict;
 mod synchronizer;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use file_lock::{FileLock, FileLockGuard};
 pub use name_locks::{NameGuard, NameLocks, NameRwGuard, NameRwLocks};
