@@ -23,6 +23,8 @@
 //! [`crate::sync::StripeLocks`]: byte-range locks on open file descriptions.
 
 mod range_lock;
+#[cfg(test)]
+pub(crate) mod test_signals;
 
 pub(crate) use range_lock::{
     RangeLock, is_unsupported as range_lock_unsupported, lock_byte, unlock_byte,

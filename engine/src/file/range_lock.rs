@@ -102,6 +102,10 @@ fn fcntl_lock(file: &File, cmd: libc::c_int, kind: libc::c_int, offset: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::file::test_signals::{handled, interrupt, serial, this_thread};
+    use crate::sync::test_support::{until, wait_until_blocked_on};
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::mpsc;
 
     fn open(path: &std::path::Path) -> File {
         File::options()
@@ -150,5 +154,33 @@ mod tests {
         let err = lock_byte(&read_only, 0, false).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
         assert!(!is_unsupported(&err));
+    }
+
+    #[test]
+    fn a_blocking_lock_interrupted_by_a_signal_waits_on() {
+        let _serial = serial();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ranges");
+        let holder = open(&path);
+        assert_eq!(lock_byte(&holder, 3, false).unwrap(), RangeLock::Acquired);
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        let path = path.as_path();
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel();
+            let waiter = s.spawn(move || {
+                tx.send(this_thread()).unwrap();
+                lock_byte(&open(path), 3, true)
+            });
+            let target = rx.recv().unwrap();
+            wait_until_blocked_on(inode);
+            let before = handled();
+            // The handler has no SA_RESTART: fcntl returns EINTR, which
+            // lock_byte must retry rather than report.
+            interrupt(target);
+            until("the waiter handled the signal", || handled() > before);
+            unlock_byte(&holder, 3).unwrap();
+            let got = waiter.join().unwrap();
+            assert_eq!(got.unwrap(), RangeLock::Acquired);
+        });
     }
 }

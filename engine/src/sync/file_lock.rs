@@ -361,7 +361,9 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
     use std::thread;
 
-    use crate::sync::test_support::{elsewhere, hammer, wait_until_blocked_on};
+    use crate::file::test_signals::{handled, interrupt, serial, this_thread};
+    use crate::sync::test_support::{elsewhere, hammer, until, wait_until_blocked_on};
+    use std::sync::mpsc;
 
     #[test]
     fn threads_exclude_each_other_through_the_kernel() {
@@ -514,5 +516,32 @@ mod tests {
         let err = FileLock::open(blocker.join("sub"), "k").unwrap_err();
         assert!(matches!(err, Error::Io { .. }), "{err:?}");
         assert!(err.to_string().contains("not-a-dir"), "{err}");
+    }
+
+    #[test]
+    fn a_blocking_lock_interrupted_by_a_signal_waits_on() {
+        let _serial = serial();
+        let dir = tempfile::tempdir().unwrap();
+        let lock = FileLock::open(dir.path(), "k").unwrap();
+        let holder = File::open(lock.path()).unwrap();
+        holder.lock().unwrap();
+        let inode = std::fs::metadata(lock.path()).unwrap().ino();
+        let lock = &lock;
+        thread::scope(|s| {
+            let (tx, rx) = mpsc::channel();
+            let waiter = s.spawn(move || {
+                tx.send(this_thread()).unwrap();
+                lock.write().map(|g| g.is_write())
+            });
+            let target = rx.recv().unwrap();
+            wait_until_blocked_on(inode);
+            let before = handled();
+            // The handler has no SA_RESTART: flock returns EINTR, which
+            // the lock must retry rather than report.
+            interrupt(target);
+            until("the waiter handled the signal", || handled() > before);
+            holder.unlock().unwrap();
+            assert!(waiter.join().unwrap().unwrap());
+        });
     }
 }

@@ -9,7 +9,7 @@
 //! | "only one thread creates this value" | [`SyncDict`], [`WeakSyncDict`] | threads |
 //! | a lock per name (key, region) | [`NameLocks`] (reentrant mutex), [`NameRwLocks`] | threads |
 //! | "only one process creates this key" (the dogpile lock) | [`StripeLocks`] | threads and processes |
-//! | a read/write lock a cache is configured with | [`Synchronizer`]: [`MutexLock`], [`FileLock`], [`NullLock`] | threads; threads and processes; nothing |
+//! | a read/write lock a cache is configured with | [`Synchronizer`]: [`MutexLock`], [`FileLock`], [`NullLock`]; [`AnyLock`] to choose at run time | threads; threads and processes; nothing |
 //!
 //! **Maps.** [`SyncDict::get_or_create`] returns a key's value, or runs one
 //! caller's creator while everyone else asking for that key waits for its
@@ -84,11 +84,11 @@ mod stripe_locks;
 mod sync_dict;
 mod synchronizer;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use file_lock::{FileLock, FileLockGuard};
 pub use name_locks::{NameGuard, NameLocks, NameRwGuard, NameRwLocks};
 pub use null_lock::{NullGuard, NullLock};
 pub use stripe_locks::{StripeGuard, StripeLocks};
 pub use sync_dict::{SyncDict, WeakSyncDict};
-pub use synchronizer::{MutexGuard, MutexLock, Synchronizer};
+pub use synchronizer::{AnyGuard, AnyLock, MutexGuard, MutexLock, Synchronizer};

@@ -45,8 +45,10 @@ impl<L: Default> Registry<L> {
     /// Gives back a reference that [`acquire`](Self::acquire) handed out;
     /// drops the entry if it was the last one outside the map.
     ///
-    /// Every clone of an entry's `Arc` is made under the map's mutex, which
-    /// this holds while it counts, so no new user can appear in between.
+    /// References come from the map only under its mutex, which this holds
+    /// while it counts (other clones are made from a reference already
+    /// counted): a count of 1 means nobody but the map can hold the lock or
+    /// get it, so the entry can go.
     fn release(&self, name: &str, lock: Arc<L>) {
         let mut map = self.map.lock();
         drop(lock);

@@ -28,6 +28,8 @@ trait Cell: Sized {
     type Made;
     /// The value, if it is still there (a weak one may be gone).
     fn load(&self) -> Option<Self::Value>;
+    /// Whether the value is still there, without taking it.
+    fn is_live(&self) -> bool;
     /// Stores what a creator made; returns the stored cell and what to hand out.
     fn store(made: Self::Made) -> (Self, Self::Value);
 }
@@ -40,6 +42,9 @@ impl<V: Clone> Cell for Strong<V> {
     type Made = V;
     fn load(&self) -> Option<V> {
         Some(self.0.clone())
+    }
+    fn is_live(&self) -> bool {
+        true
     }
     fn store(made: V) -> (Self, V) {
         (Strong(made.clone()), made)
@@ -54,6 +59,9 @@ impl<V> Cell for WeakCell<V> {
     type Made = V;
     fn load(&self) -> Option<Arc<V>> {
         self.0.upgrade()
+    }
+    fn is_live(&self) -> bool {
+        self.0.strong_count() > 0
     }
     fn store(made: V) -> (Self, Arc<V>) {
         let value = Arc::new(made);
@@ -253,7 +261,7 @@ impl<K: Eq + Hash + Clone, C: Cell> Core<K, C> {
             .lock()
             .slots
             .values()
-            .filter(|slot| matches!(slot, Slot::Ready { cell, .. } if cell.load().is_some()))
+            .filter(|slot| matches!(slot, Slot::Ready { cell, .. } if cell.is_live()))
             .count()
     }
 
@@ -288,7 +296,7 @@ impl<K: Eq + Hash, C: Cell> Map<K, C> {
             return;
         }
         self.slots.retain(|_, slot| match slot {
-            Slot::Ready { cell, .. } => cell.load().is_some(),
+            Slot::Ready { cell, .. } => cell.is_live(),
             Slot::Creating(_) => true,
         });
         self.sweep_at = (self.slots.len() * 2).max(MIN_SWEEP);
@@ -838,7 +846,8 @@ impl<K: Eq + Hash + Clone, V> WeakSyncDict<K, V> {
         self.core.clear();
     }
 
-    /// Values someone still holds. Counts them one by one: O(slots).
+    /// Values someone still holds. Counts them one by one: O(slots), and a
+    /// value dropped meanwhile may still be counted.
     ///
     /// # Examples
     ///

@@ -6,16 +6,19 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::thread::ThreadId;
 
+use super::file_lock::{FileLock, FileLockGuard};
+use super::null_lock::{NullGuard, NullLock};
 use super::reentrant_rw::{ReentrantRwLock, Upgrade};
 use crate::error::{Error, Result};
 
 /// A read/write lock, in-process ([`MutexLock`]), cross-process
 /// ([`FileLock`](super::FileLock)) or none at all ([`NullLock`](super::NullLock)).
 ///
-/// Every implementation follows the same rules, per thread: a thread may
-/// take the lock again in the mode it holds, and may read while it writes;
-/// asking to write while it only reads fails with [`Error::LockUpgrade`]
-/// (it would wait for itself). `lock`/`try_lock` are the write side, as in
+/// [`MutexLock`] and [`FileLock`](super::FileLock) follow the same rules,
+/// per thread: a thread may take the lock again in the mode it holds, and
+/// may read while it writes; asking to write while it only reads fails with
+/// [`Error::LockUpgrade`] (it would wait for itself). [`NullLock`](super::NullLock)
+/// grants everything at once. `lock`/`try_lock` are the write side, as in
 /// Beaker (`acquire` = `acquire_write_lock`). The `try_` forms return
 /// `Ok(None)` when someone else holds the lock. Guards release on drop.
 ///
@@ -222,10 +225,119 @@ impl Drop for MutexGuard<'_> {
     }
 }
 
+/// Any of the [`Synchronizer`]s, chosen at run time (from a setting, say:
+/// Beaker's `type = "file"`), behind one type. `Synchronizer` itself has
+/// generic guard types and so cannot be a trait object; this enum can be
+/// stored where the choice is not known at compile time.
+///
+/// # Examples
+///
+/// ```
+/// use carboy::sync::{AnyLock, FileLock, MutexLock, NullLock, Synchronizer};
+///
+/// let dir = tempfile::tempdir()?;
+/// let setting = "file";
+/// let lock: AnyLock = match setting {
+///     "file" => FileLock::open(dir.path(), "sessions")?.into(),
+///     "memory" => MutexLock::new().into(),
+///     _ => NullLock.into(),
+/// };
+/// let guard = lock.write()?;
+/// assert!(matches!(lock, AnyLock::File(_)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub enum AnyLock {
+    /// No locking.
+    Null(NullLock),
+    /// Threads of this process.
+    Mutex(MutexLock),
+    /// Threads and processes.
+    File(FileLock),
+}
+
+impl From<NullLock> for AnyLock {
+    fn from(lock: NullLock) -> AnyLock {
+        AnyLock::Null(lock)
+    }
+}
+
+impl From<MutexLock> for AnyLock {
+    fn from(lock: MutexLock) -> AnyLock {
+        AnyLock::Mutex(lock)
+    }
+}
+
+impl From<FileLock> for AnyLock {
+    fn from(lock: FileLock) -> AnyLock {
+        AnyLock::File(lock)
+    }
+}
+
+/// A held [`AnyLock`]; releases it when dropped.
+///
+/// # Examples
+///
+/// ```
+/// use carboy::sync::{AnyGuard, AnyLock, MutexLock, Synchronizer};
+/// let lock = AnyLock::from(MutexLock::new());
+/// let guard = lock.read()?;
+/// assert!(matches!(guard, AnyGuard::Mutex(_)));
+/// # Ok::<(), carboy::Error>(())
+/// ```
+#[derive(Debug)]
+pub enum AnyGuard<'a> {
+    /// Holds nothing.
+    Null(NullGuard),
+    /// Holds a [`MutexLock`].
+    Mutex(MutexGuard<'a>),
+    /// Holds a [`FileLock`].
+    File(FileLockGuard<'a>),
+}
+
+impl Synchronizer for AnyLock {
+    type ReadGuard<'a> = AnyGuard<'a>;
+    type WriteGuard<'a> = AnyGuard<'a>;
+
+    fn read(&self) -> Result<AnyGuard<'_>> {
+        Ok(match self {
+            AnyLock::Null(l) => AnyGuard::Null(l.read()?),
+            AnyLock::Mutex(l) => AnyGuard::Mutex(l.read()?),
+            AnyLock::File(l) => AnyGuard::File(l.read()?),
+        })
+    }
+
+    fn try_read(&self) -> Result<Option<AnyGuard<'_>>> {
+        Ok(match self {
+            AnyLock::Null(l) => l.try_read()?.map(AnyGuard::Null),
+            AnyLock::Mutex(l) => l.try_read()?.map(AnyGuard::Mutex),
+            AnyLock::File(l) => l.try_read()?.map(AnyGuard::File),
+        })
+    }
+
+    fn write(&self) -> Result<AnyGuard<'_>> {
+        Ok(match self {
+            AnyLock::Null(l) => AnyGuard::Null(l.write()?),
+            AnyLock::Mutex(l) => AnyGuard::Mutex(l.write()?),
+            AnyLock::File(l) => AnyGuard::File(l.write()?),
+        })
+    }
+
+    fn try_write(&self) -> Result<Option<AnyGuard<'_>>> {
+        Ok(match self {
+            AnyLock::Null(l) => l.try_write()?.map(AnyGuard::Null),
+            AnyLock::Mutex(l) => l.try_write()?.map(AnyGuard::Mutex),
+            AnyLock::File(l) => l.try_write()?.map(AnyGuard::File),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::thread;
+
+    use crate::sync::test_support::elsewhere;
 
     #[test]
     fn mutex_lock_follows_the_shared_rules() {
@@ -256,5 +368,36 @@ mod tests {
                 .join()
                 .unwrap();
         });
+    }
+
+    #[test]
+    fn any_lock_behaves_as_the_lock_it_wraps() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks: [(AnyLock, bool); 3] = [
+            (NullLock.into(), false),
+            (MutexLock::new().into(), true),
+            (FileLock::open(dir.path(), "any").unwrap().into(), true),
+        ];
+        for (lock, excludes) in &locks {
+            let w = lock.lock().unwrap();
+            let other_got_it = elsewhere(|| lock.try_read().unwrap().is_some());
+            assert_eq!(other_got_it, !excludes, "{lock:?}");
+            drop(w);
+            let r = lock.read().unwrap();
+            let other_read = elsewhere(|| lock.try_read().unwrap().is_some());
+            assert!(other_read, "readers do not share: {lock:?}");
+            let upgrade = lock.try_write();
+            assert_eq!(
+                matches!(upgrade, Err(Error::LockUpgrade { .. })),
+                *excludes,
+                "{lock:?}"
+            );
+            drop(upgrade);
+            drop(r);
+            assert!(
+                elsewhere(|| lock.try_write().unwrap().is_some()),
+                "{lock:?}"
+            );
+        }
     }
 }

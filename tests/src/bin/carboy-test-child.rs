@@ -23,6 +23,22 @@
 //!     <first version> on, printing each version on stdout once its commit
 //!     returned, until killed
 //! ```
+//!
+//! For `tests/sync_locks.rs` (carboy::sync's cross-process locks), where
+//! `<lock>` is either `file <lock dir> <name> <read|write>` (a FileLock) or
+//! `stripe <lock file> <stripes> <hash>` (a StripeLocks stripe):
+//!
+//! ```text
+//! carboy-test-child lock-count <counter file> <rounds> <threads> <lock>
+//!     waits for a line on stdin, then <threads> threads each do <rounds>
+//!     read-modify-writes of the number in <counter file> under the (write)
+//!     lock, failing if another holder is ever inside at the same time
+//! carboy-test-child lock-hold <lock>
+//!     takes the lock, prints `held`, and keeps it until a line (or EOF)
+//!     arrives on stdin
+//! carboy-test-child lock-try <lock>
+//!     tries the lock once and prints `acquired` or `busy`
+//! ```
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -30,6 +46,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use carboy::Store;
+use carboy::sync::{FileLock, StripeLocks, Synchronizer};
 use carboy_tests::{decode_counter, encode_counter, parse_versioned, plan, show, versioned_value};
 
 fn main() -> ExitCode {
@@ -64,6 +81,12 @@ fn run(args: &[String]) -> Result<String, String> {
         Some("read") => read(path, u32::try_from(num(2)?).map_err(|e| e.to_string())?),
         Some("commit-forever") => commit_forever(path, num(2)?),
         Some("fill") => fill(path),
+        Some("lock-count") => {
+            let lock = ChildLock::parse(args.get(4..).unwrap_or_default())?;
+            lock_count(path, num(2)?, num(3)?, &lock)
+        }
+        Some("lock-hold") => lock_hold(&ChildLock::parse(&args[1..])?),
+        Some("lock-try") => lock_try(&ChildLock::parse(&args[1..])?),
         other => Err(format!("unknown mode {other:?}")),
     }
 }
@@ -334,4 +357,145 @@ fn fill(path: &Path) -> Result<String, String> {
         }
     }
     Ok(String::new())
+}
+
+/// The lock a `lock-*` subcommand works on.
+enum ChildLock {
+    File { lock: FileLock, write: bool },
+    Stripe { locks: StripeLocks, hash: u64 },
+}
+
+/// Something held by a [`ChildLock`], released on drop.
+enum Held<'a> {
+    File {
+        _guard: carboy::sync::FileLockGuard<'a>,
+    },
+    Stripe {
+        _guard: carboy::sync::StripeGuard<'a>,
+    },
+}
+
+impl ChildLock {
+    /// Parses `file <lock dir> <name> <read|write>` or
+    /// `stripe <lock file> <stripes> <hash>`.
+    fn parse(args: &[String]) -> Result<ChildLock, String> {
+        let arg = |i: usize| {
+            args.get(i)
+                .ok_or_else(|| format!("lock argument {i} missing"))
+        };
+        match arg(0)?.as_str() {
+            "file" => {
+                let lock = FileLock::open(arg(1)?, arg(2)?).map_err(|e| format!("open: {e}"))?;
+                let write = match arg(3)?.as_str() {
+                    "read" => false,
+                    "write" => true,
+                    other => return Err(format!("mode {other:?} is neither read nor write")),
+                };
+                Ok(ChildLock::File { lock, write })
+            }
+            "stripe" => {
+                let stripes = arg(2)?.parse().map_err(|e| format!("stripes: {e}"))?;
+                let hash = arg(3)?.parse().map_err(|e| format!("hash: {e}"))?;
+                let locks =
+                    StripeLocks::open(arg(1)?, stripes).map_err(|e| format!("open: {e}"))?;
+                Ok(ChildLock::Stripe { locks, hash })
+            }
+            other => Err(format!("lock kind {other:?} is neither file nor stripe")),
+        }
+    }
+
+    /// Takes the lock, waiting if `wait`; `None` if busy and not waiting.
+    fn take(&self, wait: bool) -> Result<Option<Held<'_>>, String> {
+        let held = match (self, wait) {
+            (ChildLock::File { lock, write: true }, true) => lock.write().map(Some),
+            (ChildLock::File { lock, write: false }, true) => lock.read().map(Some),
+            (ChildLock::File { lock, write: true }, false) => lock.try_write(),
+            (ChildLock::File { lock, write: false }, false) => lock.try_read(),
+            (ChildLock::Stripe { locks, hash }, true) => {
+                return locks
+                    .lock(*hash)
+                    .map(|guard| Some(Held::Stripe { _guard: guard }))
+                    .map_err(|e| format!("lock: {e}"));
+            }
+            (ChildLock::Stripe { locks, hash }, false) => {
+                return locks
+                    .try_lock(*hash)
+                    .map(|g| g.map(|guard| Held::Stripe { _guard: guard }))
+                    .map_err(|e| format!("try_lock: {e}"));
+            }
+        };
+        held.map(|g| g.map(|guard| Held::File { _guard: guard }))
+            .map_err(|e| format!("lock: {e}"))
+    }
+}
+
+/// Increments the number in `counter` `rounds` times from each of
+/// `threads` threads, each time under the lock. A marker file made with
+/// `create_new` on entry and removed on exit catches two holders at once.
+fn lock_count(
+    counter: &Path,
+    rounds: u64,
+    threads: u64,
+    lock: &ChildLock,
+) -> Result<String, String> {
+    wait_for_start()?;
+    let marker = counter.with_extension("inside");
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let marker = &marker;
+                s.spawn(move || -> Result<(), String> {
+                    for round in 0..rounds {
+                        let held = lock.take(true)?;
+                        std::fs::File::create_new(marker).map_err(|e| {
+                            format!("thread {t} round {round}: another holder is inside ({e})")
+                        })?;
+                        let text = std::fs::read_to_string(counter)
+                            .map_err(|e| format!("read {}: {e}", counter.display()))?;
+                        let n: u64 = if text.is_empty() {
+                            0
+                        } else {
+                            text.trim()
+                                .parse()
+                                .map_err(|e| format!("counter {text:?}: {e}"))?
+                        };
+                        std::fs::write(counter, (n + 1).to_string())
+                            .map_err(|e| format!("write {}: {e}", counter.display()))?;
+                        std::fs::remove_file(marker)
+                            .map_err(|e| format!("remove {}: {e}", marker.display()))?;
+                        drop(held);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| "a counting thread panicked".to_string())??;
+        }
+        Ok::<(), String>(())
+    })?;
+    Ok(format!("counted {}", rounds * threads))
+}
+
+/// Holds the lock until the parent says so (a line, or closing stdin).
+fn lock_hold(lock: &ChildLock) -> Result<String, String> {
+    use std::io::Write;
+    let held = lock.take(true)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "held")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("ack: {e}"))?;
+    wait_for_start()?;
+    drop(held);
+    Ok("released".to_string())
+}
+
+/// Tries the lock once.
+fn lock_try(lock: &ChildLock) -> Result<String, String> {
+    Ok(match lock.take(false)? {
+        Some(_) => "acquired",
+        None => "busy",
+    }
+    .to_string())
 }

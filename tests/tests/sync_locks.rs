@@ -1,0 +1,359 @@
+//! carboy::sync's cross-process locks between real processes: a FileLock or
+//! a StripeLocks stripe excludes other processes (and their threads) with
+//! no lost update, a try from another process sees the lock held, different
+//! stripes are held at once, and a lock held by a SIGKILLed process is free
+//! right after, with no file to clean.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use carboy::sync::{FileLock, StripeLocks, Synchronizer};
+
+const CHILD: &str = env!("CARGO_BIN_EXE_carboy-test-child");
+
+/// Longest the test waits for a child's next line or its exit.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A running child process whose stdout lines arrive on a channel (read by
+/// a thread), so that every wait for it has a deadline.
+struct Helper {
+    what: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Helper {
+    fn spawn(args: &[&str]) -> Helper {
+        let what = format!("carboy-test-child {}", args.join(" "));
+        let mut child = Command::new(CHILD)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Helper {
+            what,
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Waits for the child's next line and asserts it is `want`.
+    fn expect_line(&mut self, want: &str) {
+        match self.lines.recv_timeout(DEADLINE) {
+            Ok(line) => assert_eq!(line, want, "{} said something else", self.what),
+            Err(e) => {
+                let _ = self.child.kill();
+                let out = self.child.wait_with_output_now();
+                panic!("{}: no line {want:?} ({e:?}); stderr: {out}", self.what);
+            }
+        }
+    }
+
+    /// Sends a line on the child's stdin (a start or release signal).
+    fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        writeln!(stdin, "{line}").unwrap_or_else(|e| panic!("{}: write stdin: {e}", self.what));
+        stdin.flush().unwrap();
+    }
+
+    /// Waits (with the deadline) for the child to exit successfully; returns
+    /// its last line of output.
+    fn finish(mut self) -> String {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + DEADLINE;
+        let mut last = String::new();
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => last = line,
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    panic!("{} still running after {DEADLINE:?}; killed it", self.what);
+                }
+            }
+        }
+        let status = self.child.wait().expect("wait for child");
+        assert!(
+            status.success(),
+            "{} failed ({status}); last line {last:?}; stderr: {}",
+            self.what,
+            self.child.wait_with_output_now()
+        );
+        last
+    }
+
+    /// Kills the child with SIGKILL and reaps it.
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL the child");
+        let status = self.child.wait().expect("reap the child");
+        assert!(!status.success(), "{} exited normally", self.what);
+    }
+}
+
+trait StderrNow {
+    /// The child's stderr so far, for failure messages.
+    fn wait_with_output_now(&mut self) -> String;
+}
+
+impl StderrNow for Child {
+    fn wait_with_output_now(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut err) = self.stderr.take() {
+            use std::io::Read;
+            let _ = err.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+/// Arguments naming a FileLock for the child.
+fn file_lock_args<'a>(dir: &'a str, name: &'a str, mode: &'a str) -> Vec<&'a str> {
+    vec!["file", dir, name, mode]
+}
+
+/// Arguments naming a StripeLocks stripe for the child.
+fn stripe_args<'a>(path: &'a str, stripes: &'a str, hash: &'a str) -> Vec<&'a str> {
+    vec!["stripe", path, stripes, hash]
+}
+
+fn child(sub: &str, lock: &[&str]) -> Helper {
+    let mut args = vec![sub];
+    args.extend_from_slice(lock);
+    Helper::spawn(&args)
+}
+
+/// Runs `children` processes of `threads` threads, each thread doing
+/// `rounds` increments of one counter file under `lock`, and checks the
+/// final count is exact.
+fn count_under(dir: &Path, lock: &[&str], children: u64, threads: u64, rounds: u64) {
+    let counter = dir.join("counter");
+    std::fs::write(&counter, "").unwrap();
+    let counter_arg = counter.to_str().unwrap();
+    let (rounds_arg, threads_arg) = (rounds.to_string(), threads.to_string());
+    let mut helpers: Vec<Helper> = (0..children)
+        .map(|_| {
+            let mut args = vec!["lock-count", counter_arg, &rounds_arg, &threads_arg];
+            args.extend_from_slice(lock);
+            Helper::spawn(&args)
+        })
+        .collect();
+    for h in &mut helpers {
+        h.say("go");
+    }
+    for h in helpers {
+        let out = h.finish();
+        assert_eq!(out, format!("counted {}", rounds * threads));
+    }
+    let total: u64 = std::fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        total,
+        children * threads * rounds,
+        "increments were lost: the lock let two holders in"
+    );
+}
+
+#[test]
+fn file_lock_excludes_processes_and_their_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock_dir = dir.path().join("locks");
+    let lock_dir = lock_dir.to_str().unwrap();
+    count_under(
+        dir.path(),
+        &file_lock_args(lock_dir, "shared counter", "write"),
+        4,
+        2,
+        100,
+    );
+}
+
+#[test]
+fn stripe_locks_exclude_processes_and_their_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.carboy.create-lock");
+    // Hash 2051 is stripe 3 of 1024.
+    count_under(
+        dir.path(),
+        &stripe_args(path.to_str().unwrap(), "1024", "2051"),
+        4,
+        2,
+        100,
+    );
+}
+
+#[test]
+fn a_held_file_lock_is_busy_for_other_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock_dir = dir.path().to_str().unwrap();
+    let mine = FileLock::open(dir.path(), "report").unwrap();
+
+    // Another process writes: this process and a third one are kept out.
+    let mut writer = child("lock-hold", &file_lock_args(lock_dir, "report", "write"));
+    writer.expect_line("held");
+    assert!(mine.try_write().unwrap().is_none(), "write beside a writer");
+    assert!(mine.try_read().unwrap().is_none(), "read beside a writer");
+    for mode in ["write", "read"] {
+        let out = child("lock-try", &file_lock_args(lock_dir, "report", mode)).finish();
+        assert_eq!(out, "busy", "a third process could {mode}");
+    }
+    // Another name is not affected.
+    let out = child("lock-try", &file_lock_args(lock_dir, "other", "write")).finish();
+    assert_eq!(out, "acquired");
+    writer.say("release");
+    assert_eq!(writer.finish(), "released");
+    assert!(
+        mine.try_write().unwrap().is_some(),
+        "still held after release"
+    );
+
+    // Another process reads: readers share, writers wait.
+    let mut reader = child("lock-hold", &file_lock_args(lock_dir, "report", "read"));
+    reader.expect_line("held");
+    assert!(
+        mine.try_read().unwrap().is_some(),
+        "readers of two processes"
+    );
+    assert!(mine.try_write().unwrap().is_none(), "write beside a reader");
+    let out = child("lock-try", &file_lock_args(lock_dir, "report", "read")).finish();
+    assert_eq!(out, "acquired");
+    reader.say("release");
+    reader.finish();
+}
+
+#[test]
+fn stripes_exclude_across_processes_only_when_they_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.carboy.create-lock");
+    let path_arg = path.to_str().unwrap();
+    let mine = StripeLocks::open(&path, 64).unwrap();
+
+    let mut first = child("lock-hold", &stripe_args(path_arg, "64", "5"));
+    first.expect_line("held");
+    // Same stripe, through another hash: busy for this process and another.
+    assert!(mine.try_lock(5).unwrap().is_none());
+    assert!(mine.try_lock(5 + 64).unwrap().is_none());
+    let out = child("lock-try", &stripe_args(path_arg, "64", "69")).finish();
+    assert_eq!(out, "busy");
+    // Another stripe: a second process holds it while the first holds 5.
+    let mut second = child("lock-hold", &stripe_args(path_arg, "64", "6"));
+    second.expect_line("held");
+    assert!(mine.try_lock(6).unwrap().is_none());
+    assert!(mine.try_lock(7).unwrap().is_some());
+    first.say("release");
+    assert_eq!(first.finish(), "released");
+    assert!(mine.try_lock(5).unwrap().is_some(), "stripe 5 still held");
+    second.say("release");
+    second.finish();
+    // One lock file, whatever the number of stripes used.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn a_blocked_process_gets_the_stripe_when_the_holder_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.carboy.create-lock");
+    let path_arg = path.to_str().unwrap();
+    let mine = StripeLocks::open(&path, 1024).unwrap();
+    let held = mine.lock(9).unwrap();
+    let mut waiter = child("lock-hold", &stripe_args(path_arg, "1024", "9"));
+    // Once the kernel shows the child waiting for the stripe, release it:
+    // the waiter must get it.
+    wait_until_blocked_on(&path);
+    drop(held);
+    waiter.expect_line("held");
+    assert!(mine.try_lock(9).unwrap().is_none());
+    waiter.say("release");
+    waiter.finish();
+}
+
+#[test]
+fn locks_of_a_killed_process_are_free_at_once_with_nothing_to_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock_dir = dir.path().join("locks");
+    let stripe_path = lock_dir.join("ns.carboy.create-lock");
+    let (lock_dir_arg, stripe_arg) = (lock_dir.to_str().unwrap(), stripe_path.to_str().unwrap());
+
+    let mut stripe_holder = child("lock-hold", &stripe_args(stripe_arg, "1024", "77"));
+    stripe_holder.expect_line("held");
+    let mut file_holder = child("lock-hold", &file_lock_args(lock_dir_arg, "ns", "write"));
+    file_holder.expect_line("held");
+    let files_before = list(&lock_dir);
+
+    let stripes = StripeLocks::open(&stripe_path, 1024).unwrap();
+    let file_lock = FileLock::open(&lock_dir, "ns").unwrap();
+    assert!(stripes.try_lock(77).unwrap().is_none());
+    assert!(file_lock.try_write().unwrap().is_none());
+
+    stripe_holder.kill();
+    file_holder.kill();
+    assert!(
+        stripes.try_lock(77).unwrap().is_some(),
+        "the killed process's stripe is still locked"
+    );
+    assert!(
+        file_lock.try_write().unwrap().is_some(),
+        "the killed process's file lock is still held"
+    );
+    // The same two lock files, reused: nothing was left to clean up.
+    assert_eq!(list(&lock_dir), files_before);
+    assert_eq!(files_before.len(), 2, "{files_before:?}");
+}
+
+/// Waits until `/proc/locks` shows a blocked waiter (a `->` line) on the
+/// file at `path`.
+fn wait_until_blocked_on(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let suffix = format!(":{}", std::fs::metadata(path).unwrap().ino());
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let locks = std::fs::read_to_string("/proc/locks").expect("read /proc/locks");
+        let blocked = locks.lines().any(|line| {
+            line.contains("->")
+                && line
+                    .split_whitespace()
+                    .any(|field| field.matches(':').count() == 2 && field.ends_with(&suffix))
+        });
+        if blocked {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody blocked on {}",
+            path.display()
+        );
+        std::thread::yield_now();
+    }
+}
+
+fn list(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
