@@ -395,3 +395,59 @@ suite! {
     memory_bounded => MEMORY_BOUNDED,
     file => FILE,
 }
+
+/// A codec of the test's own: postcard behind a schema byte, so values of
+/// another schema (or codec) read as misses.
+#[derive(Clone, Copy, Debug)]
+struct Schema(u8);
+
+impl carboy::cache::Codec for Schema {
+    fn encode<T: serde::Serialize + ?Sized>(&self, v: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        out.push(self.0);
+        carboy::cache::Postcard.encode(v, out)
+    }
+    fn decode<T: serde::de::DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, String> {
+        match bytes.split_first() {
+            Some((s, rest)) if *s == self.0 => carboy::cache::Postcard.decode(rest),
+            _ => Err("another schema".into()),
+        }
+    }
+}
+
+fn cache_with_another_codec(kind: &'static Kind) {
+    use carboy::cache::Codec;
+    let f = Fixture::new(kind);
+    let plain = f.manager.get_cache("codec").unwrap();
+    let v2 = plain.with_codec(Schema(2));
+    let v3 = plain.with_codec(Schema(3));
+    v2.set("k", &7u32).unwrap();
+    assert_eq!(v2.get::<u32>("k").unwrap(), Some(7), "{}", kind.name);
+    assert_eq!(
+        v3.get::<u32>("k").unwrap(),
+        None,
+        "{}: another schema is a miss",
+        kind.name
+    );
+    assert_eq!(
+        plain.get::<u32>("k").unwrap(),
+        None,
+        "{}: postcard sees the tag",
+        kind.name
+    );
+    assert_eq!(v3.get_or_insert_with("k", || 8u32).unwrap(), 8);
+    assert_eq!(v2.get::<u32>("k").unwrap(), None, "{}", kind.name);
+    let mut raw = Vec::new();
+    Schema(3).encode(&8u32, &mut raw).unwrap();
+    assert_eq!(raw, vec![3, 8]);
+}
+
+mod codecs {
+    #[test]
+    fn memory() {
+        super::cache_with_another_codec(&super::MEMORY)
+    }
+    #[test]
+    fn file() {
+        super::cache_with_another_codec(&super::FILE)
+    }
+}
