@@ -289,4 +289,12 @@ mod tests {
         }
         assert_eq!(presence_slot((3, 7)), presence_slot((3, 7)));
     }
+
+    #[test]
+    fn presence_slot_is_the_function_format_md_gives() {
+        // Values computed from the formula in FORMAT.md §8 ("presence"),
+        // outside Rust: processes must agree on the slot of a lock file.
+        assert_eq!(presence_slot((0x803, 1_234_567)), 196_790_580_314);
+        assert_eq!(presence_slot((0, 0)), 246_878_686_639);
+    }
 }
