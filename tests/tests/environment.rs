@@ -219,6 +219,36 @@ fn handles_of_one_process_through_an_old_and_a_new_lock_file_exclude_each_other(
     assert_clean(&store);
 }
 
+#[test]
+fn a_data_file_reached_through_a_second_name_is_refused_while_in_use_through_the_first() {
+    // A hard link and a symbolic link each bring a lock file of their own
+    // (the name plus `.lock`), which would not exclude the first name's
+    // writers: the presence marks refuse them.
+    let dir = tempfile::tempdir().unwrap();
+    let path = populated(dir.path());
+    let first = Store::open(&path).unwrap();
+    let hard = dir.path().join("hard.carboy");
+    std::fs::hard_link(&path, &hard).unwrap();
+    let soft = dir.path().join("soft.carboy");
+    std::os::unix::fs::symlink(&path, &soft).unwrap();
+    for other in [&hard, &soft] {
+        let err = expect_open_refused(other, "LockFileReplaced", "second name");
+        assert_names_path(&err, &lock_path(other));
+    }
+    // Through one name at a time, either works.
+    drop(first);
+    let store = Store::open(&hard).unwrap();
+    store.put(b"through", b"hard link").unwrap();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.get_owned(b"through").unwrap().as_deref(),
+        Some(&b"hard link"[..])
+    );
+    assert_before_keys(&store);
+    assert_clean(&store);
+}
+
 // ---------------------------------------------------------------------------
 // The data file and its directory
 // ---------------------------------------------------------------------------
