@@ -391,6 +391,7 @@ pub mod kill_loop {
 /// | `recover` | `ok <whether a latch was cleared>` |
 /// | `verify` | `ok <number of problems>` |
 /// | `open` | drops the store and opens it again: `ready` |
+/// | `cd <dir>` | changes the working directory: `ok ()` |
 /// | `put-until-error <key> <ms>` | puts every 20 ms until one fails: its error and `(after <n> puts)`; `ok <n>` if none failed within `<ms>` |
 /// | `quit` | (exits) |
 ///

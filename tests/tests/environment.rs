@@ -249,6 +249,25 @@ fn a_data_file_reached_through_a_second_name_is_refused_while_in_use_through_the
     assert_clean(&store);
 }
 
+#[test]
+fn a_namespace_opened_by_a_relative_path_survives_a_change_of_working_directory() {
+    // The checks look the files up by path again: a relative path is made
+    // absolute at open, or a `chdir` would make the files look removed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = populated(dir.path());
+    let mut command = child();
+    command.current_dir(dir.path());
+    let (mut a, first) = Served::start(command, Path::new("ns.carboy"), "relative");
+    assert_eq!(first, "ready");
+    expect_value(&a.ask("put a 1"), "()", "first put");
+    expect_value(&a.ask("cd /"), "()", "cd");
+    take_lease(&path, "b");
+    expect_value(&a.ask("put c 3"), "()", "put after cd");
+    expect_value(&a.ask("compact"), "13", "compact after cd");
+    expect_value(&a.ask("get b"), "parent", "read after cd");
+    a.quit();
+}
+
 // ---------------------------------------------------------------------------
 // The data file and its directory
 // ---------------------------------------------------------------------------

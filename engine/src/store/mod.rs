@@ -252,7 +252,7 @@ impl Store {
         Ok(store)
     }
 
-    /// The data file's path.
+    /// The data file's path (made absolute when the store was opened).
     pub fn path(&self) -> &Path {
         &self.shared.data_path
     }

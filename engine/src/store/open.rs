@@ -51,6 +51,12 @@ pub(crate) fn open_shared(
             reason: format!("{} does not name a file", data_path.display()),
         });
     }
+    // The files are looked up by path again later (after a compaction, and
+    // to check that they are still there): a relative path is made
+    // absolute now, so that a later change of working directory does not
+    // make them look removed.
+    let data_path =
+        &std::path::absolute(data_path).map_err(|e| Error::io("make absolute", data_path, e))?;
     let lock_path = lock_path_for(data_path);
     let (lock, key, initialized) = open_lock_file(&lock_path, data_path, opts.create)?;
     let mut registry = REGISTRY.lock();

@@ -367,6 +367,10 @@ fn serve(path: &Path) -> Result<String, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let answer = match (words.as_slice(), &store) {
             (["quit"], _) => break,
+            (["cd", dir], _) => match std::env::set_current_dir(dir) {
+                Ok(()) => "ok ()".to_string(),
+                Err(e) => format!("err Io cd {dir}: {e}"),
+            },
             (["open"], _) => {
                 store = None;
                 match open() {
