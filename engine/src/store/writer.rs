@@ -41,9 +41,9 @@ pub(crate) struct WriteGuard<'s> {
     _rw: RwLockWriteGuard<'s, ()>,
     _held: super::reentry::Held,
     pub(crate) fs: Arc<FileState>,
-    /// False when the files failed the checks of a fresh acquisition: the
-    /// lock is then given up, never kept as a lease (which would skip the
-    /// checks next time).
+    /// False until the files passed the checks of the acquisition: a lock
+    /// taken for a write that failed there is given up, never kept as a
+    /// lease (which would skip the checks next time).
     lease_ok: bool,
 }
 
@@ -80,7 +80,7 @@ impl Shared {
             _rw: rw,
             _held: super::reentry::Held::new(self, true),
             fs: self.file.load_full(),
-            lease_ok: !fresh,
+            lease_ok: false,
         };
         guard.fs = if fresh {
             self.adopt_checked(&guard.fs)?
