@@ -221,6 +221,23 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The operating system refused access to a namespace's file or
+    /// directory (`EACCES` or `EPERM`).
+    #[error(
+        "{op} {path}: permission denied ({source}); carboy opens a namespace's data file and \
+         lock file for reading and writing, even to read, and creates files in their \
+         directory: give this user read and write permission on both files, and write and \
+         search permission on the directory (carboy has no read-only mode)"
+    )]
+    PermissionDenied {
+        /// What carboy was doing ("create lock file", "open", ...).
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
     /// The kernel or the filesystem holding a lock file does not support the
     /// lock carboy needs.
     #[error(
@@ -236,10 +253,71 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The lock file is no longer the one this process locks: it was
+    /// removed or replaced while the namespace was open, or another process
+    /// still uses the data file through a lock file that was removed.
+    /// Writers would no longer exclude each other, so carboy refuses to
+    /// write (and to take snapshots) through it. Not latched: the check is
+    /// made again at every fresh lock acquisition.
+    #[error(
+        "{path}: lock file was removed or replaced while the namespace was open ({detail}); \
+         writers would no longer exclude each other, so carboy refuses to write: close every \
+         handle of this namespace in every process, then reopen it"
+    )]
+    LockFileReplaced {
+        /// The lock file's path.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// The data file at the namespace's path is no longer the file this
+    /// process has mapped, and no compaction moved it: another program
+    /// removed, renamed or replaced it. Reads go on from the old mapping;
+    /// writes are refused, since nobody opening the path would see them.
+    /// Not latched: the check is made again at every fresh lock acquisition.
+    #[error(
+        "{path}: data file was removed or replaced by another program while the namespace was \
+         open ({detail}); writes would go to a file that is no longer at this path: put the \
+         file back, or close every handle of this namespace in every process and reopen it"
+    )]
+    DataFileReplaced {
+        /// The data file's path.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// The data file is shorter than its committed log: another program
+    /// truncated it. Nothing is read or written past its end; the store is
+    /// latched until the file is whole again.
+    #[error(
+        "{path}: file is {len} bytes long, but its committed log ends at byte {expected}: \
+         another program truncated it, and what was committed past byte {len} is gone from \
+         the file. Put the missing bytes back and call `recover()` or reopen; or build a \
+         clean file from what remains with `carboy salvage` (or open with \
+         `Options::rebuild_index`)"
+    )]
+    FileTruncated {
+        /// The data file.
+        path: PathBuf,
+        /// Its length now.
+        len: u64,
+        /// The length it must have at least: the committed end (or the
+        /// header page, when even that is cut).
+        expected: u64,
+    },
 }
 
 impl Error {
+    /// An I/O error of `op` on `path`; [`Error::PermissionDenied`] when the
+    /// system refused access.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        if source.kind() == io::ErrorKind::PermissionDenied {
+            return Error::PermissionDenied {
+                op,
+                path: path.into(),
+                source,
+            };
+        }
         Error::Io {
             op,
             path: path.into(),
@@ -259,8 +337,9 @@ impl Error {
         }
     }
 
-    /// True for [`Error::Corruption`].
+    /// True when bytes of the file are damaged or missing:
+    /// [`Error::Corruption`] and [`Error::FileTruncated`].
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Corruption { .. })
+        matches!(self, Error::Corruption { .. } | Error::FileTruncated { .. })
     }
 }

@@ -213,16 +213,12 @@ pub fn explain(path: &Path, e: carboy::Error) -> anyhow::Error {
             anyhow!("{show}: no such file"),
             "check the path; `carboy put` and `carboy import` create a new file",
         ),
-        carboy::Error::Io { source, .. }
-            if source.kind() == std::io::ErrorKind::PermissionDenied =>
-        {
-            advise(
-                e,
-                "carboy needs read and write access to FILE and FILE.lock, even to read (a \
+        carboy::Error::PermissionDenied { .. } => advise(
+            e,
+            "carboy needs read and write access to FILE and FILE.lock, even to read (a \
                  reader may have to finish a crashed writer's commit); `carboy header` and \
                  `carboy dump --all` need only read access",
-            )
-        }
+        ),
         carboy::Error::Latched { .. } => advise(e, "run the command again"),
         _ => e.into(),
     }

@@ -16,8 +16,16 @@
 //!   above it, under the exclusive lock, before publishing.
 //! * Nothing is read past the end the file is known to have (the committed
 //!   end, or the allocated end for a writer), so a well-formed file never
-//!   raises SIGBUS. A foreign process that truncates the file can still make
-//!   any mmap reader fault; that is documented as out of reach.
+//!   raises SIGBUS. The store checks the file's length against both when it
+//!   takes the writer lock afresh (`store/environment.rs`); a foreign process
+//!   that truncates the file after that check can still make a lock-free
+//!   reader, or a writer holding a lease, fault. DESIGN.md ("Known limits")
+//!   says exactly when.
+//!
+//! Besides the mapping, the data file carries *presence locks*: byte-range
+//! locks of the open file description (`F_OFD_SETLK`), one byte each, far
+//! past any data, that tell which lock file each process uses the data file
+//! through (see `store/environment.rs`).
 //!
 //! `range_lock.rs` holds the one `fcntl` call behind
 //! [`crate::sync::StripeLocks`]: byte-range locks on open file descriptions.
@@ -258,6 +266,91 @@ impl MappedFile {
         crate::faults::check(crate::faults::Op::Fsync)?;
         self.file.sync_data()
     }
+
+    /// Marks this open file as in use through the lock file numbered
+    /// `slot` (below [`PRESENCE_SLOTS`]): a shared byte-range lock on one
+    /// byte far past any data, held by this open file description until it
+    /// is closed or [`clear_presence`](Self::clear_presence) is called.
+    pub(crate) fn mark_presence(&self, slot: u64) -> io::Result<()> {
+        ofd_lock(
+            &self.file,
+            libc::F_OFD_SETLK,
+            libc::F_RDLCK,
+            presence_range(slot, 1),
+        )
+        .map(|_| ())
+    }
+
+    /// Takes back [`mark_presence`](Self::mark_presence).
+    pub(crate) fn clear_presence(&self, slot: u64) -> io::Result<()> {
+        ofd_lock(
+            &self.file,
+            libc::F_OFD_SETLK,
+            libc::F_UNLCK,
+            presence_range(slot, 1),
+        )
+        .map(|_| ())
+    }
+
+    /// True when another open file description of this file (in any
+    /// process, this one included) is marked present at a slot other than
+    /// `slot`: someone uses the file through another lock file.
+    pub(crate) fn others_present(&self, slot: u64) -> io::Result<bool> {
+        let below = presence_range(0, slot);
+        let above = presence_range(slot + 1, PRESENCE_SLOTS - slot - 1);
+        for range in [below, above] {
+            if range.1 > 0 && ofd_lock(&self.file, libc::F_OFD_GETLK, libc::F_WRLCK, range)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Number of presence slots: byte offsets `PRESENCE_BASE ..
+/// PRESENCE_BASE + PRESENCE_SLOTS` of a data file (see `mark_presence`).
+pub(crate) const PRESENCE_SLOTS: u64 = 1 << 40;
+
+/// First byte offset of the presence slots: far past the largest data file
+/// (`carboy_format::slot::MAX_OFFSET`, 8 TiB), so a presence lock never
+/// covers data. Byte-range locks may lie
+/// past the end of a file.
+const PRESENCE_BASE: u64 = 1 << 62;
+
+/// (start, length) of `len` presence slots from `slot`.
+fn presence_range(slot: u64, len: u64) -> (u64, u64) {
+    (PRESENCE_BASE + slot, len)
+}
+
+/// An open-file-description byte-range lock call (`F_OFD_SETLK` or
+/// `F_OFD_GETLK`) of `kind` over `range`. For `F_OFD_GETLK`, returns
+/// whether another open file description holds a conflicting lock; for
+/// `F_OFD_SETLK`, `false`.
+fn ofd_lock(
+    file: &File,
+    cmd: libc::c_int,
+    kind: libc::c_int,
+    range: (u64, u64),
+) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let too_far = || io::Error::other("presence lock range out of bounds");
+    // SAFETY: `flock` is a plain C struct of integers, for which all zero
+    // bytes are a valid value (and the documented way to fill it).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = libc::off_t::try_from(range.0).map_err(|_| too_far())?;
+    lock.l_len = libc::off_t::try_from(range.1).map_err(|_| too_far())?;
+    // OFD locks require l_pid = 0 (already zero).
+    // SAFETY: `file` is an open descriptor for the duration of the call,
+    // `cmd` is F_OFD_SETLK or F_OFD_GETLK, both of which take a pointer to
+    // a `struct flock`, and `lock` is a valid, initialized one that lives
+    // across the call (F_OFD_GETLK writes into it).
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut lock as *mut libc::flock) };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cmd == libc::F_OFD_GETLK && lock.l_type != libc::F_UNLCK as libc::c_short)
 }
 
 /// Extends `file` from `old_len` to `new_len` with allocated blocks.
@@ -327,6 +420,11 @@ impl LockFile {
             .len(carboy_format::lockfile::SIZE as usize)
             .map_raw(&file)?;
         Ok(LockFile { file, map })
+    }
+
+    /// The open lock file (for `fstat`).
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 
     /// The generation live word.
@@ -436,5 +534,43 @@ impl LockFile {
     /// Releases whichever lock this process holds.
     pub(crate) fn unlock(&self) -> io::Result<()> {
         self.file.unlock()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_twice(path: &Path) -> MappedFile {
+        let file = File::options().read(true).write(true).open(path).unwrap();
+        MappedFile::map(file, path, 4096).unwrap()
+    }
+
+    #[test]
+    fn presence_marks_tell_other_slots_apart_from_ones_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        std::fs::write(&path, vec![0u8; 4096]).unwrap();
+        let (a, b, c) = (open_twice(&path), open_twice(&path), open_twice(&path));
+        a.mark_presence(5).unwrap();
+        // Another descriptor at the same slot is no stranger...
+        b.mark_presence(5).unwrap();
+        assert!(!a.others_present(5).unwrap());
+        assert!(!b.others_present(5).unwrap());
+        // ...one at another slot is, from both sides, at either end.
+        c.mark_presence(PRESENCE_SLOTS - 1).unwrap();
+        assert!(a.others_present(5).unwrap());
+        assert!(c.others_present(PRESENCE_SLOTS - 1).unwrap());
+        c.clear_presence(PRESENCE_SLOTS - 1).unwrap();
+        assert!(!a.others_present(5).unwrap());
+        c.mark_presence(0).unwrap();
+        assert!(b.others_present(5).unwrap());
+        // Closing a descriptor takes its mark back.
+        drop(c);
+        assert!(!b.others_present(5).unwrap());
+        // The marks cover no data: an exclusive lock on every byte a file
+        // can hold is still free.
+        let lock = (0, carboy_format::slot::MAX_OFFSET);
+        assert!(!ofd_lock(&a.file, libc::F_OFD_GETLK, libc::F_WRLCK, lock).unwrap());
     }
 }

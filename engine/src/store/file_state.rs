@@ -60,8 +60,12 @@ impl FileState {
     /// header and maps it.
     ///
     /// Returns the state and whether the live words are plausible (when they
-    /// are not, the caller rebuilds the index before using it).
-    pub(crate) fn open(path: &Path) -> Result<(FileState, bool)> {
+    /// are not, the caller rebuilds the index before using it). With
+    /// `refuse_cut`, a file that another program truncated below its
+    /// committed end during this boot is refused with
+    /// [`Error::FileTruncated`] before it is mapped, rather than reported
+    /// implausible (a rebuild would silently drop what was cut).
+    pub(crate) fn open(path: &Path, refuse_cut: bool) -> Result<(FileState, bool)> {
         let file = File::options()
             .read(true)
             .write(true)
@@ -75,15 +79,24 @@ impl FileState {
                     Error::io("open", path, e)
                 }
             })?;
-        Self::from_file(file, path)
+        Self::from_file(file, path, refuse_cut)
     }
 
-    pub(crate) fn from_file(file: File, path: &Path) -> Result<(FileState, bool)> {
-        let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
-        let len = meta.len();
-        let mut page = vec![0u8; HEADER_SIZE.min(len) as usize];
+    /// [`open`](Self::open) for a file already opened.
+    pub(crate) fn from_file(
+        file: File,
+        path: &Path,
+        refuse_cut: bool,
+    ) -> Result<(FileState, bool)> {
+        let stat = || file.metadata().map_err(|e| Error::io("stat", path, e));
+        let mut page = vec![0u8; HEADER_SIZE.min(stat()?.len()) as usize];
         file.read_exact_at(&mut page, 0)
             .map_err(|e| Error::io("read header of", path, e))?;
+        // The length is taken after the live words were read: a writer
+        // extends the file before it commits past its old end, so the
+        // length seen now covers every committed end read before.
+        let meta = stat()?;
+        let len = meta.len();
         let header = Header::decode(&page).map_err(|source| Error::NotCarboy {
             path: path.to_path_buf(),
             source,
@@ -107,6 +120,24 @@ impl FileState {
             alloc_end: word(live::ALLOC_END),
             index_offset: word(live::INDEX_OFFSET),
         };
+        // A truncation leaves its signature in the live words: the log was
+        // committed (and the file allocated) past what is left. In the boot
+        // that wrote them the page cache is coherent, so nothing else makes
+        // that happen; after a reboot a stale length is a crash artifact and
+        // the rebuild handles it.
+        let cut = words.commit_end > len
+            && words.commit_end <= words.alloc_end
+            && words.commit_end.is_multiple_of(8);
+        if refuse_cut
+            && cut
+            && super::recovery::boot_id() == Some((word(live::BOOT_ID_LO), word(live::BOOT_ID_HI)))
+        {
+            return Err(Error::FileTruncated {
+                path: path.to_path_buf(),
+                len,
+                expected: words.commit_end,
+            });
+        }
         let plausible = words.commit_end >= HEADER_SIZE
             && words.commit_end <= len
             && words.alloc_end <= len
@@ -138,6 +169,14 @@ impl FileState {
 
     pub(crate) fn commit_end(&self) -> u64 {
         self.load(live::COMMIT_END)
+    }
+
+    /// The open file's metadata (`fstat`).
+    pub(crate) fn metadata(&self) -> Result<std::fs::Metadata> {
+        self.map
+            .file()
+            .metadata()
+            .map_err(|e| Error::io("stat", self.path(), e))
     }
 
     pub(crate) fn hash(&self, key: &[u8]) -> u64 {

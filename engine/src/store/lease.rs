@@ -29,14 +29,17 @@ const LEASE_POLL: Duration = Duration::from_secs(1);
 
 impl Shared {
     /// With `rw` held for writing: makes sure this process holds the
-    /// exclusive flock, taking over an idle lease if it has one.
-    pub(crate) fn acquire_exclusive(&self) -> Result<()> {
+    /// exclusive flock, taking over an idle lease if it has one. Returns
+    /// `true` when the lock was taken afresh (a system call), `false` when
+    /// an idle lease was taken over (none).
+    pub(crate) fn acquire_exclusive(&self) -> Result<bool> {
         if self.held.swap(false, Ordering::AcqRel) {
-            return Ok(());
+            return Ok(false);
         }
         self.lock
             .lock_exclusive()
-            .map_err(|e| Error::io("lock", &self.lock_path, e))
+            .map_err(|e| Error::io("lock", &self.lock_path, e))?;
+        Ok(true)
     }
 
     /// With `rw` held for writing, at the end of a write: gives the flock
@@ -78,8 +81,15 @@ impl Shared {
 }
 
 /// Gives the lease up when another process wants the lock or when the
-/// namespace is closed in this process; exits then.
+/// namespace is closed in this process; exits then. At each look while the
+/// lease is idle, checks the files as a fresh acquisition would
+/// (`environment.rs`), giving the lease up if one was removed, replaced or
+/// truncated, so that the next write takes the lock afresh and says so.
 fn lease_thread(weak: std::sync::Weak<Shared>) {
+    // The files are checked from the second look on: a thread is started
+    // at the end of a commit, and checking at once would only compete with
+    // the next commit for the lock.
+    let mut waited = false;
     loop {
         let Some(shared) = weak.upgrade() else {
             return;
@@ -90,6 +100,8 @@ fn lease_thread(weak: std::sync::Weak<Shared>) {
             if shared.held.swap(false, Ordering::AcqRel) {
                 let _ = shared.lock.unlock();
             }
+        } else if waited && shared.holds_lease() {
+            shared.check_idle_lease();
         }
         if closing || !shared.holds_lease() {
             // Nothing to guard: let the next commit start a new thread.
@@ -103,5 +115,6 @@ fn lease_thread(weak: std::sync::Weak<Shared>) {
             return;
         }
         shared.lock.wait_until_wanted(LEASE_POLL);
+        waited = true;
     }
 }

@@ -255,9 +255,9 @@ impl Store {
         // whether the new file survives power loss: latch.
         open::sync_dir(&path).map_err(|e| self.shared.latch_err(e))?;
         old.store(live::SUPERSEDED, 1);
-        let (fresh, _) = FileState::open(&path)?;
+        let (fresh, _) = FileState::open(&path, true)?;
         let bytes_after = fresh.commit_end();
-        self.shared.file.store(Arc::new(fresh));
+        self.shared.install(Arc::new(fresh));
         self.shared.checked_gen.store(generation, Ordering::Release);
         drop(guard);
         Ok(CompactReport {
@@ -456,7 +456,7 @@ pub fn salvage(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> Result<SalvageRe
         .metadata()
         .map_err(|e| Error::io("stat", src, e))?
         .len();
-    let (fs, _) = FileState::from_file(file, src)?;
+    let (fs, _) = FileState::from_file(file, src, false)?;
     let mut report = SalvageReport::default();
     let mut pending: Vec<(u64, record::Record<'_>)> = Vec::new();
     let mut newest: HashMap<&[u8], (u64, record::Record<'_>)> = HashMap::new();

@@ -12,6 +12,7 @@
 //! | `reentry.rs` | refusing calls that would wait for the calling thread itself |
 //! | `recovery.rs` | log scans, dead-writer replay, index rebuild |
 //! | `open.rs` | lock file, creation, registry, following compactions |
+//! | `environment.rs` | noticing files removed, replaced or truncated under the store |
 //! | `snapshot.rs` | consistent reads and iteration under a shared lock |
 //! | `maintain.rs` | compaction, verification, salvage, statistics |
 
@@ -33,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::file::LockFile;
 use crate::options::Options;
 
+mod environment;
 mod file_state;
 mod index;
 mod lease;
@@ -55,6 +57,8 @@ pub use writer::Transaction;
 pub(crate) struct Shared {
     lock: LockFile,
     lock_path: PathBuf,
+    /// The lock file's presence slot (`environment.rs`).
+    lock_slot: u64,
     data_path: PathBuf,
     /// The data file in use; replaced when a compaction moves the path to
     /// a new file.
@@ -70,6 +74,9 @@ pub(crate) struct Shared {
     checked_gen: AtomicU64,
     /// Serializes reloads after a compaction.
     reload: Mutex<()>,
+    /// Serializes marking and clearing this process's presence on the data
+    /// file as handles come and go.
+    presence: Mutex<()>,
     /// This process holds the exclusive flock between writes (a lease;
     /// see `lease.rs`). Changed only under `rw` held for writing.
     held: std::sync::atomic::AtomicBool,
@@ -145,6 +152,7 @@ impl Drop for Store {
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
             - 1;
         if left == 0 {
+            self.shared.leave();
             // Let the lease thread give the lock up now, not at its next look.
             self.shared.lock.wake_lease_holders();
         }
@@ -230,6 +238,10 @@ impl Store {
             durability: opts.durability,
             clock: Arc::clone(&opts.clock),
         };
+        if reopened {
+            // (On failure, dropping `store` takes the presence back.)
+            store.shared.enter(name, opts)?;
+        }
         // Every handle was dropped and this is a new open: a latch set by a
         // failed write is cleared the way `recover` clears it, as if the
         // process had opened the file afresh (a lease thread may still have
@@ -240,7 +252,7 @@ impl Store {
         Ok(store)
     }
 
-    /// The data file's path.
+    /// The data file's path (made absolute when the store was opened).
     pub fn path(&self) -> &Path {
         &self.shared.data_path
     }

@@ -17,7 +17,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::file_state::{FileState, IndexView};
 use super::index::{self, Counters};
-use super::{Shared, recovery};
+use super::{Shared, environment, recovery};
 use crate::error::{Error, Result};
 use crate::file::{LockFile, MappedFile};
 use crate::options::Options;
@@ -51,8 +51,14 @@ pub(crate) fn open_shared(
             reason: format!("{} does not name a file", data_path.display()),
         });
     }
+    // The files are looked up by path again later (after a compaction, and
+    // to check that they are still there): a relative path is made
+    // absolute now, so that a later change of working directory does not
+    // make them look removed.
+    let data_path =
+        &std::path::absolute(data_path).map_err(|e| Error::io("make absolute", data_path, e))?;
     let lock_path = lock_path_for(data_path);
-    let (lock, key) = open_lock_file(&lock_path, data_path, opts.create)?;
+    let (lock, key, initialized) = open_lock_file(&lock_path, data_path, opts.create)?;
     let mut registry = REGISTRY.lock();
     if let Some(shared) = registry.get(&key).and_then(Weak::upgrade) {
         check_name(&shared.file.load(), name)?;
@@ -64,35 +70,24 @@ pub(crate) fn open_shared(
     // processes never both create it.
     lock.lock_exclusive()
         .map_err(|e| Error::io("lock", &lock_path, e))?;
-    let opened = (|| {
-        remove_stale_temp_files(data_path);
-        if !data_path.exists() {
-            if !opts.create {
-                return Err(Error::NotFound {
-                    path: data_path.to_path_buf(),
-                });
-            }
-            create_file(data_path, name.unwrap_or_default().as_bytes(), 0, opts)?;
-        }
-        let (fs, plausible) = FileState::open(data_path)?;
-        check_name(&fs, name)?;
-        if !plausible || opts.rebuild_index || recovery::from_another_boot(&fs) {
-            recovery::rebuild(&fs)?;
-        } else {
-            recovery::recover_locked(&fs)?;
-        }
-        // The lock file may be new (or was recreated): make its generation
-        // name the file at the path.
-        lock.generation()
-            .store(fs.header.generation.to_le(), Ordering::Release);
-        Ok(fs)
-    })();
+    let slot = environment::presence_slot(key);
+    let opened = environment::check_lock_file(&lock, &lock_path).and_then(|()| {
+        let at = DataAt {
+            lock: &lock,
+            lock_path: &lock_path,
+            slot,
+            data_path,
+            new_lock_file: initialized,
+        };
+        open_data_locked(&at, name, opts)
+    });
     let _ = lock.unlock();
     let fs = opened?;
     let generation = fs.header.generation;
     let shared = Arc::new_cyclic(|me| Shared {
         lock,
         lock_path,
+        lock_slot: slot,
         data_path: data_path.to_path_buf(),
         file: ArcSwap::from_pointee(fs),
         rw: RwLock::new(()),
@@ -100,6 +95,7 @@ pub(crate) fn open_shared(
         latched: Mutex::new(None),
         checked_gen: AtomicU64::new(generation),
         reload: Mutex::new(()),
+        presence: Mutex::new(()),
         held: std::sync::atomic::AtomicBool::new(false),
         lease_thread: Mutex::new(false),
         me: me.clone(),
@@ -107,6 +103,137 @@ pub(crate) fn open_shared(
     });
     registry.insert(key, Arc::downgrade(&shared));
     Ok(shared)
+}
+
+/// Where a namespace's data file is, and the lock file it is used through.
+struct DataAt<'a> {
+    lock: &'a LockFile,
+    lock_path: &'a Path,
+    /// The lock file's presence slot (`environment::presence_slot`).
+    slot: u64,
+    data_path: &'a Path,
+    /// Whether this open initialized the lock file: no data file can have
+    /// been used through it yet.
+    new_lock_file: bool,
+}
+
+/// With the exclusive lock held: opens the data file at the path (creating
+/// it if it is missing and `opts` allow), after making sure no other
+/// process uses it through another lock file, and finishes whatever a dead
+/// writer left.
+fn open_data_locked(at: &DataAt<'_>, name: Option<&str>, opts: &Options) -> Result<FileState> {
+    let data_path = at.data_path;
+    remove_stale_temp_files(data_path);
+    let exists = data_path
+        .try_exists()
+        .map_err(|e| Error::io("stat", data_path, e))?;
+    if !exists {
+        if !opts.create {
+            return Err(Error::NotFound {
+                path: data_path.to_path_buf(),
+            });
+        }
+        // A lock file that was in use names the generation of the data file
+        // last at the path; processes may still have that file mapped. The
+        // new file takes the next generation, so that they move to it as
+        // after a compaction rather than keep using a file that is gone.
+        let generation = if at.new_lock_file {
+            0
+        } else {
+            u64::from_le(at.lock.generation().load(Ordering::Acquire)).wrapping_add(1)
+        };
+        create_file(
+            data_path,
+            name.unwrap_or_default().as_bytes(),
+            generation,
+            opts,
+        )?;
+    }
+    let (fs, plausible) = FileState::open(data_path, !opts.rebuild_index)?;
+    // Before anything is written to it: nobody may be using this file
+    // through a lock file other than ours (one that was removed or
+    // replaced), or two writers could run at once.
+    environment::mark_and_check_presence(&fs, at.lock_path, at.slot)?;
+    check_name(&fs, name)?;
+    if !plausible || opts.rebuild_index || recovery::from_another_boot(&fs) {
+        recovery::rebuild(&fs)?;
+    } else {
+        recovery::recover_locked(&fs)?;
+    }
+    // The lock file may be new (or was recreated): make its generation
+    // name the file at the path.
+    at.lock
+        .generation()
+        .store(fs.header.generation.to_le(), Ordering::Release);
+    Ok(fs)
+}
+
+impl Shared {
+    /// Called when a handle opens while no other handle of this process is
+    /// open (a first open, or a reopen after every handle was dropped,
+    /// while a lease thread kept this state alive). Does what a new open
+    /// would where this state may be stale: if the file at the path is no
+    /// longer the one in use (removed or replaced meanwhile), is no longer
+    /// whole, or `opts` ask for an index rebuild, opens the path again
+    /// under the lock. Then marks this process present on the file,
+    /// failing if another process uses it through another lock file.
+    pub(crate) fn enter(&self, name: Option<&str>, opts: &Options) -> Result<()> {
+        let _one = self.presence.lock();
+        let current = self.file.load_full();
+        let at_path = std::fs::metadata(&self.data_path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        let whole = || -> Result<bool> {
+            let len = current.metadata()?.len();
+            Ok(len >= HEADER_SIZE && len >= current.commit_end())
+        };
+        if at_path == Some(current.dev_ino) && !opts.rebuild_index && whole()? {
+            return environment::mark_and_check_presence(&current, &self.lock_path, self.lock_slot);
+        }
+        let _rw = self.rw.write();
+        self.acquire_exclusive()?;
+        let reopened = environment::check_lock_file(&self.lock, &self.lock_path).and_then(|()| {
+            let at = DataAt {
+                lock: &self.lock,
+                lock_path: &self.lock_path,
+                slot: self.lock_slot,
+                data_path: &self.data_path,
+                new_lock_file: false,
+            };
+            open_data_locked(&at, name, opts)
+        });
+        match reopened {
+            Ok(fs) => {
+                let generation = fs.header.generation;
+                self.file.store(Arc::new(fs));
+                self.checked_gen.store(generation, Ordering::Release);
+                self.release_exclusive();
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.lock.unlock();
+                Err(e)
+            }
+        }
+    }
+
+    /// Called when the last handle of this process was dropped: takes back
+    /// this process's presence on the data file (a lease thread may keep
+    /// the shared state alive a moment longer, and must not make a new
+    /// open think the file is still in use).
+    pub(crate) fn leave(&self) {
+        let _one = self.presence.lock();
+        if self.handles.load(Ordering::Acquire) == 0 {
+            let _ = self.file.load().map.clear_presence(self.lock_slot);
+        }
+    }
+
+    /// Makes `fs` the file in use (after a compaction replaced the path),
+    /// marking this process present on it.
+    pub(crate) fn install(&self, fs: Arc<FileState>) {
+        let _ = fs.map.mark_presence(self.lock_slot);
+        self.file.store(fs);
+    }
 }
 
 fn check_name(fs: &FileState, name: Option<&str>) -> Result<()> {
@@ -122,29 +249,38 @@ fn check_name(fs: &FileState, name: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Opens (creating and initializing if needed) the lock file.
+/// Opens (creating and initializing if needed) the lock file. Returns it,
+/// its (device, inode), and whether this call initialized it.
 fn open_lock_file(
     lock_path: &Path,
     data_path: &Path,
     create: bool,
-) -> Result<(LockFile, (u64, u64))> {
+) -> Result<(LockFile, (u64, u64), bool)> {
     let mut oo = File::options();
     oo.read(true).write(true);
-    if create || data_path.exists() {
-        oo.create(true);
-    }
-    let file = oo.open(lock_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound && !create {
-            Error::NotFound {
-                path: data_path.to_path_buf(),
+    let file = match oo.open(lock_path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !create && !data_path.exists() {
+                return Err(Error::NotFound {
+                    path: data_path.to_path_buf(),
+                });
             }
-        } else {
-            Error::io("open lock file", lock_path, e)
+            match oo.clone().create_new(true).open(lock_path) {
+                Ok(file) => file,
+                // Another process created it meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => oo
+                    .open(lock_path)
+                    .map_err(|e| Error::io("open lock file", lock_path, e))?,
+                Err(e) => return Err(Error::io("create lock file", lock_path, e)),
+            }
         }
-    })?;
+        Err(e) => return Err(Error::io("open lock file", lock_path, e)),
+    };
     let meta = file
         .metadata()
         .map_err(|e| Error::io("stat", lock_path, e))?;
+    let mut initialized = false;
     if meta.len() < lockfile::SIZE {
         file.lock().map_err(|e| Error::io("lock", lock_path, e))?;
         let result = (|| {
@@ -160,6 +296,7 @@ fn open_lock_file(
                 }
                 crate::file::allocate(&file, len, lockfile::SIZE)?;
                 file.write_all_at(&lockfile::encode(), 0)?;
+                initialized = true;
             }
             Ok(())
         })();
@@ -176,10 +313,11 @@ fn open_lock_file(
         // Zeros: a lock file whose creator died before writing its magic.
         file.write_all_at(&lockfile::encode(), 0)
             .map_err(|e| Error::io("initialize lock file", lock_path, e))?;
+        initialized = true;
     }
     let key = (meta.dev(), meta.ino());
     let lock = LockFile::map(file).map_err(|e| Error::io("mmap", lock_path, e))?;
-    Ok((lock, key))
+    Ok((lock, key, initialized))
 }
 
 fn random_bytes() -> Result<[u8; 16]> {
@@ -378,6 +516,11 @@ pub(crate) fn write_new_file(
 }
 
 impl Shared {
+    /// The lock file's generation word.
+    pub(crate) fn lock_generation(&self) -> u64 {
+        u64::from_le(self.lock.generation().load(Ordering::Acquire))
+    }
+
     /// With the writer lock held: returns the file at the path, moving to
     /// it (and repairing the lock file's generation) when a compaction
     /// replaced `current`.
@@ -385,11 +528,15 @@ impl Shared {
         &self,
         current: &Arc<FileState>,
     ) -> Result<Arc<FileState>> {
-        let lock_gen = u64::from_le(self.lock.generation().load(Ordering::Acquire));
+        let lock_gen = self.lock_generation();
         if lock_gen == current.header.generation && current.load(live::SUPERSEDED) == 0 {
             return Ok(Arc::clone(current));
         }
-        let (fs, plausible) = FileState::open(&self.data_path)?;
+        // The slow path: the lock file must still be ours (a compaction
+        // through another lock file would be a second writer).
+        environment::check_lock_file(&self.lock, &self.lock_path)?;
+        let (fs, plausible) = FileState::open(&self.data_path, true)
+            .map_err(|e| environment::gone_is_replaced(e, &self.data_path))?;
         if !plausible {
             recovery::rebuild(&fs)?;
         }
@@ -397,11 +544,12 @@ impl Shared {
             Arc::clone(current)
         } else {
             let fs = Arc::new(fs);
-            self.file.store(Arc::clone(&fs));
+            self.install(Arc::clone(&fs));
             fs
         };
         // A compactor that died between raising the generation and the
-        // rename leaves the old file in place: put the word back.
+        // rename leaves the old file in place: put the word back. (So does
+        // a writer that found the file truncated: see `environment.rs`.)
         self.lock
             .generation()
             .store(fs.header.generation.to_le(), Ordering::Release);
@@ -414,7 +562,7 @@ impl Shared {
     /// of the lock file's generation word, compared with the last one this
     /// process reconciled. Mismatches take the slow path.
     pub(crate) fn current_file(&self) -> Result<arc_swap::Guard<Arc<FileState>>> {
-        let lock_gen = u64::from_le(self.lock.generation().load(Ordering::Acquire));
+        let lock_gen = self.lock_generation();
         if lock_gen != self.checked_gen.load(Ordering::Acquire) {
             self.reload(lock_gen)?;
         }
@@ -427,10 +575,12 @@ impl Shared {
             return Ok(());
         }
         let current = self.file.load_full();
-        let (fs, plausible) = FileState::open(&self.data_path)?;
+        // A file truncated below its committed end is refused here, before
+        // any of its pages is touched.
+        let (fs, plausible) = FileState::open(&self.data_path, true)?;
         if fs.header.generation == lock_gen && plausible {
             if fs.dev_ino != current.dev_ino {
-                self.file.store(Arc::new(fs));
+                self.install(Arc::new(fs));
             }
             self.checked_gen.store(lock_gen, Ordering::Release);
             return Ok(());
@@ -448,7 +598,7 @@ impl Shared {
                 .try_lock_exclusive()
                 .map_err(|e| Error::io("lock", &self.lock_path, e))?
             {
-                let result = self.adopt_current_file_locked(&current);
+                let result = self.adopt_checked(&current);
                 let _ = self.lock.unlock();
                 result?;
             }

@@ -76,6 +76,7 @@ impl<'s> Snapshot<'s> {
             // which keeps every writer out just as well (and stays held
             // while `rw` is).
             let counted = !shared.holds_lease();
+            let mut fresh = false;
             if counted {
                 let mut holders = shared.shared_holders.lock();
                 if *holders == 0 {
@@ -83,6 +84,7 @@ impl<'s> Snapshot<'s> {
                         .lock
                         .lock_shared()
                         .map_err(|e| Error::io("lock (shared)", &shared.lock_path, e))?;
+                    fresh = true;
                 }
                 *holders += 1;
             }
@@ -97,6 +99,11 @@ impl<'s> Snapshot<'s> {
                 now: store.clock().now_unix_ms(),
             };
             let fs = &snap.fs;
+            if fresh {
+                // Before the header page is read (dropping `snap` on an
+                // error gives the shared lock back).
+                shared.check_for_snapshot(fs)?;
+            }
             let generation = u64::from_le(
                 shared
                     .lock

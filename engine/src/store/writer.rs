@@ -41,11 +41,19 @@ pub(crate) struct WriteGuard<'s> {
     _rw: RwLockWriteGuard<'s, ()>,
     _held: super::reentry::Held,
     pub(crate) fs: Arc<FileState>,
+    /// False until the files passed the checks of the acquisition: a lock
+    /// taken for a write that failed there is given up, never kept as a
+    /// lease (which would skip the checks next time).
+    lease_ok: bool,
 }
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
-        self.shared.release_exclusive();
+        if self.lease_ok {
+            self.shared.release_exclusive();
+        } else {
+            let _ = self.shared.lock.unlock();
+        }
     }
 }
 
@@ -53,6 +61,10 @@ impl Shared {
     /// Takes the writer lock (in-process, then flock), moves to the
     /// current file if a compaction replaced it, and finishes whatever a
     /// writer that died left half done.
+    ///
+    /// When the flock is taken afresh (not an idle lease taken over), the
+    /// lock file, the data file and its length are checked first
+    /// (`environment.rs`); under a lease no system call is made.
     pub(crate) fn write_lock(&self) -> Result<WriteGuard<'_>> {
         if let Some(cause) = self.latched.lock().clone() {
             return Err(Error::Latched {
@@ -62,14 +74,20 @@ impl Shared {
         }
         super::reentry::check(self, true)?;
         let rw = self.rw.write();
-        self.acquire_exclusive()?;
+        let fresh = self.acquire_exclusive()?;
         let mut guard = WriteGuard {
             shared: self,
             _rw: rw,
             _held: super::reentry::Held::new(self, true),
             fs: self.file.load_full(),
+            lease_ok: false,
         };
-        guard.fs = self.adopt_current_file_locked(&guard.fs)?;
+        guard.fs = if fresh {
+            self.adopt_checked(&guard.fs)?
+        } else {
+            self.adopt_current_file_locked(&guard.fs)?
+        };
+        guard.lease_ok = true;
         super::recovery::recover_locked(&guard.fs)?;
         Ok(guard)
     }

@@ -22,6 +22,11 @@
 //!     commits kill-loop transactions (carboy_tests::kill_loop) from
 //!     <first version> on, printing each version on stdout once its commit
 //!     returned, until killed
+//! carboy-test-child serve <path>
+//!     opens the namespace and prints `ready` (or the error), then runs one
+//!     command per line of stdin and prints one line for each
+//!     (carboy_tests::served lists the commands and the replies); used by
+//!     tests/environment.rs, also as an unprivileged user
 //! ```
 //!
 //! For `tests/sync_locks.rs` (carboy::sync's cross-process locks), where
@@ -87,6 +92,7 @@ fn run(args: &[String]) -> Result<String, String> {
         }
         Some("lock-hold") => lock_hold(&ChildLock::parse(&args[1..])?),
         Some("lock-try") => lock_try(&ChildLock::parse(&args[1..])?),
+        Some("serve") => serve(path),
         other => Err(format!("unknown mode {other:?}")),
     }
 }
@@ -498,4 +504,89 @@ fn lock_try(lock: &ChildLock) -> Result<String, String> {
         None => "busy",
     }
     .to_string())
+}
+
+/// Runs the commands of `carboy_tests::served` against the namespace at
+/// `path`, one line of stdin each, answering each with one line of stdout.
+fn serve(path: &Path) -> Result<String, String> {
+    use carboy_tests::served::reply;
+    use std::io::Write;
+    let open = || Store::open(path);
+    let mut store = None;
+    let mut out = std::io::stdout().lock();
+    let mut say = |line: String| {
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("reply: {e}"))
+    };
+    say(match open() {
+        Ok(s) => {
+            store = Some(s);
+            "ready".to_string()
+        }
+        Err(e) => reply::<()>(Err(e)),
+    })?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|e| format!("reading a command: {e}"))?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let answer = match (words.as_slice(), &store) {
+            (["quit"], _) => break,
+            (["cd", dir], _) => match std::env::set_current_dir(dir) {
+                Ok(()) => "ok ()".to_string(),
+                Err(e) => format!("err Io cd {dir}: {e}"),
+            },
+            (["open"], _) => {
+                store = None;
+                match open() {
+                    Ok(s) => {
+                        store = Some(s);
+                        "ready".to_string()
+                    }
+                    Err(e) => reply::<()>(Err(e)),
+                }
+            }
+            (_, None) => "err NotOpen no store is open".to_string(),
+            (["put", key, value], Some(s)) => reply(s.put(key.as_bytes(), value.as_bytes())),
+            (["get", key], Some(s)) => match s.get_owned(key.as_bytes()) {
+                Ok(Some(v)) => format!("ok {}", String::from_utf8_lossy(&v)),
+                Ok(None) => "none".to_string(),
+                Err(e) => reply::<()>(Err(e)),
+            },
+            (["snapshot"], Some(s)) => reply(s.snapshot().and_then(|snap| snap.len())),
+            (["compact"], Some(s)) => reply(s.compact().map(|r| r.keys)),
+            (["recover"], Some(s)) => reply(s.recover().map(|cause| cause.is_some())),
+            (["verify"], Some(s)) => reply(s.verify().map(|r| r.problems.len())),
+            (["put-until-error", key, ms], Some(s)) => {
+                let ms: u64 = ms.parse().map_err(|e| format!("{line}: {e}"))?;
+                put_until_error(s, key.as_bytes(), std::time::Duration::from_millis(ms))
+            }
+            _ => return Err(format!("unknown command {line:?}")),
+        };
+        say(answer)?;
+    }
+    Ok(String::new())
+}
+
+/// Puts `key` every 20 ms until a put fails or `limit` passes: for a
+/// process whose writer lock is a lease, which only its lease thread's
+/// look, about once a second, can end. Replies with the failure (and how
+/// many puts went through before it), or `ok <puts>` at the limit.
+fn put_until_error(store: &Store, key: &[u8], limit: std::time::Duration) -> String {
+    let start = std::time::Instant::now();
+    let mut puts = 0u64;
+    loop {
+        match store.put(key, &puts.to_le_bytes()) {
+            Ok(()) => puts += 1,
+            Err(e) => {
+                return format!(
+                    "{} (after {puts} puts)",
+                    carboy_tests::served::reply::<()>(Err(e))
+                );
+            }
+        }
+        if start.elapsed() > limit {
+            return format!("ok {puts}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
