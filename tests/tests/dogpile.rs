@@ -30,6 +30,22 @@ fn cache(backend: &str, serve_stale: bool) -> (TempDir, MockClock, Cache) {
     (dir, clock, cache)
 }
 
+/// Runs `call` on `THREADS` threads released at once; their results.
+fn race<T: Send>(call: impl Fn() -> T + Sync) -> Vec<T> {
+    let start = Barrier::new(THREADS);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    call()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 /// Spins (yielding, never sleeping) until `cond` holds.
 fn wait_until(what: &str, cond: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -45,27 +61,18 @@ fn wait_until(what: &str, cond: impl Fn() -> bool) {
 fn missing_key_runs_one_creator_and_everyone_waits(backend: &str) {
     let (_dir, _clock, cache) = cache(backend, true);
     let runs = AtomicUsize::new(0);
-    let start = Barrier::new(THREADS);
-    let results: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
-                s.spawn(|| {
-                    start.wait();
-                    cache
-                        .get_or_create("k", || {
-                            runs.fetch_add(1, Ordering::SeqCst);
-                            // Hold the creation until every other thread
-                            // has joined it.
-                            wait_until("followers", || {
-                                cache.joined_creation("k").unwrap() == THREADS - 1
-                            });
-                            Ok::<_, String>("created".to_string())
-                        })
-                        .unwrap()
-                })
+    let results: Vec<String> = race(|| {
+        cache
+            .get_or_create("k", || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                // Hold the creation until every other thread
+                // has joined it.
+                wait_until("followers", || {
+                    cache.joined_creation("k").unwrap() == THREADS - 1
+                });
+                Ok::<_, String>("created".to_string())
             })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+            .unwrap()
     });
     assert_eq!(runs.load(Ordering::SeqCst), 1, "{backend}: creators");
     assert!(
@@ -81,31 +88,22 @@ fn stale_value_is_served_while_one_regenerates(backend: &str) {
     clock.advance(Duration::from_secs(10)); // expired: stale
     let runs = AtomicUsize::new(0);
     let returned = AtomicUsize::new(0);
-    let start = Barrier::new(THREADS);
-    let results: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
-                s.spawn(|| {
-                    start.wait();
-                    let v: String = cache
-                        .get_or_create("k", || {
-                            runs.fetch_add(1, Ordering::SeqCst);
-                            // The creator finishes only after every other
-                            // caller has returned: they must not wait.
-                            wait_until("stale returns", || {
-                                returned.load(Ordering::SeqCst) == THREADS - 1
-                            });
-                            Ok::<_, String>("new".to_string())
-                        })
-                        .unwrap();
-                    if v == "old" {
-                        returned.fetch_add(1, Ordering::SeqCst);
-                    }
-                    v
-                })
+    let results: Vec<String> = race(|| {
+        let v: String = cache
+            .get_or_create("k", || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                // The creator finishes only after every other
+                // caller has returned: they must not wait.
+                wait_until("stale returns", || {
+                    returned.load(Ordering::SeqCst) == THREADS - 1
+                });
+                Ok::<_, String>("new".to_string())
             })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+            .unwrap();
+        if v == "old" {
+            returned.fetch_add(1, Ordering::SeqCst);
+        }
+        v
     });
     assert_eq!(runs.load(Ordering::SeqCst), 1, "{backend}: creators");
     assert_eq!(results.iter().filter(|r| *r == "old").count(), THREADS - 1);
@@ -118,25 +116,16 @@ fn never_serve_stale_makes_everyone_wait(backend: &str) {
     cache.set("k", "old").unwrap();
     clock.advance(Duration::from_secs(10));
     let runs = AtomicUsize::new(0);
-    let start = Barrier::new(THREADS);
-    let results: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
-                s.spawn(|| {
-                    start.wait();
-                    cache
-                        .get_or_create("k", || {
-                            runs.fetch_add(1, Ordering::SeqCst);
-                            wait_until("followers", || {
-                                cache.joined_creation("k").unwrap() == THREADS - 1
-                            });
-                            Ok::<_, String>("new".to_string())
-                        })
-                        .unwrap()
-                })
+    let results: Vec<String> = race(|| {
+        cache
+            .get_or_create("k", || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                wait_until("followers", || {
+                    cache.joined_creation("k").unwrap() == THREADS - 1
+                });
+                Ok::<_, String>("new".to_string())
             })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+            .unwrap()
     });
     assert_eq!(runs.load(Ordering::SeqCst), 1, "{backend}");
     assert!(results.iter().all(|r| r == "new"), "{backend}: {results:?}");
@@ -148,26 +137,17 @@ struct Down(u32);
 fn creator_error_reaches_every_waiter(backend: &str) {
     let (_dir, _clock, cache) = cache(backend, true);
     let runs = AtomicUsize::new(0);
-    let start = Barrier::new(THREADS);
-    let errors: Vec<Arc<Down>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
-                s.spawn(|| {
-                    start.wait();
-                    match cache.get_or_create::<String, _, _>("k", || {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        wait_until("followers", || {
-                            cache.joined_creation("k").unwrap() == THREADS - 1
-                        });
-                        Err(Down(503))
-                    }) {
-                        Err(CreateError::Creator(e)) => e,
-                        other => panic!("{backend}: expected the creator's error, got {other:?}"),
-                    }
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let errors: Vec<Arc<Down>> = race(|| {
+        match cache.get_or_create::<String, _, _>("k", || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            wait_until("followers", || {
+                cache.joined_creation("k").unwrap() == THREADS - 1
+            });
+            Err(Down(503))
+        }) {
+            Err(CreateError::Creator(e)) => e,
+            other => panic!("{backend}: expected the creator's error, got {other:?}"),
+        }
     });
     assert_eq!(runs.load(Ordering::SeqCst), 1, "{backend}: creators");
     assert!(errors.iter().all(|e| **e == Down(503)));
@@ -182,31 +162,22 @@ fn creator_error_reaches_every_waiter(backend: &str) {
 fn panicking_creator_does_not_wedge_the_key(backend: &str) {
     let (_dir, _clock, cache) = cache(backend, true);
     let runs = AtomicUsize::new(0);
-    let start = Barrier::new(THREADS);
-    let outcomes: Vec<Option<String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
-                s.spawn(|| {
-                    start.wait();
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        cache
-                            .get_or_create("k", || {
-                                let run = runs.fetch_add(1, Ordering::SeqCst);
-                                if run == 0 {
-                                    wait_until("followers", || {
-                                        cache.joined_creation("k").unwrap() == THREADS - 1
-                                    });
-                                    panic!("creator panics on purpose");
-                                }
-                                Ok::<_, String>("second try".to_string())
-                            })
-                            .unwrap()
-                    }))
-                    .ok()
+    let outcomes: Vec<Option<String>> = race(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache
+                .get_or_create("k", || {
+                    let run = runs.fetch_add(1, Ordering::SeqCst);
+                    if run == 0 {
+                        wait_until("followers", || {
+                            cache.joined_creation("k").unwrap() == THREADS - 1
+                        });
+                        panic!("creator panics on purpose");
+                    }
+                    Ok::<_, String>("second try".to_string())
                 })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+                .unwrap()
+        }))
+        .ok()
     });
     assert_eq!(
         outcomes.iter().filter(|o| o.is_none()).count(),
