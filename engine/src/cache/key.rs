@@ -79,10 +79,12 @@ pub struct Serialized<T>(pub T);
 
 impl<T: serde::Serialize> CacheKey for Serialized<T> {
     fn key_bytes(&self) -> Cow<'_, [u8]> {
-        // Serializing into a Vec fails only for types serde cannot
-        // represent (maps with unknown length, …), which postcard reports;
-        // fall back to their Debug-free empty key is wrong, so such a key
-        // becomes a marker-free, unique-per-error key instead.
+        // postcard fails only for what serde cannot encode without a known
+        // length (a map or sequence serialized from an iterator of unknown
+        // size) or a custom `Serialize` that errors. Such a key gets the
+        // error text behind U+FFFD, a prefix no postcard encoding of a
+        // successful key shares with it in practice, so it never reads
+        // another key's value; `memo::key` reports the error instead.
         match postcard::to_allocvec(&self.0) {
             Ok(v) => Cow::Owned(v),
             Err(e) => Cow::Owned(format!("\u{fffd}unserializable key: {e}").into_bytes()),
