@@ -92,12 +92,16 @@ impl Backend for FileBackend {
 
     fn update(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<()> {
         let mut txn = self.store.transaction()?;
-        let next = f(txn.get(key)?);
-        match next {
+        let current = txn.get(key)?;
+        let existed = current.is_some();
+        match f(current) {
             Some(v) => txn.put(key, &v)?,
-            None => {
+            None if existed => {
                 txn.delete(key)?;
             }
+            // Nothing to remove: write nothing (dropping the transaction
+            // commits nothing).
+            None => return Ok(()),
         }
         txn.commit()
     }
