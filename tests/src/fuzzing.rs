@@ -288,3 +288,28 @@ pub fn ops_model(data: &[u8]) {
     }
     check_all(&store, &model, clock.now_unix_ms(), step);
 }
+
+/// Arbitrary bytes stored where a cache value belongs (a value envelope
+/// and its payload), then read back through the cache as several types:
+/// whatever is there, a read is a value or a miss, never a panic.
+pub fn cache_values(data: &[u8]) {
+    use carboy::cache::CacheManager;
+    let Ok(manager) = CacheManager::builder().build() else {
+        return;
+    };
+    let Ok(cache) = manager.get_cache("fuzz") else {
+        return;
+    };
+    if cache.backend().set(b"k", data, None).is_err() {
+        return;
+    }
+    let _ = cache.get::<String>("k");
+    let _ = cache.get::<Vec<u64>>("k");
+    let _ = cache.get::<(u8, Option<String>, i64, bool)>("k");
+    let _ = cache.get::<std::collections::BTreeMap<String, Vec<u8>>>("k");
+    let _ = cache.get_entry::<Vec<u8>>("k");
+    let _ = cache.contains("k");
+    let _ = cache.invalidate("k", carboy::cache::Invalidation::Soft);
+    let _ = cache.get_entry::<u32>("k");
+    let _ = cache.get_or_insert_with("k", || 7u32);
+}

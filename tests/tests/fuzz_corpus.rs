@@ -7,7 +7,9 @@
 
 use std::path::PathBuf;
 
-use carboy_tests::fuzzing::{decode_format, export_parser, open_image, ops_model, seed_image};
+use carboy_tests::fuzzing::{
+    cache_values, decode_format, export_parser, open_image, ops_model, seed_image,
+};
 use carboy_tests::splitmix;
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
@@ -27,6 +29,13 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
 fn decode_format_corpus_replays() {
     for input in corpus("decode_format") {
         decode_format(&input);
+    }
+}
+
+#[test]
+fn cache_values_corpus_replays() {
+    for input in corpus("cache_values") {
+        cache_values(&input);
     }
 }
 
