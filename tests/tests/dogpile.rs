@@ -210,3 +210,68 @@ both_backends!(
     creator_error_reaches_every_waiter,
     panicking_creator_does_not_wedge_the_key,
 );
+
+/// FNV-1a, as the cache picks a key's creation-lock stripe (1024 stripes).
+fn stripe(key: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h % 1024
+}
+
+/// A creator that needs another key whose creation lock shares its stripe,
+/// while another thread already leads that other key's creation and waits
+/// for the stripe: the nested call must not wait for that thread (it would
+/// wait forever), and each key is still created once.
+#[test]
+fn nested_creation_on_a_shared_stripe_does_not_deadlock() {
+    let (_dir, _clock, cache) = cache("file", true);
+    let a = "outer".to_string();
+    let b = (0..)
+        .map(|i| format!("inner-{i}"))
+        .find(|k| stripe(k) == stripe(&a))
+        .unwrap();
+    let runs_b = AtomicUsize::new(0);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let cache2 = cache.clone();
+    let (a2, b2) = (a.clone(), b.clone());
+    std::thread::spawn(move || {
+        let runs_b = &runs_b;
+        let create_b = || {
+            runs_b.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, String>("b".to_string())
+        };
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            // The other thread: leads B once the outer creator holds the
+            // shared stripe, and blocks on it.
+            let (cache3, b3) = (&cache2, &b2);
+            let other = s.spawn(move || {
+                go_rx.recv().unwrap();
+                cache3.get_or_create(b3, create_b).unwrap()
+            });
+            let outer: String = cache2
+                .get_or_create(&a2, || {
+                    go_tx.send(()).unwrap();
+                    wait_until("the other thread leads B", || {
+                        cache2.is_creating(&b2).unwrap()
+                    });
+                    let inner: String = cache2.get_or_create(&b2, create_b).unwrap();
+                    Ok::<_, String>(format!("a+{inner}"))
+                })
+                .unwrap();
+            let other: String = other.join().unwrap();
+            done_tx
+                .send((outer, other, runs_b.load(Ordering::SeqCst)))
+                .unwrap();
+        });
+    });
+    let (v, other, runs) = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("nested creation deadlocked");
+    assert_eq!(v, "a+b");
+    assert_eq!(other, "b");
+    assert_eq!(runs, 1, "B was created once");
+}

@@ -69,6 +69,11 @@ impl<'a> CreationGuard<'a> {
         CreationGuard(None)
     }
 
+    /// True when the guard holds a lock (not [`in_process`](Self::in_process)).
+    pub fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// A guard that releases `lock` when dropped.
     pub fn holding<T: 'a>(lock: T) -> CreationGuard<'a> {
         CreationGuard(Some(Box::new(lock)))

@@ -232,6 +232,31 @@ impl Namespace {
     }
 }
 
+thread_local! {
+    /// How many creators this thread is running (nested `get_or_create`).
+    static CREATING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+fn creating_depth() -> u32 {
+    CREATING.with(|c| c.get())
+}
+
+/// Counts this thread as inside a creator until dropped (panics included).
+struct CreatingDepth;
+
+impl CreatingDepth {
+    fn enter() -> CreatingDepth {
+        CREATING.with(|c| c.set(c.get() + 1));
+        CreatingDepth
+    }
+}
+
+impl Drop for CreatingDepth {
+    fn drop(&mut self) {
+        CREATING.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
+
 /// What one fetch found.
 enum Found<V> {
     Fresh(V),
@@ -553,6 +578,7 @@ impl<C: Codec> Cache<C> {
             return create().map_err(|e| CreateError::Creator(Arc::new(e)));
         }
         let key = self.stored_key(key)?;
+        let hash = key::lock_hash(&key);
         let mut create = Some(create);
         loop {
             let stale = match self.lookup::<V>(&key)? {
@@ -560,50 +586,73 @@ impl<C: Codec> Cache<C> {
                 Found::Stale(e) if self.policy.serve_stale => Some(e.value),
                 _ => None,
             };
-            let leader = match self.ns.shared.flights.join(&key) {
+            // `leader` is `None` only for a nested creator that went past
+            // another thread's flight (see below).
+            let (leader, guard) = match self.ns.shared.flights.join(&key) {
                 Join::Follow(follower) => {
                     if let Some(v) = stale {
                         return Ok(v);
                     }
-                    match follower.wait() {
-                        Outcome::Created(payload) => match self.codec.decode::<V>(&payload) {
-                            Ok(v) => return Ok(v),
-                            // Another call site made another type: read
-                            // the backend again.
-                            Err(_) => continue,
+                    // A thread inside a creator may hold creation locks
+                    // that this flight's leader waits for (two keys on one
+                    // stripe): waiting for the leader could then never end.
+                    // It takes the creation lock itself instead; the
+                    // leader re-checks under that lock, so the value is
+                    // still created once.
+                    let nested = if creating_depth() > 0 {
+                        self.ns.shared.backend.lock_creation(&key, hash, true)?
+                    } else {
+                        None
+                    };
+                    match nested {
+                        Some(g) if g.is_held() => (None, g),
+                        _ => match follower.wait() {
+                            Outcome::Created(payload) => {
+                                match self.codec.decode::<V>(&payload) {
+                                    Ok(v) => return Ok(v),
+                                    // Another call site made another type:
+                                    // read the backend again.
+                                    Err(_) => continue,
+                                }
+                            }
+                            Outcome::Failed(err) => match err.downcast::<E>() {
+                                Ok(e) => return Err(CreateError::Creator(e)),
+                                Err(_) => continue,
+                            },
+                            Outcome::Retry => continue,
                         },
-                        Outcome::Failed(err) => match err.downcast::<E>() {
-                            Ok(e) => return Err(CreateError::Creator(e)),
-                            Err(_) => continue,
-                        },
-                        Outcome::Retry => continue,
                     }
                 }
-                Join::Lead(leader) => leader,
-            };
-            let hash = key::lock_hash(&key);
-            let guard = match self
-                .ns
-                .shared
-                .backend
-                .lock_creation(&key, hash, stale.is_none())
-            {
-                Ok(Some(g)) => g,
-                // Another process is creating: serve the stale value.
-                Ok(None) => match stale {
-                    Some(v) => {
-                        leader.finish(Outcome::Retry);
-                        return Ok(v);
+                Join::Lead(leader) => {
+                    let lock = self
+                        .ns
+                        .shared
+                        .backend
+                        .lock_creation(&key, hash, stale.is_none());
+                    match lock {
+                        Ok(Some(g)) => (Some(leader), g),
+                        // Another process is creating: serve the stale value.
+                        Ok(None) => match stale {
+                            Some(v) => {
+                                leader.finish(Outcome::Retry);
+                                return Ok(v);
+                            }
+                            None => continue,
+                        },
+                        Err(e) => return Err(CreateError::Cache(e)),
                     }
-                    None => continue,
-                },
-                Err(e) => return Err(CreateError::Cache(e)),
+                }
+            };
+            let finish = |outcome: Outcome| {
+                if let Some(l) = leader {
+                    l.finish(outcome);
+                }
             };
             // Holding the lock: someone may have finished meanwhile.
             let (ns, region) = self.ns.markers()?;
             if let Found::Fresh(e) = self.lookup::<V>(&key)? {
                 drop(guard);
-                leader.finish(Outcome::Retry);
+                finish(Outcome::Retry);
                 return Ok(e.value);
             }
             let Some(create) = create.take() else {
@@ -614,7 +663,11 @@ impl<C: Codec> Cache<C> {
                     reason: "creator already used".into(),
                 }));
             };
-            match create() {
+            let created = {
+                let _depth = CreatingDepth::enter();
+                create()
+            };
+            match created {
                 Ok(value) => {
                     // From here on the caller gets its value whatever
                     // happens to the copy the cache keeps: a value that
@@ -626,13 +679,13 @@ impl<C: Codec> Cache<C> {
                             .is_ok();
                     drop(guard);
                     if kept {
-                        leader.finish(Outcome::Created(Arc::from(payload)));
+                        finish(Outcome::Created(Arc::from(payload)));
                     } else {
                         self.ns
                             .shared
                             .store_failures
                             .fetch_add(1, Ordering::Relaxed);
-                        leader.finish(Outcome::Retry);
+                        finish(Outcome::Retry);
                     }
                     return Ok(value);
                 }
@@ -640,7 +693,7 @@ impl<C: Codec> Cache<C> {
                     drop(guard);
                     let e = Arc::new(e);
                     let shared: Arc<dyn Any + Send + Sync> = e.clone();
-                    leader.finish(Outcome::Failed(shared));
+                    finish(Outcome::Failed(shared));
                     return Err(CreateError::Creator(e));
                 }
             }
