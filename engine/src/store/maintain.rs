@@ -7,12 +7,14 @@ use std::sync::atomic::Ordering;
 
 use carboy_format::header::{HEADER_SIZE, live};
 use carboy_format::record::{self, Commit, Kind, Prefix};
-use carboy_format::{Expiry, slot};
+use carboy_format::slot;
 
 use super::Store;
 use super::file_state::FileState;
+use super::file_state::IndexView;
 use super::index::{self, Probe};
-use super::open;
+use super::offset_set::OffsetSet;
+use super::open::{self, NewFile, STREAM_CHUNK};
 use crate::error::{Error, Result};
 use crate::options::Options;
 
@@ -172,6 +174,72 @@ fn walk(fs: &FileState, from: u64, limit: u64, stop_at_zeros: bool) -> Vec<Block
     out
 }
 
+/// What [`copy_live`] copied.
+#[derive(Default)]
+struct Copied {
+    keys: u64,
+    expired_dropped: u64,
+}
+
+/// Copies every live, unexpired put of `old` (the newest record of each
+/// key in the index `idx`, below `bound`) into `out`, in log order.
+///
+/// Streams: the index is read front to back into an [`OffsetSet`], then
+/// the records are read front to back, and the pages of `old` behind each
+/// pass are released from this process's memory as it goes
+/// ([`MappedFile::release`](crate::file::MappedFile::release): other
+/// threads and processes reading `old` meanwhile fault them back in, with
+/// the same bytes). What this costs besides the new index is the set (at
+/// most 1/64 of `bound`) and `out`'s buffer.
+fn copy_live(
+    old: &FileState,
+    idx: IndexView,
+    bound: u64,
+    now: u64,
+    out: &mut NewFile,
+) -> Result<Copied> {
+    let mut live = OffsetSet::new(HEADER_SIZE, bound);
+    let mut released = idx.offset;
+    for b in 0..idx.capacity() {
+        let s = index::load_slot(old, idx, b)?;
+        if s == slot::EMPTY {
+            continue;
+        }
+        let offset = slot::offset(s);
+        if !live.insert(offset) {
+            return Err(old.corruption(
+                idx.slot_offset(b),
+                format!("slot points at {offset}, outside the committed log"),
+            ));
+        }
+        let at = idx.slot_offset(b);
+        if at - released >= STREAM_CHUNK {
+            old.map.release(released, at);
+            released = at;
+        }
+    }
+    old.map.release(released, idx.offset + idx.len());
+    let mut copied = Copied::default();
+    let mut released = HEADER_SIZE;
+    for offset in live.iter() {
+        let rec = old.record(offset, bound)?;
+        if rec.kind == Kind::Put {
+            if rec.expiry.is_expired_at(now) {
+                copied.expired_dropped += 1;
+            } else {
+                out.append(old.block_bytes(offset, rec.len, bound)?)?;
+                copied.keys += 1;
+            }
+        }
+        if offset - released >= STREAM_CHUNK {
+            old.map.release(released, offset);
+            released = offset;
+        }
+    }
+    old.map.release(released, bound);
+    Ok(copied)
+}
+
 impl Store {
     /// Figures about the file, read from its live words (no scan).
     pub fn stats(&self) -> Result<Stats> {
@@ -210,34 +278,29 @@ impl Store {
         let old = Arc::clone(&guard.fs);
         let bound = old.commit_end();
         let idx = old.index()?;
-        let now = self.clock().now_unix_ms();
-        let mut blocks: Vec<&[u8]> = Vec::new();
-        let mut expired_dropped = 0;
-        if keep {
-            for entry in index::entries(&old, idx, bound) {
-                let (s, rec) = entry?;
-                let offset = slot::offset(s);
-                if rec.kind != Kind::Put {
-                    continue;
-                }
-                if rec.expiry.is_expired_at(now) {
-                    expired_dropped += 1;
-                    continue;
-                }
-                blocks.push(old.block_bytes(offset, rec.len, bound)?);
-            }
-        }
         let generation = old.header.generation + 1;
         let path = self.shared.data_path.clone();
         let tmp = open::temp_path(&path, "compact")?;
         let opts = Options::new()
             .clock(Arc::clone(&self.clock))
-            .expected_keys(blocks.len() as u64);
-        let built = open::write_new_file(&tmp, &old.header.name, generation, &opts, &blocks);
-        if let Err(e) = built {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+            .expected_keys(0);
+        let built =
+            NewFile::create(&tmp, &old.header.name, generation, &opts).and_then(|mut out| {
+                let copied = if keep {
+                    copy_live(&old, idx, bound, self.clock().now_unix_ms(), &mut out)?
+                } else {
+                    Copied::default()
+                };
+                out.finish()?;
+                Ok(copied)
+            });
+        let copied = match built {
+            Ok(copied) => copied,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         // Announce the new generation, then move the file into place.
         self.shared
             .lock
@@ -263,8 +326,8 @@ impl Store {
         Ok(CompactReport {
             bytes_before: bound,
             bytes_after,
-            keys: blocks.len() as u64,
-            expired_dropped,
+            keys: copied.keys,
+            expired_dropped: copied.expired_dropped,
         })
     }
 
@@ -485,17 +548,7 @@ pub fn salvage(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> Result<SalvageRe
         .filter(|(_, r)| r.kind == Kind::Put)
         .collect();
     live.sort_by_key(|(o, _)| *o);
-    let mut blocks: Vec<Vec<u8>> = Vec::with_capacity(live.len());
-    for (_, rec) in &live {
-        let n = record::put_len(rec.key.len(), rec.value.len(), rec.expiry).unwrap_or(0) as usize;
-        let mut buf = vec![0u8; n];
-        record::encode_put(&mut buf, rec.key, rec.value, rec.expiry)
-            .map_err(|e| Error::corruption(src, 0, e))?;
-        blocks.push(buf);
-    }
-    report.keys = blocks.len() as u64;
-    let refs: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
-    let opts = Options::new().expected_keys(refs.len() as u64);
+    let opts = Options::new().expected_keys(live.len() as u64);
     if dst.exists() {
         return Err(Error::io(
             "create",
@@ -503,7 +556,17 @@ pub fn salvage(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> Result<SalvageRe
             std::io::Error::new(std::io::ErrorKind::AlreadyExists, "salvage target exists"),
         ));
     }
-    open::create_file_with(dst, &fs.header.name, 0, &opts, &refs)?;
-    let _ = Expiry::Never;
+    let mut block = Vec::new();
+    report.keys = open::create_file_with(dst, &fs.header.name, 0, &opts, |out| {
+        for (_, rec) in &live {
+            let n = record::put_len(rec.key.len(), rec.value.len(), rec.expiry).unwrap_or(0);
+            block.clear();
+            block.resize(n as usize, 0);
+            record::encode_put(&mut block, rec.key, rec.value, rec.expiry)
+                .map_err(|e| Error::corruption(src, 0, e))?;
+            out.append(&block)?;
+        }
+        Ok(live.len() as u64)
+    })?;
     Ok(report)
 }
