@@ -39,12 +39,14 @@ pub(crate) fn lock_path_for(data: &Path) -> PathBuf {
     data.with_file_name(name)
 }
 
-/// Opens the shared state of the namespace at `data_path`.
+/// Opens the shared state of the namespace at `data_path`. Also returns
+/// whether this call made it (opening the data file with `opts`), rather
+/// than finding it open in this process.
 pub(crate) fn open_shared(
     data_path: &Path,
     name: Option<&str>,
     opts: &Options,
-) -> Result<Arc<Shared>> {
+) -> Result<(Arc<Shared>, bool)> {
     if data_path.file_name().is_none() {
         return Err(Error::InvalidOption {
             name: "path",
@@ -62,7 +64,7 @@ pub(crate) fn open_shared(
     let mut registry = REGISTRY.lock();
     if let Some(shared) = registry.get(&key).and_then(Weak::upgrade) {
         check_name(&shared.file.load(), name)?;
-        return Ok(shared);
+        return Ok((shared, false));
     }
     registry.retain(|_, w| w.strong_count() > 0);
 
@@ -102,7 +104,7 @@ pub(crate) fn open_shared(
         handles: std::sync::atomic::AtomicUsize::new(0),
     });
     registry.insert(key, Arc::downgrade(&shared));
-    Ok(shared)
+    Ok((shared, true))
 }
 
 /// Where a namespace's data file is, and the lock file it is used through.
@@ -174,10 +176,16 @@ impl Shared {
     /// while a lease thread kept this state alive). Does what a new open
     /// would where this state may be stale: if the file at the path is no
     /// longer the one in use (removed or replaced meanwhile), is no longer
-    /// whole, or `opts` ask for an index rebuild, opens the path again
+    /// whole, or `opts` ask for an index rebuild (unless `just_opened`:
+    /// this open made the state, and did all of it), opens the path again
     /// under the lock. Then marks this process present on the file,
     /// failing if another process uses it through another lock file.
-    pub(crate) fn enter(&self, name: Option<&str>, opts: &Options) -> Result<()> {
+    pub(crate) fn enter(
+        &self,
+        name: Option<&str>,
+        opts: &Options,
+        just_opened: bool,
+    ) -> Result<()> {
         let _one = self.presence.lock();
         let current = self.file.load_full();
         let at_path = std::fs::metadata(&self.data_path)
@@ -187,7 +195,8 @@ impl Shared {
             let len = current.metadata()?.len();
             Ok(len >= HEADER_SIZE && len >= current.commit_end())
         };
-        if at_path == Some(current.dev_ino) && !opts.rebuild_index && whole()? {
+        let rebuild = opts.rebuild_index && !just_opened;
+        if at_path == Some(current.dev_ino) && !rebuild && whole()? {
             return environment::mark_and_check_presence(&current, &self.lock_path, self.lock_slot);
         }
         let _rw = self.rw.write();
