@@ -39,7 +39,7 @@ mod file_state;
 mod index;
 mod lease;
 mod maintain;
-mod offset_set;
+mod offsets;
 mod open;
 mod pending;
 mod recovery;
