@@ -14,6 +14,9 @@
 //! * Bytes handed out as `&[u8]` lie below the committed end of the log,
 //!   which no writer writes again while the file is live. Writers only write
 //!   above it, under the exclusive lock, before publishing.
+//! * [`MappedFile::release`] drops pages from this process's resident set
+//!   (`MADV_DONTNEED`) without changing a byte anyone can observe: the page
+//!   cache keeps them, dirty or not, and the next access faults them back.
 //! * Nothing is read past the end the file is known to have (the committed
 //!   end, or the allocated end for a writer), so a well-formed file never
 //!   raises SIGBUS. The store checks the file's length against both when it
