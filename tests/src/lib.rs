@@ -250,6 +250,69 @@ pub mod plan {
     }
 }
 
+/// A namespace of several MiB: large enough that the passes over a whole
+/// file (compaction, large transactions, verify, salvage, index rebuild)
+/// work through it in many steps, releasing the pages behind each from the
+/// process's memory (the engine's steps are 1 MiB), while readers run.
+///
+/// Key `i` always holds a [`versioned_value`] of a version congruent to
+/// `i` modulo 23, so its value's length never changes and a value of
+/// another key or a torn one shows; versions only grow.
+pub mod big_file {
+    use carboy::Store;
+
+    use crate::{parse_versioned, show, versioned_value};
+
+    /// Keys in the file (about 7 MiB of records).
+    pub const KEYS: u32 = 40_000;
+
+    /// Key number `i`.
+    pub fn key(i: u32) -> Vec<u8> {
+        format!("big/{i:06}").into_bytes()
+    }
+
+    /// The version key `i` gets in round `round` (round 0: the first).
+    pub fn version(i: u32, round: u64) -> u64 {
+        u64::from(i % 23) + 23 * round
+    }
+
+    /// Writes every key at round 0, in one transaction.
+    pub fn fill(store: &Store) {
+        let mut txn = store.transaction().expect("transaction");
+        for i in 0..KEYS {
+            txn.put(&key(i), &versioned_value(i, version(i, 0)))
+                .expect("put");
+        }
+        txn.commit().expect("commit");
+    }
+
+    /// Rewrites every `every`-th key (from key `round % every`) at
+    /// `round`, in one transaction.
+    pub fn rewrite(store: &Store, round: u64, every: u32) {
+        let mut txn = store.transaction().expect("transaction");
+        let first = (round % u64::from(every)) as u32;
+        for i in (first..KEYS).step_by(every as usize) {
+            txn.put(&key(i), &versioned_value(i, version(i, round)))
+                .expect("put");
+        }
+        txn.commit().expect("commit");
+    }
+
+    /// The version of a value read for key `i`, or why it is not a value
+    /// key `i` can hold.
+    pub fn check(i: u32, bytes: &[u8]) -> Result<u64, String> {
+        let (id, version) = parse_versioned(bytes)?;
+        if id != i || version % 23 != u64::from(i % 23) {
+            return Err(format!(
+                "key {} holds {} (key {id}, version {version})",
+                show(&key(i)),
+                show(bytes)
+            ));
+        }
+        Ok(version)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // File surgery
 // ---------------------------------------------------------------------------

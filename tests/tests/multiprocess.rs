@@ -1,6 +1,7 @@
 //! Several real processes sharing one namespace file: no increment of a shared
-//! counter is lost, every process's writes survive, and what one process
-//! wrote before exiting is what the next one reads.
+//! counter is lost, every process's writes survive, what one process
+//! wrote before exiting is what the next one reads, and reader processes
+//! read right values while another compacts a file of several MiB.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use carboy::{Options, Store};
-use carboy_tests::{assert_clean, contents, decode_counter, plan, show, versioned_value};
+use carboy_tests::{assert_clean, big_file, contents, decode_counter, plan, show, versioned_value};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_carboy-test-child");
 
@@ -161,6 +162,55 @@ fn run_workers(workers: u32, ops: u64, compactions: u64) {
     }
     assert_eq!(store.len().unwrap(), expected_keys);
     assert_eq!(contents(&store).len() as u64, expected_keys);
+    assert_clean(&store);
+}
+
+#[test]
+fn reader_processes_read_right_values_while_a_large_file_is_compacted() {
+    // This process rewrites part of the file and compacts it (streaming,
+    // releasing the old file's pages from its own memory as it goes) until
+    // both readers are done; they follow it from file to file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.carboy");
+    let store = Options::new()
+        .expected_keys(big_file::KEYS.into())
+        .open(&path)
+        .unwrap();
+    big_file::fill(&store);
+    let path_arg = path.to_str().unwrap();
+    let mut readers: Vec<Child> = (0..2)
+        .map(|_| spawn(&["read-big", path_arg, "1500"], Stdio::piped()))
+        .collect();
+    for reader in &mut readers {
+        reader.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+    let mut round = 0;
+    while round < 2 || readers.iter_mut().any(|r| r.try_wait().unwrap().is_none()) {
+        round += 1;
+        big_file::rewrite(&store, round, 5);
+        assert_eq!(store.compact().unwrap().keys, u64::from(big_file::KEYS));
+    }
+    for (r, reader) in readers.into_iter().enumerate() {
+        let out = finish(reader, &format!("reader {r}"));
+        let reads: u64 = out
+            .trim()
+            .strip_suffix(" reads")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("reader {r} said {out:?}"));
+        assert!(reads > 0, "reader {r} never read");
+    }
+    assert!(round >= 2);
+    for i in 0..big_file::KEYS {
+        let value = store.get_owned(&big_file::key(i)).unwrap().unwrap();
+        let written = (1..=round)
+            .rev()
+            .find(|r| u64::from(i % 5) == r % 5)
+            .unwrap_or(0);
+        assert_eq!(
+            big_file::check(i, &value),
+            Ok(big_file::version(i, written))
+        );
+    }
     assert_clean(&store);
 }
 

@@ -1,7 +1,8 @@
 //! Lock-free readers racing one writer in one process: no torn value, no
 //! version going backwards, nothing stale once its commit has returned,
 //! transactions seen whole through snapshots, and no spurious error while
-//! the index grows or the file is replaced.
+//! the index grows or the file is replaced, nor a change in a value held
+//! while a compaction streams through the file.
 
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use carboy::{Options, Store};
-use carboy_tests::{assert_clean, parse_versioned, show, versioned_value};
+use carboy_tests::{assert_clean, big_file, parse_versioned, show, versioned_value};
 
 /// Longest a writer runs in one of these tests.
 const WRITE_FOR: Duration = Duration::from_millis(1500);
@@ -272,6 +273,79 @@ fn readers_get_no_error_while_the_index_grows_and_the_file_is_replaced() {
         },
     );
     assert!(rounds.load(Ordering::SeqCst) >= 2, "too few rounds");
+    assert!(
+        reads.iter().all(|&n| n > 0),
+        "a reader never read: {reads:?}"
+    );
+    assert_clean(&store);
+}
+
+#[test]
+fn values_borrowed_before_a_compaction_stay_whole_after_it() {
+    // A file of several MiB: compaction copies it in steps and drops each
+    // step's pages of the old file from this process's memory, while the
+    // readers keep values borrowed from those very pages and read on.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Options::new()
+        .expected_keys(big_file::KEYS.into())
+        .open(dir.path().join("big.carboy"))
+        .unwrap();
+    big_file::fill(&store);
+    let compactions = AtomicU64::new(0);
+    let reads = race(
+        || {
+            let deadline = Instant::now() + WRITE_FOR;
+            let mut round = 0;
+            while round < 2 || Instant::now() < deadline {
+                round += 1;
+                big_file::rewrite(&store, round, 7);
+                let report = store.compact().unwrap();
+                assert_eq!(report.keys, u64::from(big_file::KEYS));
+                compactions.fetch_add(1, Ordering::SeqCst);
+            }
+        },
+        |r, done| {
+            // Up to 64 values held at once, each with a copy taken when
+            // it was read, compared again after every read.
+            let mut held: Vec<(u32, carboy::ValueRef<'_>, Vec<u8>)> = Vec::new();
+            let mut newest = vec![0u64; big_file::KEYS as usize];
+            let mut i = r as u32;
+            let mut reads = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                i = (i.wrapping_mul(7919) + 13) % big_file::KEYS;
+                let value = store
+                    .get(&big_file::key(i))
+                    .unwrap_or_else(|e| panic!("reader {r}: get {i}: {e}"))
+                    .unwrap_or_else(|| panic!("reader {r}: key {i} is missing"));
+                let version =
+                    big_file::check(i, &value).unwrap_or_else(|e| panic!("reader {r}: {e}"));
+                assert!(
+                    version >= newest[i as usize],
+                    "reader {r}: key {i} went back from version {} to {version}",
+                    newest[i as usize]
+                );
+                newest[i as usize] = version;
+                let copy = value.to_vec();
+                if held.len() < 64 {
+                    held.push((i, value, copy));
+                } else {
+                    held[reads as usize % 64] = (i, value, copy);
+                }
+                for (k, value, copy) in &held {
+                    assert!(
+                        **value == copy[..],
+                        "reader {r}: a value of key {k} held across a compaction changed: {} \
+                         was {}",
+                        show(value),
+                        show(copy)
+                    );
+                }
+                reads += 1;
+            }
+            reads
+        },
+    );
+    assert!(compactions.load(Ordering::SeqCst) >= 2);
     assert!(
         reads.iter().all(|&n| n > 0),
         "a reader never read: {reads:?}"

@@ -14,6 +14,9 @@
 //! * Bytes handed out as `&[u8]` lie below the committed end of the log,
 //!   which no writer writes again while the file is live. Writers only write
 //!   above it, under the exclusive lock, before publishing.
+//! * [`MappedFile::release`] drops pages from this process's resident set
+//!   (`MADV_DONTNEED`) without changing a byte anyone can observe: the page
+//!   cache keeps them, dirty or not, and the next access faults them back.
 //! * Nothing is read past the end the file is known to have (the committed
 //!   end, or the allocated end for a writer), so a well-formed file never
 //!   raises SIGBUS. The store checks the file's length against both when it
@@ -249,6 +252,59 @@ impl MappedFile {
             std::ptr::write_bytes(base.add(offset as usize), 0, len as usize);
         }
         Ok(())
+    }
+
+    /// Takes the pages of `from..to` out of this process's resident set:
+    /// every page from the one holding `from` up to, not including, the one
+    /// holding `to` (so that consecutive calls `a..b`, `b..c` leave no page
+    /// out), in every mapping this `MappedFile` has made of the file.
+    ///
+    /// The bytes do not change, for anyone: `MADV_DONTNEED` on a shared
+    /// file mapping only removes this process's page-table entries. The
+    /// pages stay in the page cache (a dirty one stays dirty and is written
+    /// back as usual), and the next access, by any thread, faults the same
+    /// page back in. Other processes' mappings are untouched. So any
+    /// range of the file may be released at any time, even one that readers
+    /// are borrowing or a writer has just written (DESIGN.md, "Soundness of
+    /// the shared mapping"); it only costs a fault on the next access.
+    ///
+    /// Used where a pass streams through a file that it will not read again
+    /// soon (compaction, bulk writes, scans), so that the process's memory
+    /// stays near its working set rather than growing to the file's size.
+    /// Best effort: a failing `madvise` leaves the pages resident.
+    pub(crate) fn release(&self, from: u64, to: u64) {
+        let page = rustix::param::page_size() as u64;
+        let start = from - from % page;
+        let end = to - to % page;
+        if end <= start {
+            return;
+        }
+        let maps = self.maps.lock();
+        for map in maps.iter() {
+            let stop = end.min(map.len() as u64);
+            if stop <= start {
+                continue;
+            }
+            // SAFETY: `start..stop` lies inside this mapping (`stop` is
+            // clamped to its length, `start < stop`), which stays mapped
+            // while `maps` holds it, and `start` is page-aligned (the
+            // mapping's base is). MADV_DONTNEED on a MAP_SHARED file
+            // mapping drops page-table entries only: every later access
+            // faults in the page-cache page for the same file offset, which
+            // holds the file's current bytes, including what was written
+            // through this mapping before the call (the kernel moves a
+            // page-table entry's dirty bit to the page as it drops it;
+            // `tests::released_pages_keep_their_data` checks it). No byte
+            // any reference or atomic can observe changes, so no borrow
+            // handed out by this type is invalidated.
+            let _ = unsafe {
+                rustix::mm::madvise(
+                    map.as_mut_ptr().add(start as usize).cast(),
+                    (stop - start) as usize,
+                    rustix::mm::Advice::LinuxDontNeed,
+                )
+            };
+        }
     }
 
     /// Extends the file to `new_len` bytes with real blocks (fallocate), so
@@ -544,6 +600,85 @@ mod tests {
     fn open_twice(path: &Path) -> MappedFile {
         let file = File::options().read(true).write(true).open(path).unwrap();
         MappedFile::map(file, path, 4096).unwrap()
+    }
+
+    /// Whether the page holding `addr` is present in this process's page
+    /// tables (bit 63 of its `/proc/self/pagemap` entry).
+    fn resident(addr: *const u8) -> bool {
+        use std::os::unix::fs::FileExt;
+        let page = rustix::param::page_size() as u64;
+        let pagemap = File::open("/proc/self/pagemap").unwrap();
+        let mut entry = [0u8; 8];
+        pagemap
+            .read_exact_at(&mut entry, addr as u64 / page * 8)
+            .unwrap();
+        u64::from_le_bytes(entry) >> 63 == 1
+    }
+
+    #[test]
+    fn released_pages_keep_their_data() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let page = rustix::param::page_size() as u64;
+        let len = 64 * page;
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        allocate(&file, 0, len).unwrap();
+        let map = MappedFile::map(file, &path, len).unwrap();
+        let pattern: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8 + 1).collect();
+        // Written through the mapping and never synced: every page is dirty.
+        map.write(0, &pattern, len).unwrap();
+        // An atomic word too, stored the way live words are.
+        const WORD: u64 = 0x0123_4567_89ab_cdef;
+        let at = 8 * page;
+        map.word(at, len)
+            .unwrap()
+            .store(WORD.to_le(), Ordering::Release);
+        let mut expected = pattern.clone();
+        expected[at as usize..at as usize + 8].copy_from_slice(&WORD.to_le_bytes());
+        let base = map.bytes(0, len, len).unwrap().as_ptr();
+        let pages = |from: u64, to: u64| {
+            (from..to).map(|p| resident(base.wrapping_add((p * page) as usize)))
+        };
+        assert!(pages(0, 64).all(|r| r), "the written pages are resident");
+
+        // Pages 1..63: from inside page 1 to inside page 63.
+        map.release(page + 100, 63 * page + 100);
+        assert!(resident(base), "page 0 is below the range");
+        assert!(pages(1, 63).all(|r| !r), "pages 1..63 were released");
+        assert!(
+            resident(base.wrapping_add((63 * page) as usize)),
+            "page 63 holds the end"
+        );
+
+        // The page cache still has every byte, dirty.
+        let mut back = vec![0u8; len as usize];
+        map.file().read_exact_at(&mut back, 0).unwrap();
+        assert!(
+            back == expected,
+            "the page cache lost bytes of released pages"
+        );
+        // Written back to the disk: once synced and dropped from the page
+        // cache, the file read from the device holds them too (a page whose
+        // dirty bit was lost with its page-table entry would read as zeros).
+        map.sync().unwrap();
+        rustix::fs::fadvise(map.file(), 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let mut again = vec![0u8; len as usize];
+        map.file().read_exact_at(&mut again, 0).unwrap();
+        assert!(
+            again == expected,
+            "the file lost bytes written before the release"
+        );
+        // Through the mapping: faulted back in, the same bytes and word.
+        assert!(map.bytes(0, len, len).unwrap() == &expected[..]);
+        assert!(pages(1, 63).all(|r| r), "read pages come back");
+        let word = map.word(at, len).unwrap().load(Ordering::Acquire);
+        assert_eq!(u64::from_le(word), WORD);
     }
 
     #[test]

@@ -247,6 +247,30 @@ impl FileState {
         record::decode_with_prefix(p, bytes).map_err(|e| self.corruption(offset, e))
     }
 
+    /// The key of the put or delete record at `offset`, below `bound`,
+    /// without checking the record's CRC: for a record that was verified
+    /// before (bytes below the committed end do not change). Every length
+    /// is still checked.
+    pub(crate) fn key_at(&self, offset: u64, bound: u64) -> Result<&[u8]> {
+        let prefix = self
+            .map
+            .bytes(offset, record::PREFIX_LEN as u64, bound)
+            .ok_or_else(|| self.corruption(offset, format!("record lies past the end {bound}")))?;
+        let p = Prefix::decode(prefix).map_err(|e| self.corruption(offset, e))?;
+        if !matches!(p.kind, record::Kind::Put | record::Kind::Delete) {
+            return Err(self.corruption(offset, "expected a put or delete record"));
+        }
+        let expiry = if p.flags & record::FLAG_EXPIRES != 0 {
+            8
+        } else {
+            0
+        };
+        let at = offset + record::PREFIX_LEN as u64 + expiry;
+        self.map
+            .bytes(at, u64::from(p.key_len), bound)
+            .ok_or_else(|| self.corruption(offset, format!("record runs past the end {bound}")))
+    }
+
     /// Raw bytes of the whole block at `offset` (for copying verbatim).
     pub(crate) fn block_bytes(&self, offset: u64, len: u64, bound: u64) -> Result<&[u8]> {
         self.map

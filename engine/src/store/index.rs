@@ -16,9 +16,10 @@ use crate::error::Result;
 
 /// Where a key is, or where it would go.
 pub(crate) enum Probe<'a> {
-    /// The key's slot and its newest record.
+    /// The key's slot (number `bucket`) and its newest record.
     Found {
         slot: &'a AtomicU64,
+        bucket: u64,
         offset: u64,
         record: Record<'a>,
     },
@@ -68,6 +69,7 @@ pub(crate) fn probe<'a>(
             if record.key == key {
                 return Ok(Probe::Found {
                     slot: word,
+                    bucket,
                     offset,
                     record,
                 });
@@ -132,6 +134,7 @@ pub(crate) fn publish_record(
             slot,
             offset: old,
             record: old_rec,
+            ..
         } => {
             if old == offset {
                 return Ok(()); // replayed: already published

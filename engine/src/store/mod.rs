@@ -39,6 +39,7 @@ mod file_state;
 mod index;
 mod lease;
 mod maintain;
+mod offsets;
 mod open;
 mod pending;
 mod recovery;
@@ -228,7 +229,7 @@ impl Store {
     }
 
     pub(crate) fn open_with(path: &Path, name: Option<&str>, opts: &Options) -> Result<Store> {
-        let shared = open::open_shared(path, name, opts)?;
+        let (shared, just_opened) = open::open_shared(path, name, opts)?;
         let reopened = shared
             .handles
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
@@ -240,7 +241,7 @@ impl Store {
         };
         if reopened {
             // (On failure, dropping `store` takes the presence back.)
-            store.shared.enter(name, opts)?;
+            store.shared.enter(name, opts, just_opened)?;
         }
         // Every handle was dropped and this is a new open: a latch set by a
         // failed write is cleared the way `recover` clears it, as if the

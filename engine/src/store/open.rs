@@ -39,12 +39,14 @@ pub(crate) fn lock_path_for(data: &Path) -> PathBuf {
     data.with_file_name(name)
 }
 
-/// Opens the shared state of the namespace at `data_path`.
+/// Opens the shared state of the namespace at `data_path`. Also returns
+/// whether this call made it (opening the data file with `opts`), rather
+/// than finding it open in this process.
 pub(crate) fn open_shared(
     data_path: &Path,
     name: Option<&str>,
     opts: &Options,
-) -> Result<Arc<Shared>> {
+) -> Result<(Arc<Shared>, bool)> {
     if data_path.file_name().is_none() {
         return Err(Error::InvalidOption {
             name: "path",
@@ -62,7 +64,7 @@ pub(crate) fn open_shared(
     let mut registry = REGISTRY.lock();
     if let Some(shared) = registry.get(&key).and_then(Weak::upgrade) {
         check_name(&shared.file.load(), name)?;
-        return Ok(shared);
+        return Ok((shared, false));
     }
     registry.retain(|_, w| w.strong_count() > 0);
 
@@ -102,7 +104,7 @@ pub(crate) fn open_shared(
         handles: std::sync::atomic::AtomicUsize::new(0),
     });
     registry.insert(key, Arc::downgrade(&shared));
-    Ok(shared)
+    Ok((shared, true))
 }
 
 /// Where a namespace's data file is, and the lock file it is used through.
@@ -174,10 +176,16 @@ impl Shared {
     /// while a lease thread kept this state alive). Does what a new open
     /// would where this state may be stale: if the file at the path is no
     /// longer the one in use (removed or replaced meanwhile), is no longer
-    /// whole, or `opts` ask for an index rebuild, opens the path again
+    /// whole, or `opts` ask for an index rebuild (unless `just_opened`:
+    /// this open made the state, and did all of it), opens the path again
     /// under the lock. Then marks this process present on the file,
     /// failing if another process uses it through another lock file.
-    pub(crate) fn enter(&self, name: Option<&str>, opts: &Options) -> Result<()> {
+    pub(crate) fn enter(
+        &self,
+        name: Option<&str>,
+        opts: &Options,
+        just_opened: bool,
+    ) -> Result<()> {
         let _one = self.presence.lock();
         let current = self.file.load_full();
         let at_path = std::fs::metadata(&self.data_path)
@@ -187,7 +195,8 @@ impl Shared {
             let len = current.metadata()?.len();
             Ok(len >= HEADER_SIZE && len >= current.commit_end())
         };
-        if at_path == Some(current.dev_ino) && !opts.rebuild_index && whole()? {
+        let rebuild = opts.rebuild_index && !just_opened;
+        if at_path == Some(current.dev_ino) && !rebuild && whole()? {
             return environment::mark_and_check_presence(&current, &self.lock_path, self.lock_slot);
         }
         let _rw = self.rw.write();
@@ -384,20 +393,28 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     crate::file::sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
 }
 
-/// Creates a data file at `path` holding `blocks` (verbatim put records, as
-/// one transaction), atomically: it is built beside `path` and renamed into
-/// place. The caller holds the exclusive lock.
-pub(crate) fn create_file_with(
+/// Creates a data file at `path`, atomically: [`NewFile`] builds it beside
+/// `path`, `fill` appends its records, and it is renamed into place. The
+/// caller holds the exclusive lock (or owns `path` otherwise).
+pub(crate) fn create_file_with<T>(
     path: &Path,
     name: &[u8],
     generation: u64,
     opts: &Options,
-    blocks: &[&[u8]],
-) -> Result<()> {
+    fill: impl FnOnce(&mut NewFile) -> Result<T>,
+) -> Result<T> {
     let tmp = temp_path(path, "new")?;
-    let result = write_new_file(&tmp, name, generation, opts, blocks)
-        .and_then(|()| crate::file::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e)))
-        .and_then(|()| sync_dir(path));
+    let result = NewFile::create(&tmp, name, generation, opts)
+        .and_then(|mut out| {
+            let filled = fill(&mut out)?;
+            out.finish()?;
+            Ok(filled)
+        })
+        .and_then(|filled| {
+            crate::file::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))?;
+            sync_dir(path)?;
+            Ok(filled)
+        });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -405,114 +422,222 @@ pub(crate) fn create_file_with(
 }
 
 fn create_file(path: &Path, name: &[u8], generation: u64, opts: &Options) -> Result<()> {
-    create_file_with(path, name, generation, opts, &[])
+    create_file_with(path, name, generation, opts, |_| Ok(()))
 }
 
-pub(crate) fn write_new_file(
-    path: &Path,
-    name: &[u8],
-    generation: u64,
-    opts: &Options,
-    blocks: &[&[u8]],
-) -> Result<()> {
-    let header = Header {
-        version: FORMAT_VERSION,
-        hash_key: random_bytes()?,
-        file_id: random_bytes()?,
-        generation,
-        created_ms: opts.clock.now_unix_ms(),
-        name: name.to_vec(),
-    };
-    let head = header.encode().map_err(|e| Error::InvalidOption {
-        name: "namespace name",
-        reason: e.to_string(),
-    })?;
-    let body: u64 = blocks.iter().map(|b| b.len() as u64).sum();
-    let marker_len = if blocks.is_empty() {
-        0
-    } else {
-        record::COMMIT_LEN
-    };
-    // A new file's index is sized for the keys it is expected to get (at
-    // most half full); a compacted one's for the keys it holds, as full as
-    // the growth rule allows (3/4), since compaction is about size.
-    let log2 = if blocks.is_empty() {
-        index::log2_for(opts.expected_keys)
-    } else {
-        index::log2_for_full(blocks.len() as u64)
-    };
-    let idx = IndexView {
-        offset: HEADER_SIZE + body + marker_len,
-        log2,
-    };
-    let end = idx.offset + idx.len();
-    let alloc_end = end.next_multiple_of(1 << 16);
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| Error::io("create", path, e))?;
-    crate::file::allocate(&file, 0, alloc_end)
-        .map_err(|e| Error::io("extend (fallocate)", path, e))?;
-    let map = MappedFile::map(file, path, alloc_end).map_err(|e| Error::io("mmap", path, e))?;
-    let io = |e| Error::io("write", path, e);
-    map.write(0, &head, alloc_end).map_err(io)?;
-    let mut pos = HEADER_SIZE;
-    let mut offsets = Vec::with_capacity(blocks.len());
-    let mut crc = crc32fast::Hasher::new();
-    for block in blocks {
-        map.write(pos, block, alloc_end).map_err(io)?;
-        crc.update(&block[..4]);
-        offsets.push(pos);
-        pos += block.len() as u64;
-    }
-    let now = opts.clock.now_unix_ms();
-    if !blocks.is_empty() {
-        let marker = Commit {
-            txn_id: 1,
-            txn_start: HEADER_SIZE,
-            unix_ms: now,
-            records: blocks.len() as u32,
-            records_crc: crc.finalize(),
+/// How many bytes [`NewFile`] gathers before it writes them, and how far
+/// a streaming pass gets ahead of the pages it releases
+/// ([`MappedFile::release`]): the memory a pass over a file of any size
+/// costs, besides the structures it needs.
+pub(crate) const STREAM_CHUNK: u64 = 1 << 20;
+
+/// A data file being built, streaming: the header page, then put records
+/// (position-independent, copied verbatim) appended in order with
+/// `pwrite` as one transaction, then, in [`finish`](Self::finish), its
+/// commit marker and a fresh index sized for the records.
+///
+/// The records never go through a mapping while they are written, so
+/// building a file costs this process [`STREAM_CHUNK`] bytes of buffer,
+/// not the file's size; only the index is built in a mapping (its slots
+/// are written at random), and `finish` drops the record pages it reads
+/// back to index them as it goes. A write that fails (a full disk) is an
+/// error from `pwrite`, never a SIGBUS. The file is not visible to anyone
+/// until the caller renames it into place; on an error the caller removes
+/// it.
+pub(crate) struct NewFile {
+    file: File,
+    path: PathBuf,
+    header: Header,
+    expected_keys: u64,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+    /// Bytes not yet written, which belong at `buf_at`.
+    buf: Vec<u8>,
+    buf_at: u64,
+    /// Where the next record goes.
+    end: u64,
+    records: u64,
+    records_crc: crc32fast::Hasher,
+}
+
+impl NewFile {
+    /// Creates the file at `path` (which must not exist) with a fresh
+    /// header: new hash key and file id, `generation`, `name`.
+    pub(crate) fn create(
+        path: &Path,
+        name: &[u8],
+        generation: u64,
+        opts: &Options,
+    ) -> Result<NewFile> {
+        let header = Header {
+            version: FORMAT_VERSION,
+            hash_key: random_bytes()?,
+            file_id: random_bytes()?,
+            generation,
+            created_ms: opts.clock.now_unix_ms(),
+            name: name.to_vec(),
         };
-        let mut buf = [0u8; record::COMMIT_LEN as usize];
-        marker
-            .encode(&mut buf)
-            .map_err(|e| Error::corruption(path, pos, e))?;
-        map.write(pos, &buf, alloc_end).map_err(io)?;
+        let head = header.encode().map_err(|e| Error::InvalidOption {
+            name: "namespace name",
+            reason: e.to_string(),
+        })?;
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io("create", path, e))?;
+        let mut buf = Vec::with_capacity(STREAM_CHUNK as usize);
+        buf.extend_from_slice(&head);
+        // The live words and the rest of the header page start zeroed.
+        buf.resize(HEADER_SIZE as usize, 0);
+        Ok(NewFile {
+            file,
+            path: path.to_path_buf(),
+            header,
+            expected_keys: opts.expected_keys,
+            clock: std::sync::Arc::clone(&opts.clock),
+            buf,
+            buf_at: 0,
+            end: HEADER_SIZE,
+            records: 0,
+            records_crc: crc32fast::Hasher::new(),
+        })
     }
-    let index_header =
-        record::encode_index_header(log2).map_err(|e| Error::corruption(path, idx.offset, e))?;
-    map.write(idx.offset, &index_header, alloc_end)
-        .map_err(io)?;
-    let fs = FileState {
-        map,
-        header,
-        dev_ino: (0, 0),
-        index_cache: std::sync::atomic::AtomicU64::new(0),
-    };
-    let mut counters = Counters::default();
-    for off in offsets {
-        index::publish(&fs, idx, off, idx.offset, &mut counters)?;
+
+    /// Appends one put record (a whole, verified block, copied verbatim).
+    pub(crate) fn append(&mut self, block: &[u8]) -> Result<()> {
+        let crc = block
+            .get(..4)
+            .ok_or_else(|| Error::corruption(&self.path, self.end, "record block too short"))?;
+        self.records_crc.update(crc);
+        self.push(block)?;
+        self.records += 1;
+        Ok(())
     }
-    fs.store(live::INDEX_OFFSET, idx.offset);
-    fs.store(live::COMMIT_END, end);
-    fs.store(live::INDEXED_END, end);
-    fs.store(live::TXN_ID, u64::from(!blocks.is_empty()));
-    fs.store(live::SYNCED_END, idx.offset);
-    fs.store(live::ALLOC_END, alloc_end);
-    fs.store(live::LAST_COMMIT_MS, now);
-    fs.store(live::LIVE_KEYS, counters.live_keys.max(0) as u64);
-    fs.store(live::USED_SLOTS, counters.used_slots.max(0) as u64);
-    fs.store(live::EXPIRING_KEYS, counters.expiring_keys.max(0) as u64);
-    fs.store(live::DEAD_BYTES, marker_len);
-    if let Some((lo, hi)) = recovery::boot_id() {
-        fs.store(live::BOOT_ID_LO, lo);
-        fs.store(live::BOOT_ID_HI, hi);
+
+    /// Queues `bytes` for the end of the file, writing out what is queued
+    /// when the buffer is full (and large blocks directly).
+    fn push(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.buf.len() + bytes.len() > STREAM_CHUNK as usize {
+            self.flush()?;
+        }
+        if bytes.len() >= STREAM_CHUNK as usize {
+            self.file
+                .write_all_at(bytes, self.end)
+                .map_err(|e| Error::io("write", &self.path, e))?;
+            self.buf_at = self.end + bytes.len() as u64;
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+        self.end += bytes.len() as u64;
+        Ok(())
     }
-    fs.map.sync().map_err(|e| Error::io("fsync", path, e))?;
-    Ok(())
+
+    fn flush(&mut self) -> Result<()> {
+        self.file
+            .write_all_at(&self.buf, self.buf_at)
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.buf_at += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes the commit marker and the index, publishes every record in
+    /// the index, sets the live words and syncs the file.
+    pub(crate) fn finish(mut self) -> Result<()> {
+        let path = self.path.clone();
+        let now = self.clock.now_unix_ms();
+        let records_end = self.end;
+        let marker_len = if self.records == 0 {
+            0
+        } else {
+            let marker = Commit {
+                txn_id: 1,
+                txn_start: HEADER_SIZE,
+                unix_ms: now,
+                records: u32::try_from(self.records).map_err(|_| {
+                    Error::corruption(&path, records_end, "more than 2^32 records in one file")
+                })?,
+                records_crc: self.records_crc.clone().finalize(),
+            };
+            let mut buf = [0u8; record::COMMIT_LEN as usize];
+            marker
+                .encode(&mut buf)
+                .map_err(|e| Error::corruption(&path, records_end, e))?;
+            self.push(&buf)?;
+            record::COMMIT_LEN
+        };
+        // A new file's index is sized for the keys it is expected to get (at
+        // most half full); a compacted one's for the keys it holds, as full as
+        // the growth rule allows (3/4), since compaction is about size.
+        let log2 = if self.records == 0 {
+            index::log2_for(self.expected_keys)
+        } else {
+            index::log2_for_full(self.records)
+        };
+        let idx = IndexView {
+            offset: self.end,
+            log2,
+        };
+        let index_header = record::encode_index_header(log2)
+            .map_err(|e| Error::corruption(&path, idx.offset, e))?;
+        self.push(&index_header)?;
+        self.flush()?;
+        // The slots: allocated zeros (empty), filled through a mapping.
+        let end = idx.offset + idx.len();
+        let alloc_end = end.next_multiple_of(1 << 16);
+        crate::file::allocate(&self.file, self.end, alloc_end)
+            .map_err(|e| Error::io("extend (fallocate)", &path, e))?;
+        let map = MappedFile::map(self.file, &path, alloc_end)
+            .map_err(|e| Error::io("mmap", &path, e))?;
+        let fs = FileState {
+            map,
+            header: self.header,
+            dev_ino: (0, 0),
+            index_cache: std::sync::atomic::AtomicU64::new(0),
+        };
+        // Every record, read back in log order (verified again: the bytes
+        // went through the kernel since they were checked), with the pages
+        // behind released.
+        let mut counters = Counters::default();
+        let mut pos = HEADER_SIZE;
+        let mut released = HEADER_SIZE;
+        while pos < records_end {
+            let rec = fs.record(pos, records_end)?;
+            index::publish_record(
+                &fs,
+                idx,
+                pos,
+                &rec,
+                fs.hash(rec.key),
+                idx.offset,
+                &mut counters,
+            )?;
+            pos += rec.len;
+            if pos - released >= STREAM_CHUNK {
+                fs.map.release(released, pos);
+                released = pos;
+            }
+        }
+        fs.map.release(released, records_end);
+        fs.store(live::INDEX_OFFSET, idx.offset);
+        fs.store(live::COMMIT_END, end);
+        fs.store(live::INDEXED_END, end);
+        fs.store(live::TXN_ID, u64::from(marker_len > 0));
+        fs.store(live::SYNCED_END, idx.offset);
+        fs.store(live::ALLOC_END, alloc_end);
+        fs.store(live::LAST_COMMIT_MS, now);
+        fs.store(live::LIVE_KEYS, counters.live_keys.max(0) as u64);
+        fs.store(live::USED_SLOTS, counters.used_slots.max(0) as u64);
+        fs.store(live::EXPIRING_KEYS, counters.expiring_keys.max(0) as u64);
+        fs.store(live::DEAD_BYTES, marker_len);
+        if let Some((lo, hi)) = recovery::boot_id() {
+            fs.store(live::BOOT_ID_LO, lo);
+            fs.store(live::BOOT_ID_HI, hi);
+        }
+        fs.map.sync().map_err(|e| Error::io("fsync", &path, e))?;
+        Ok(())
+    }
 }
 
 impl Shared {

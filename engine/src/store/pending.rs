@@ -34,7 +34,7 @@ pub(crate) struct Pending {
 /// Hashes that are already uniformly random (the file's keyed SipHash):
 /// used as they are.
 #[derive(Default)]
-struct Identity(u64);
+pub(crate) struct Identity(u64);
 
 impl Hasher for Identity {
     fn finish(&self) -> u64 {

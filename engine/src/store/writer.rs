@@ -30,6 +30,7 @@ use parking_lot::RwLockWriteGuard;
 use super::Shared;
 use super::file_state::{FileState, IndexView};
 use super::index::{self, Counters, Probe};
+use super::open::STREAM_CHUNK;
 use super::pending::{Pending, PendingSet};
 use crate::Durability;
 use crate::clock::Clock;
@@ -119,6 +120,10 @@ pub struct Transaction<'s> {
     start: u64,
     /// Where the next block goes.
     cursor: u64,
+    /// The pages of this transaction's records below this offset were
+    /// released from the process's memory (a large transaction's: see
+    /// `append`).
+    released: u64,
     alloc_end: u64,
     /// The records this transaction wrote.
     pending: PendingSet,
@@ -153,6 +158,7 @@ impl<'s> Transaction<'s> {
             clock,
             start,
             cursor: start,
+            released: start,
             alloc_end,
             pending: PendingSet::default(),
             records: 0,
@@ -289,6 +295,16 @@ impl<'s> Transaction<'s> {
         self.records_crc.update(&crc.to_le_bytes());
         self.records += 1;
         self.cursor += len;
+        if self.cursor - self.released >= STREAM_CHUNK {
+            // A large transaction (a bulk load): its records are not read
+            // again before the commit except by key lookups, so their pages
+            // leave this process's memory behind the cursor rather than
+            // adding up to the transaction's size. They stay in the page
+            // cache, dirty, and any access faults them back in
+            // (`MappedFile::release`).
+            fs.map.release(self.released, self.cursor);
+            self.released = self.cursor;
+        }
         let hash = fs.hash(key);
         if let Some(old_len) =
             self.pending
@@ -407,6 +423,9 @@ impl<'s> Transaction<'s> {
         let _ = fs
             .map
             .zero(self.start, self.cursor - self.start, self.alloc_end);
+        if self.cursor - self.start >= STREAM_CHUNK {
+            fs.map.release(self.start, self.cursor);
+        }
         fs.store(live::WRITE_PENDING, 0);
         self.records = 0;
     }

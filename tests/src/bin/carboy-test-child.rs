@@ -10,6 +10,15 @@
 //! carboy-test-child compact <path> <rounds>
 //!     waits for a line on stdin, then compacts the file <rounds> times,
 //!     verifying it after each
+//! carboy-test-child read-big <path> <millis>
+//!     waits for a line on stdin, then reads keys of a big_file namespace
+//!     for <millis> ms, checking each value, that no key's version goes
+//!     back, and that values it holds meanwhile do not change
+//! carboy-test-child peak <op> <path> [<dst>]
+//!     runs one pass over a whole file and prints `peak <bytes> before
+//!     <bytes>`: the process's peak resident memory (VmHWM) after and
+//!     before it; <op> is `load` (big_file::fill into a new file),
+//!     `compact`, `verify` or `salvage` (to <dst>)
 //! carboy-test-child write <path> <n>
 //!     writes the first <n> handoff entries and exits without syncing
 //! carboy-test-child read <path> <n>
@@ -82,6 +91,11 @@ fn run(args: &[String]) -> Result<String, String> {
             work(path, child, num(3)?, num(4)?)
         }
         Some("compact") => compact(path, num(2)?),
+        Some("read-big") => read_big(path, num(2)?),
+        Some("peak") => peak(
+            args.get(1).map(String::as_str),
+            args.get(2..).unwrap_or_default(),
+        ),
         Some("write") => write(path, u32::try_from(num(2)?).map_err(|e| e.to_string())?),
         Some("read") => read(path, u32::try_from(num(2)?).map_err(|e| e.to_string())?),
         Some("commit-forever") => commit_forever(path, num(2)?),
@@ -253,6 +267,90 @@ fn compact(path: &Path, rounds: u64) -> Result<String, String> {
         }
     }
     Ok(format!("compacted {rounds} times, last kept {kept} keys"))
+}
+
+/// Runs one pass over a whole file and reports the peak memory around it
+/// (see the usage above).
+fn peak(op: Option<&str>, paths: &[String]) -> Result<String, String> {
+    let vm_hwm = || -> Result<u64, String> {
+        let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().strip_suffix(" kB")?.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .ok_or_else(|| "no VmHWM in /proc/self/status".to_string())
+    };
+    let path = Path::new(paths.first().ok_or("no path given")?);
+    let before = vm_hwm()?;
+    match op {
+        Some("load") => {
+            let store = carboy::Options::new()
+                .expected_keys(carboy_tests::big_file::KEYS.into())
+                .open(path)
+                .map_err(|e| format!("open: {e}"))?;
+            carboy_tests::big_file::fill(&store);
+        }
+        Some("compact") => {
+            let store = Store::open(path).map_err(|e| format!("open: {e}"))?;
+            store.compact().map_err(|e| format!("compact: {e}"))?;
+        }
+        Some("verify") => {
+            let store = Store::open(path).map_err(|e| format!("open: {e}"))?;
+            let report = store.verify().map_err(|e| format!("verify: {e}"))?;
+            if !report.is_clean() {
+                return Err(format!("verify: {:?}", report.problems));
+            }
+        }
+        Some("salvage") => {
+            let dst = paths.get(1).ok_or("no salvage target given")?;
+            carboy::salvage(path, dst).map_err(|e| format!("salvage: {e}"))?;
+        }
+        other => return Err(format!("unknown pass {other:?}")),
+    }
+    Ok(format!("peak {} before {before}", vm_hwm()?))
+}
+
+/// Reads a `big_file` namespace for `millis` ms (see the usage above).
+fn read_big(path: &Path, millis: u64) -> Result<String, String> {
+    use carboy_tests::big_file;
+    wait_for_start()?;
+    let store = Store::open(path).map_err(|e| format!("open: {e}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(millis);
+    let mut newest = vec![0u64; big_file::KEYS as usize];
+    let mut held: Vec<(u32, carboy::ValueRef<'_>, Vec<u8>)> = Vec::new();
+    let mut state = u64::from(std::process::id());
+    let mut reads = 0u64;
+    while std::time::Instant::now() < deadline {
+        let i = (carboy_tests::splitmix(&mut state) % u64::from(big_file::KEYS)) as u32;
+        let value = store
+            .get(&big_file::key(i))
+            .map_err(|e| format!("read {reads}: get {i}: {e}"))?
+            .ok_or_else(|| format!("read {reads}: key {i} is missing"))?;
+        let version = big_file::check(i, &value).map_err(|e| format!("read {reads}: {e}"))?;
+        if version < newest[i as usize] {
+            return Err(format!(
+                "read {reads}: key {i} went back from version {} to {version}",
+                newest[i as usize]
+            ));
+        }
+        newest[i as usize] = version;
+        let copy = value.to_vec();
+        if held.len() < 64 {
+            held.push((i, value, copy));
+        } else {
+            held[reads as usize % 64] = (i, value, copy);
+        }
+        if let Some((k, value, copy)) = held.iter().find(|(_, v, c)| **v != c[..]) {
+            return Err(format!(
+                "read {reads}: a value of key {k} it held changed: {} was {}",
+                show(value),
+                show(copy)
+            ));
+        }
+        reads += 1;
+    }
+    Ok(format!("{reads} reads"))
 }
 
 /// Writes the handoff entries and exits without syncing or closing
