@@ -47,6 +47,10 @@ use std::time::Duration;
 use memmap2::{MmapOptions, MmapRaw};
 use parking_lot::Mutex;
 
+/// The count that makes `FUTEX_WAKE` wake every waiter. The kernel reads
+/// the count as a signed int: `u32::MAX` would be -1, which wakes one.
+const WAKE_ALL: u32 = i32::MAX as u32;
+
 /// Smallest address-space reservation for a data file (1 GiB). Reserving
 /// costs only virtual addresses: the mapping is file-backed and created with
 /// `MAP_NORESERVE`, so no memory is committed until pages are touched.
@@ -469,7 +473,7 @@ impl LockFile {
         let _ = rustix::thread::futex::wake(
             self.wanted(),
             rustix::thread::futex::Flags::empty(),
-            u32::MAX,
+            WAKE_ALL,
         );
     }
 
@@ -505,7 +509,7 @@ impl LockFile {
         let _ = rustix::thread::futex::wake(
             self.wanted(),
             rustix::thread::futex::Flags::empty(),
-            u32::MAX,
+            WAKE_ALL,
         );
         let result = wait();
         self.wanted().fetch_sub(1, Ordering::AcqRel);
