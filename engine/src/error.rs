@@ -305,6 +305,24 @@ pub enum Error {
         /// header page, when even that is cut).
         expected: u64,
     },
+    /// A [`Durability::Sync`](crate::Durability::Sync) commit was applied
+    /// (every thread and process sees it, and it survives the process being
+    /// killed), but the `fdatasync` that was to make it durable failed, or
+    /// another thread's failed after the commit's bytes were written.
+    /// Whether it survives a power loss is unknown. The store is latched:
+    /// it refuses writes until [`Store::recover`](crate::Store::recover) or
+    /// a reopen.
+    #[error(
+        "{path}: the commit was applied, but the fsync that was to make it durable failed \
+         ({cause}): it is visible, and may not survive a power loss; the store refuses \
+         writes until recover() or a reopen"
+    )]
+    CommitNotDurable {
+        /// The data file.
+        path: PathBuf,
+        /// The failure.
+        cause: String,
+    },
 }
 
 impl Error {

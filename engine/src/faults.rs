@@ -1,7 +1,9 @@
 //! A storage seam for tests: with the `fault-injection` feature, a process
 //! can make carboy's `fallocate`, `fsync` and `rename` calls fail on demand,
-//! to check what a failed write leaves behind. Without the feature the
-//! checks compile to nothing.
+//! to check what a failed write leaves behind, and can see when an
+//! `fdatasync` of a data file has returned ([`Op::Synced`]), to know what a
+//! power loss at that moment would keep. Without the feature the checks
+//! compile to nothing.
 //!
 //! ```
 //! # #[cfg(feature = "fault-injection")] {
@@ -26,6 +28,11 @@ pub enum Op {
     Fsync,
     /// Renaming a new data file into place.
     Rename,
+    /// An `fdatasync` of a data file has just returned successfully. The
+    /// hook is told after the fact, in the thread that made the call, and
+    /// its answer is ignored: it cannot fail what already happened. (The
+    /// same thread's [`Op::Fsync`] came just before the call.)
+    Synced,
 }
 
 /// Decides, for each operation, whether it fails (and with what).
@@ -55,6 +62,24 @@ pub(crate) fn check(op: Op) -> io::Result<()> {
         None => Ok(()),
     }
 }
+
+/// Tells the hook that an `fdatasync` of a data file returned
+/// ([`Op::Synced`]; its answer is ignored).
+#[cfg(feature = "fault-injection")]
+pub(crate) fn synced() {
+    let hook = match HOOK.read() {
+        Ok(h) => h,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(h) = hook.as_ref() {
+        let _ = h(Op::Synced);
+    }
+}
+
+/// Without the `fault-injection` feature nobody is told.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn synced() {}
 
 /// Without the `fault-injection` feature nothing ever fails here.
 #[cfg(not(feature = "fault-injection"))]

@@ -18,7 +18,14 @@ pub enum Durability {
     /// the records that verify.
     #[default]
     None,
-    /// The commit returns after `fdatasync`: it survives power loss.
+    /// The commit returns once an `fdatasync` covered it: it survives power
+    /// loss. Sync commits made at once by several threads or processes
+    /// share one `fdatasync` (group commit). The price: other threads and
+    /// processes read a Sync commit from the moment it is applied, a sync's
+    /// time before it is durable; a power loss then takes it back (with
+    /// every commit after it: the log is always kept as a prefix). If the
+    /// sync fails, the commit stays applied and `commit` returns
+    /// [`Error::CommitNotDurable`](crate::Error::CommitNotDurable).
     Sync,
 }
 

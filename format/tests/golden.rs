@@ -285,6 +285,9 @@ fn layout_constants() {
     assert_eq!(lockfile::SIZE, 4096);
     assert_eq!(lockfile::OFF_GENERATION, 64);
     assert_eq!(lockfile::OFF_WANTED, 72);
+    assert_eq!(lockfile::OFF_SYNC_SEQ, 128);
+    assert_eq!(lockfile::SYNC_WORDS_END, 160);
+    assert_eq!(lockfile::SYNC_LOCK_BYTE, 128);
     // The CRC is IEEE CRC-32 (check value of "123456789").
     assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
 }
@@ -396,6 +399,14 @@ fn format_md_documents_the_offsets() {
     check(lockfile::OFF_VERSION, 4, "u32", "version");
     check(lockfile::OFF_GENERATION, 8, "u64", "generation");
     check(lockfile::OFF_WANTED, 4, "u32", "wanted");
+    check(lockfile::OFF_SYNC_SEQ, 4, "u32", "sync_seq");
+    check(lockfile::OFF_SYNC_WAITERS, 4, "u32", "sync_waiters");
+    check(lockfile::OFF_SYNC_COMMITS, 4, "u32", "sync_commits");
+    check(lockfile::OFF_SYNC_COVERED, 4, "u32", "sync_covered");
+    check(lockfile::OFF_SYNC_GROUP, 4, "u32", "sync_group");
+    check(lockfile::OFF_SYNC_ACTIVE, 4, "u32", "sync_active");
+    check(lockfile::OFF_SYNC_MICROS, 4, "u32", "sync_micros");
+    check(lockfile::OFF_GATHERING, 4, "u32", "gathering");
 
     assert!(
         missing.is_empty(),

@@ -5,8 +5,13 @@
 //! The child acknowledges a commit on stdout only after `commit` returned;
 //! the parent kills it after a random number of acknowledgements (sometimes
 //! none: a kill during open or recovery), then opens the file itself and
-//! checks everything acknowledged so far. `CARBOY_KILLS` sets the number of
-//! kills (default 1000), `CARBOY_KILL_SEED` the seed of the kill points.
+//! checks everything acknowledged so far. Every other round the child
+//! commits with `Durability::Sync`, so that kills also land after a commit
+//! point and before or inside its fsync (group commit gives the writer
+//! lock up first), and leave the lock file's group-commit words as a
+//! killed syncer left them for the next child. `CARBOY_KILLS` sets the
+//! number of kills (default 1000), `CARBOY_KILL_SEED` the seed of the kill
+//! points.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -45,10 +50,12 @@ fn killed_writers_lose_nothing_acknowledged() {
     let mut acked_single: HashMap<Vec<u8>, u64> = HashMap::new();
     let mut total_acks = 0u64;
     for round in 0..kills() {
+        let durability = if round % 2 == 1 { "sync" } else { "none" };
         let mut child = Command::new(env!("CARGO_BIN_EXE_carboy-test-child"))
             .arg("commit-forever")
             .arg(&path)
             .arg(next_version.to_string())
+            .arg(durability)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -68,20 +68,41 @@ fn a_failed_fsync_latches_the_store_until_recovered() {
     let dir = tempfile::tempdir().unwrap();
     let store = populated(dir.path(), Durability::Sync);
     let err = failing(Op::Fsync, || store.put(b"doomed", b"x")).unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    // The sync comes after the commit point (group commit): the commit is
+    // applied and visible, but not known durable, and the error says so.
+    assert!(matches!(err, Error::CommitNotDurable { .. }), "{err:?}");
+    assert!(err.to_string().contains("applied"), "{err}");
+    assert_eq!(
+        store.get_owned(b"doomed").unwrap().as_deref(),
+        Some(&b"x"[..])
+    );
     // The state after a failed fsync is unknown: no more writes...
     let err = store.put(b"next", b"y").unwrap_err();
     assert!(matches!(err, Error::Latched { .. }), "{err:?}");
     assert!(err.to_string().contains("reopen"), "{err}");
-    // ...but reads go on, and nothing committed before is lost.
+    // ...nor syncs, but reads go on, and nothing committed before is lost.
+    let err = store.sync().unwrap_err();
+    assert!(matches!(err, Error::Latched { .. }), "{err:?}");
     assert_holds_first_twenty(&store);
     let cause = store.recover().unwrap();
     assert!(cause.is_some_and(|c| c.contains("fsync")));
     store.put(b"next", b"y").unwrap();
+    // Store::sync's own failure (with something to sync: a commit of a
+    // handle without durability) is an I/O error, and latches too.
+    let fast = Options::new()
+        .durability(Durability::None)
+        .open(dir.path().join("faulty.carboy"))
+        .unwrap();
+    fast.put(b"unsynced", b"z").unwrap();
+    let err = failing(Op::Fsync, || store.sync()).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(matches!(store.put(b"x", b"y"), Err(Error::Latched { .. })));
+    assert!(store.recover().unwrap().is_some());
+    drop(fast);
     // Latched again, then every handle dropped and the file opened afresh:
     // the new handle is not latched.
     let err = failing(Op::Fsync, || store.put(b"doomed", b"x")).unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(matches!(err, Error::CommitNotDurable { .. }), "{err:?}");
     drop(store);
     let store = Options::new()
         .durability(Durability::Sync)

@@ -7,14 +7,30 @@
 //! The writes after the sync point go through a `Durability::None` handle:
 //! they model commits whose `fdatasync` had not returned when the power
 //! went. Each image is opened with `rebuild_index(true)`, which is what the
-//! first open after a reboot does. `CARBOY_IMAGES` sets the number of images
-//! per test (default 300; two tests, so 600 per run).
+//! first open after a reboot does.
+//!
+//! Group commit has a test of its own: threads make `Durability::Sync`
+//! commits at once, publishing before their fsync and sharing fsyncs. The
+//! storage seam copies the file as each fdatasync starts (all it will make
+//! durable) and says when it returned; every crash image is the file at one
+//! returned sync plus a random subset of the pages changed until the next
+//! sync started, and must hold every commit acknowledged before the next
+//! sync returned, and exactly the state after some prefix of the
+//! transactions in commit order.
+//!
+//! `CARBOY_IMAGES` sets the number of images per test (default 300; three
+//! tests, so 900 per run).
 
-use std::collections::BTreeMap;
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
+use carboy::faults::{self, Op};
 use carboy::{Durability, Options, Store};
-use carboy_tests::{assert_clean, contents, splitmix, versioned_value};
+use carboy_tests::{
+    assert_clean, contents, decode_counter, encode_counter, splitmix, versioned_value,
+};
 
 const PAGE: usize = 4096;
 
@@ -182,4 +198,195 @@ fn sync_commits_survive_power_loss() {
 #[test]
 fn unsynced_commits_are_lost_whole_or_kept_whole() {
     run(Durability::None, 0x5EED_0002);
+}
+
+/// What the storage seam and the committing threads saw, in order.
+enum Event {
+    /// Thread `thread` is about to call fdatasync; the file as it is now.
+    SyncStarts { thread: u64, image: Vec<u8> },
+    /// That thread's fdatasync returned.
+    Synced { thread: u64 },
+    /// The commit of transaction `seq` returned.
+    Acked { seq: u64 },
+}
+
+thread_local! {
+    /// True in the threads of the group-commit test: the seam's hook is
+    /// process-wide, and the other tests of this file sync too.
+    static RECORDING: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// The writes of one transaction of the group-commit test: key and new
+/// value (`None`: deleted).
+type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+#[test]
+fn group_commits_survive_power_loss() {
+    const THREADS: u64 = 4;
+    const TXNS: u64 = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("group.carboy");
+    let store = Options::new()
+        .durability(Durability::Sync)
+        .expected_keys(8)
+        .open(&path)
+        .unwrap();
+    for i in 0..5u32 {
+        store.put(&i.to_le_bytes(), &versioned_value(i, 0)).unwrap();
+    }
+    store.sync().unwrap();
+    let at_sync = plain(&store);
+
+    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let seen = Arc::clone(&events);
+    let file = path.clone();
+    faults::set_hook(Some(Box::new(move |op| {
+        let thread = RECORDING.with(Cell::get)?;
+        let event = match op {
+            Op::Fsync => Event::SyncStarts {
+                thread,
+                image: std::fs::read(&file).unwrap(),
+            },
+            Op::Synced => Event::Synced { thread },
+            _ => return None,
+        };
+        seen.lock().unwrap().push(event);
+        None
+    })));
+    // Transaction `seq` (its place in commit order, read under the writer
+    // lock from the "seq" key it also moves) and its writes.
+    let txns: Mutex<BTreeMap<u64, Writes>> = Mutex::default();
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (store, events, txns) = (store.clone(), &events, &txns);
+            s.spawn(move || {
+                RECORDING.with(|r| r.set(Some(t)));
+                for i in 0..TXNS {
+                    let mut txn = store.transaction().unwrap();
+                    let seq = decode_counter(txn.get(b"seq").unwrap()).unwrap() + 1;
+                    let mut writes: Writes =
+                        vec![(b"seq".to_vec(), Some(encode_counter(seq).to_vec()))];
+                    let key = format!("t{t}/k{}", i % 4).into_bytes();
+                    let value = versioned_value(t as u32, seq);
+                    txn.put(&key, &value).unwrap();
+                    writes.push((key, Some(value)));
+                    if i % 3 == 2 {
+                        let gone = format!("t{t}/k{}", (i + 2) % 4).into_bytes();
+                        txn.delete(&gone).unwrap();
+                        writes.push((gone, None));
+                    }
+                    txn.put(b"seq", &encode_counter(seq)).unwrap();
+                    txns.lock().unwrap().insert(seq, writes);
+                    txn.commit().unwrap();
+                    events.lock().unwrap().push(Event::Acked { seq });
+                }
+                RECORDING.with(|r| r.set(None));
+            });
+        }
+    });
+    faults::set_hook(None);
+    let last = std::fs::read(&path).unwrap();
+    let stats = store.sync_stats();
+    drop(store);
+
+    // The state after each prefix of the transactions, in commit order.
+    let txns = txns.into_inner().unwrap();
+    assert_eq!(txns.len() as u64, THREADS * TXNS);
+    let mut states = vec![at_sync.clone()];
+    for (seq, writes) in &txns {
+        assert_eq!(*seq, states.len() as u64, "transactions out of order");
+        let mut next = states.last().unwrap().clone();
+        for (key, value) in writes {
+            match value {
+                Some(v) => next.insert(key.clone(), v.clone()),
+                None => next.remove(key),
+            };
+        }
+        states.push(next);
+    }
+
+    // The durable points: the file as each sync started, once it returned;
+    // the pages that may have reached the disk besides (the file as the
+    // next sync started); and the newest transaction acknowledged before
+    // the next sync returned, which a crash at that point must keep.
+    struct Durable {
+        image: Vec<u8>,
+        until: Option<Vec<u8>>,
+        must_keep: u64,
+    }
+    let mut durable: Vec<Durable> = Vec::new();
+    let mut starting: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut newest_ack = 0;
+    let events = std::mem::take(&mut *events.lock().unwrap());
+    for event in events {
+        match event {
+            Event::SyncStarts { thread, image } => {
+                if let Some(d) = durable.last_mut().filter(|d| d.until.is_none()) {
+                    d.until = Some(image.clone());
+                }
+                starting.insert(thread, image);
+            }
+            Event::Synced { thread } => {
+                if let Some(d) = durable.last_mut() {
+                    d.must_keep = newest_ack;
+                }
+                let image = starting
+                    .remove(&thread)
+                    .expect("a sync that returned had started");
+                durable.push(Durable {
+                    image,
+                    until: None,
+                    must_keep: 0,
+                });
+            }
+            Event::Acked { seq } => {
+                assert!(
+                    !durable.is_empty(),
+                    "transaction {seq} was acknowledged before any sync returned"
+                );
+                newest_ack = newest_ack.max(seq);
+            }
+        }
+    }
+    let end = durable.last_mut().expect("no sync at all");
+    end.must_keep = newest_ack;
+    assert_eq!(newest_ack, THREADS * TXNS);
+    eprintln!(
+        "{} Sync commits from {THREADS} threads, {} fsyncs",
+        stats.commits, stats.fsyncs
+    );
+
+    let mut rng = 0x5EED_0003_u64;
+    let mut kept = BTreeSet::new();
+    for n in 0..images() {
+        let i = (splitmix(&mut rng) % durable.len() as u64) as usize;
+        let d = &durable[i];
+        let image = crash_image(&d.image, d.until.as_deref().unwrap_or(&last), &mut rng);
+        let image_path = dir.path().join(format!("image-{n}.carboy"));
+        std::fs::write(&image_path, &image).unwrap();
+        let case = format!("image {n} (after sync {i} of {})", durable.len());
+        let store = Options::new()
+            .rebuild_index(true)
+            .open(&image_path)
+            .unwrap_or_else(|e| panic!("{case}: does not open: {e}"));
+        assert_clean(&store);
+        let got = plain(&store);
+        let seq = decode_counter(got.get(&b"seq"[..]).map(Vec::as_slice)).unwrap();
+        assert_eq!(
+            got, states[seq as usize],
+            "{case}: not the state after transaction {seq}"
+        );
+        assert!(
+            seq >= d.must_keep,
+            "{case}: transaction {} was acknowledged, the image keeps only up to {seq}",
+            d.must_keep
+        );
+        kept.insert(seq);
+        drop(store);
+        remove(&image_path);
+    }
+    assert!(
+        kept.len() > 2,
+        "images kept only transactions up to {kept:?}: they are not exercising recovery"
+    );
 }

@@ -50,6 +50,10 @@ use std::time::Duration;
 use memmap2::{MmapOptions, MmapRaw};
 use parking_lot::Mutex;
 
+/// The count that makes `FUTEX_WAKE` wake every waiter. The kernel reads
+/// the count as a signed int: `u32::MAX` would be -1, which wakes one.
+const WAKE_ALL: u32 = i32::MAX as u32;
+
 /// Smallest address-space reservation for a data file (1 GiB). Reserving
 /// costs only virtual addresses: the mapping is file-backed and created with
 /// `MAP_NORESERVE`, so no memory is committed until pages are touched.
@@ -320,7 +324,36 @@ impl MappedFile {
     /// Flushes the file's data and length to the device (`fdatasync`).
     pub(crate) fn sync(&self) -> io::Result<()> {
         crate::faults::check(crate::faults::Op::Fsync)?;
-        self.file.sync_data()
+        self.file.sync_data()?;
+        crate::faults::synced();
+        Ok(())
+    }
+
+    /// Raises the little-endian live word at `offset` in the header page to
+    /// `value` unless it is already at least `value` or `value` exceeds
+    /// the word at `ceiling` (compare-and-swap: concurrent raises from any
+    /// process keep the largest). Returns the word's value afterwards.
+    pub(crate) fn raise(&self, offset: usize, value: u64, ceiling: usize) -> u64 {
+        let header = carboy_format::header::HEADER_SIZE;
+        let Some(w) = self.word(offset as u64, header) else {
+            return 0;
+        };
+        let mut current = w.load(Ordering::Acquire);
+        loop {
+            let now = u64::from_le(current);
+            if now >= value || value > self.load(ceiling) {
+                return now;
+            }
+            match w.compare_exchange_weak(
+                current,
+                value.to_le(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return value,
+                Err(seen) => current = seen,
+            }
+        }
     }
 
     /// Marks this open file as in use through the lock file numbered
@@ -514,6 +547,43 @@ impl LockFile {
         }
     }
 
+    /// The 4-byte live word at `offset` of the lock file's first page.
+    fn word32(&self, offset: usize) -> &AtomicU32 {
+        assert!(
+            offset.is_multiple_of(4) && offset + 4 <= carboy_format::lockfile::SIZE as usize,
+            "lock file word {offset} out of bounds"
+        );
+        // SAFETY: as for `wanted`: `offset + 4` lies inside the 4096-byte
+        // mapping that lives as long as `self` (asserted above), `offset`
+        // is a multiple of 4 on a page-aligned base, so the pointer is
+        // aligned for AtomicU32, and every process accesses the lock file's
+        // live words only through 4-byte atomics (FORMAT.md §7).
+        unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(offset).cast::<u32>()) }
+    }
+
+    /// A group-commit word of the lock file (`carboy_format::lockfile`'s
+    /// `OFF_SYNC_*` and `OFF_GATHERING`), little-endian like every word.
+    pub(crate) fn sync_word(&self, offset: usize) -> SyncWord<'_> {
+        debug_assert!(
+            (carboy_format::lockfile::OFF_SYNC_SEQ..carboy_format::lockfile::SYNC_WORDS_END)
+                .contains(&offset)
+        );
+        SyncWord(self.word32(offset))
+    }
+
+    /// Tries to take the sync lock (`carboy_format::lockfile::SYNC_LOCK_BYTE`)
+    /// without waiting: `Ok(true)` when this open file description now holds
+    /// it, `Ok(false)` when another one does.
+    pub(crate) fn try_sync_lock(&self) -> io::Result<bool> {
+        lock_byte(&self.file, carboy_format::lockfile::SYNC_LOCK_BYTE, false)
+            .map(|r| r == RangeLock::Acquired)
+    }
+
+    /// Gives the sync lock up.
+    pub(crate) fn sync_unlock(&self) -> io::Result<()> {
+        unlock_byte(&self.file, carboy_format::lockfile::SYNC_LOCK_BYTE)
+    }
+
     /// True when another process is waiting for the lock.
     pub(crate) fn is_wanted(&self) -> bool {
         self.wanted().load(Ordering::Acquire) != 0
@@ -525,7 +595,7 @@ impl LockFile {
         let _ = rustix::thread::futex::wake(
             self.wanted(),
             rustix::thread::futex::Flags::empty(),
-            u32::MAX,
+            WAKE_ALL,
         );
     }
 
@@ -561,7 +631,7 @@ impl LockFile {
         let _ = rustix::thread::futex::wake(
             self.wanted(),
             rustix::thread::futex::Flags::empty(),
-            u32::MAX,
+            WAKE_ALL,
         );
         let result = wait();
         self.wanted().fetch_sub(1, Ordering::AcqRel);
@@ -590,6 +660,65 @@ impl LockFile {
     /// Releases whichever lock this process holds.
     pub(crate) fn unlock(&self) -> io::Result<()> {
         self.file.unlock()
+    }
+}
+
+/// A 4-byte live word of the lock file: little-endian in the file, so a
+/// big-endian host swaps its bytes (a futex compares the raw bits, which
+/// `wait` passes swapped too).
+#[derive(Clone, Copy)]
+pub(crate) struct SyncWord<'a>(&'a AtomicU32);
+
+impl SyncWord<'_> {
+    /// The word's value.
+    pub(crate) fn load(self) -> u32 {
+        u32::from_le(self.0.load(Ordering::SeqCst))
+    }
+
+    /// Stores `value`.
+    pub(crate) fn store(self, value: u32) {
+        self.0.store(value.to_le(), Ordering::SeqCst);
+    }
+
+    /// Adds `delta` (wrapping) and returns the new value. On a big-endian
+    /// host this is a compare-and-swap loop; on little-endian one RMW.
+    pub(crate) fn add(self, delta: u32) -> u32 {
+        let mut current = self.0.load(Ordering::SeqCst);
+        loop {
+            let new = u32::from_le(current).wrapping_add(delta);
+            match self.0.compare_exchange_weak(
+                current,
+                new.to_le(),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return new,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Sleeps while the word still holds `expected`, at most `timeout`
+    /// (`FUTEX_WAIT`, shared between processes). Returns early when woken,
+    /// interrupted, or when the word already differs; the caller looks again.
+    pub(crate) fn wait(self, expected: u32, timeout: Duration) {
+        let ts = rustix::thread::futex::Timespec {
+            tv_sec: timeout.as_secs() as i64,
+            tv_nsec: timeout.subsec_nanos().into(),
+        };
+        let _ = rustix::thread::futex::wait(
+            self.0,
+            rustix::thread::futex::Flags::empty(),
+            expected.to_le(),
+            Some(&ts),
+        );
+    }
+
+    /// Wakes every thread, of any process, sleeping in [`wait`](Self::wait)
+    /// on this word.
+    pub(crate) fn wake_all(self) {
+        let _ =
+            rustix::thread::futex::wake(self.0, rustix::thread::futex::Flags::empty(), WAKE_ALL);
     }
 }
 

@@ -8,6 +8,7 @@
 //! | `file_state.rs` | one opened data file and checked reads of it |
 //! | `index.rs` | the probe loop and slot publishing |
 //! | `writer.rs` | the writer lock and the commit protocol |
+//! | `group_commit.rs` | making Sync commits durable, sharing one `fdatasync` among many |
 //! | `lease.rs` | keeping the writer lock between commits while nobody waits |
 //! | `reentry.rs` | refusing calls that would wait for the calling thread itself |
 //! | `recovery.rs` | log scans, dead-writer replay, index rebuild |
@@ -36,6 +37,7 @@ use crate::options::Options;
 
 mod environment;
 mod file_state;
+mod group_commit;
 mod index;
 mod lease;
 mod maintain;
@@ -50,6 +52,7 @@ mod writer;
 use file_state::FileState;
 use index::Probe;
 
+pub use group_commit::SyncStats;
 pub use maintain::{CompactReport, Problem, SalvageReport, Stats, VerifyReport, salvage};
 pub use snapshot::{Entry, Iter, Snapshot};
 pub use writer::Transaction;
@@ -88,6 +91,8 @@ pub(crate) struct Shared {
     /// Open `Store` handles on this namespace in this process; the lease
     /// thread gives the lock up when it falls to zero.
     handles: std::sync::atomic::AtomicUsize,
+    /// This process's side of group commit (`group_commit.rs`).
+    group: group_commit::GroupCommit,
 }
 
 impl Shared {
@@ -402,18 +407,35 @@ impl Store {
         Ok(self.len()? == 0)
     }
 
-    /// Flushes every commit so far to the device (`fdatasync`), whatever
-    /// this handle's durability.
+    /// Flushes every commit so far, of every process, to the device
+    /// (`fdatasync`), whatever this handle's durability. Returns at once
+    /// when a sync already covered them all; shares one with the Sync
+    /// commits being made meanwhile, like a commit.
     pub fn sync(&self) -> Result<()> {
         let guard = self.shared.write_lock()?;
-        let end = guard.fs.commit_end();
-        guard
-            .fs
-            .map
-            .sync()
-            .map_err(|e| self.shared.latch("fsync", e))?;
-        guard.fs.store(live::SYNCED_END, end);
-        Ok(())
+        let fs = Arc::clone(&guard.fs);
+        let end = fs.commit_end();
+        let failures = self.shared.group.failures();
+        drop(guard);
+        self.shared.make_durable(&fs, end, failures)
+    }
+
+    /// How many [`Durability::Sync`] commits this process made durable on
+    /// this namespace, and how many `fdatasync` calls that took: commits
+    /// made at once by several threads or processes share them. Counts
+    /// since the namespace was first opened in this process.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store = carboy::Options::new()
+    ///     .durability(carboy::Durability::Sync)
+    ///     .open(dir.path().join("s.carboy"))?;
+    /// store.put(b"k", b"v")?;
+    /// assert_eq!(store.sync_stats().commits, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sync_stats(&self) -> SyncStats {
+        self.shared.group.stats()
     }
 
     /// Clears the latch set by a failed write: finishes any half-done

@@ -102,6 +102,7 @@ pub(crate) fn open_shared(
         lease_thread: Mutex::new(false),
         me: me.clone(),
         handles: std::sync::atomic::AtomicUsize::new(0),
+        group: Default::default(),
     });
     registry.insert(key, Arc::downgrade(&shared));
     Ok((shared, true))

@@ -7,17 +7,24 @@
 //!    offset, record count and the CRC of its records' CRCs;
 //! 2. if the index would pass 3/4 full, builds a larger index block after
 //!    the marker (unpublished, so readers keep using the old one);
-//! 3. with [`Durability::Sync`], `fdatasync`s the file;
-//! 4. stores the new committed end (the commit point: from here on a crash
-//!    keeps the transaction), then the new index offset;
-//! 5. points the index slots at the new records (readers now see them);
-//! 6. stores the counters, `indexed_end = committed end`, and clears
-//!    `write_pending`.
+//! 3. stores the new committed end (the commit point: from here on a crash
+//!    of the process keeps the transaction), then the new index offset;
+//! 4. points the index slots at the new records (readers now see them);
+//! 5. stores the counters, `indexed_end = committed end`, and clears
+//!    `write_pending`;
+//! 6. gives the writer lock up (or keeps it as a lease, `lease.rs`);
+//! 7. with [`Durability::Sync`], waits until the file is synced past the
+//!    commit's end, syncing itself unless another thread or process is
+//!    about to (`group_commit.rs`). Only then does `commit` return.
 //!
-//! A writer that dies before step 4 leaves garbage above the committed end,
-//! which the next writer overwrites. One that dies between 4 and 6 leaves
+//! A writer that dies before step 3 leaves garbage above the committed end,
+//! which the next writer overwrites. One that dies between 3 and 5 leaves
 //! `indexed_end < commit_end`; the next writer replays the records in
-//! between (see `recovery.rs`).
+//! between (see `recovery.rs`). Between steps 3 and 7 a Sync commit is
+//! visible to every reader but not yet durable: a power loss then may
+//! lose it, together with every commit after it (the log is kept as a
+//! prefix, and a later commit's sync covers all earlier ones), and it was
+//! never reported durable.
 
 use std::sync::Arc;
 
@@ -44,7 +51,9 @@ pub(crate) struct WriteGuard<'s> {
     pub(crate) fs: Arc<FileState>,
     /// False until the files passed the checks of the acquisition: a lock
     /// taken for a write that failed there is given up, never kept as a
-    /// lease (which would skip the checks next time).
+    /// lease (which would skip the checks next time). A Sync commit also
+    /// sets it false while syncs are shared, to hand the lock straight to
+    /// the next process (see `Transaction::commit`).
     lease_ok: bool,
 }
 
@@ -132,6 +141,9 @@ pub struct Transaction<'s> {
     /// Bytes of this transaction's records that a later record of the same
     /// transaction replaced.
     dead: u64,
+    /// Failed syncs of this process before the transaction began
+    /// ([`GroupCommit::failures`](super::group_commit::GroupCommit::failures)).
+    sync_failures: u64,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -152,6 +164,7 @@ impl<'s> Transaction<'s> {
         let fs = &guard.fs;
         let start = fs.commit_end();
         let alloc_end = fs.load(live::ALLOC_END).max(start);
+        let sync_failures = guard.shared.group.failures();
         Transaction {
             guard,
             durability,
@@ -164,6 +177,7 @@ impl<'s> Transaction<'s> {
             records: 0,
             records_crc: crc32fast::Hasher::new(),
             dead: 0,
+            sync_failures,
         }
     }
 
@@ -315,18 +329,51 @@ impl<'s> Transaction<'s> {
         Ok(())
     }
 
-    /// Makes every write of this transaction durable (per the store's
-    /// [`Durability`]) and visible, all at once.
+    /// Makes every write of this transaction visible, all at once, and
+    /// durable per the store's [`Durability`].
+    ///
+    /// With [`Durability::Sync`] it returns once the commit survives power
+    /// loss. Other threads and processes see the commit a little earlier,
+    /// from the moment the writer lock is given up, while its `fdatasync`
+    /// is still to come (that is what lets commits share one). An error
+    /// [`Error::CommitNotDurable`] means the commit was applied, but the
+    /// sync failed: it may not survive a power loss.
     pub fn commit(mut self) -> Result<()> {
         if self.records == 0 {
             return Ok(());
         }
         // On an error before the commit point `records` is still set and
         // dropping `self` discards the writes; after it, `records` is 0.
-        self.commit_inner()
+        let end = self.commit_inner()?;
+        if self.durability != Durability::Sync {
+            return Ok(());
+        }
+        let shared = self.guard.shared;
+        let fs = Arc::clone(&self.guard.fs);
+        let failures = self.sync_failures;
+        // While syncs are shared, other processes will want the lock as
+        // soon as their own sync returns: hand it over now rather than
+        // through the lease thread then.
+        if shared.syncs_shared() {
+            self.guard.lease_ok = false;
+        }
+        // Gives the writer lock up (or keeps it as an idle lease) before
+        // the sync, so that other writers commit meanwhile.
+        drop(self);
+        match shared.make_durable(&fs, end, failures) {
+            Ok(()) => {
+                shared.group.count_commit();
+                Ok(())
+            }
+            Err(e) => Err(Error::CommitNotDurable {
+                path: shared.data_path.clone(),
+                cause: e.to_string(),
+            }),
+        }
     }
 
-    fn commit_inner(&mut self) -> Result<()> {
+    /// Steps 1 to 5 of the commit protocol; returns the committed end.
+    fn commit_inner(&mut self) -> Result<u64> {
         let fs = Arc::clone(&self.guard.fs);
         let txn_id = fs.load(live::TXN_ID) + 1;
         let marker = Commit {
@@ -374,12 +421,6 @@ impl<'s> Transaction<'s> {
             idx = new_idx;
         }
 
-        if self.durability == Durability::Sync {
-            fs.map
-                .sync()
-                .map_err(|e| self.guard.shared.latch("fsync", e))?;
-        }
-
         // The commit point. From here on the transaction is committed: it
         // must not be discarded, and a failure to publish is left for the
         // next writer's replay (and latches this store).
@@ -406,9 +447,9 @@ impl<'s> Transaction<'s> {
         fs.store(live::INDEXED_END, end);
         fs.store(live::WRITE_PENDING, 0);
         if self.durability == Durability::Sync {
-            fs.store(live::SYNCED_END, at + record::COMMIT_LEN);
+            self.guard.shared.note_sync_commit();
         }
-        Ok(())
+        Ok(end)
     }
 
     /// Throws away what this transaction wrote (nothing was published).

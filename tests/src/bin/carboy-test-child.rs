@@ -27,10 +27,21 @@
 //!     commits growing transactions until one fails, printing the version
 //!     of each commit that returned, then the failure as `error: ...`;
 //!     exits 0 when the failure is a typed I/O error
-//! carboy-test-child commit-forever <path> <first version>
+//! carboy-test-child commit-forever <path> <first version> [sync]
 //!     commits kill-loop transactions (carboy_tests::kill_loop) from
 //!     <first version> on, printing each version on stdout once its commit
-//!     returned, until killed
+//!     returned, until killed; with `sync`, with Durability::Sync
+//! carboy-test-child sync-commits <path> <child> <first version> <count>
+//!     waits for a line on stdin, then makes Durability::Sync commits of
+//!     the group-commit plan (carboy_tests::group_plan) for versions
+//!     <first version>.. (<count> of them, or forever if 0), printing
+//!     `ack <version>` once each returned, then its sync stats
+//! carboy-test-child sync-held <path> <key>
+//!     commits <key> with Durability::Sync, printing `syncing` when its
+//!     first fsync is about to start and holding it there until a line
+//!     arrives on stdin; then prints its sync stats
+//! carboy-test-child sync-put <path> <key>
+//!     commits <key> with Durability::Sync and prints its sync stats
 //! carboy-test-child serve <path>
 //!     opens the namespace and prints `ready` (or the error), then runs one
 //!     command per line of stdin and prints one line for each
@@ -98,8 +109,16 @@ fn run(args: &[String]) -> Result<String, String> {
         ),
         Some("write") => write(path, u32::try_from(num(2)?).map_err(|e| e.to_string())?),
         Some("read") => read(path, u32::try_from(num(2)?).map_err(|e| e.to_string())?),
-        Some("commit-forever") => commit_forever(path, num(2)?),
+        Some("commit-forever") => {
+            commit_forever(path, num(2)?, args.get(3).is_some_and(|a| a == "sync"))
+        }
         Some("fill") => fill(path),
+        Some("sync-commits") => {
+            let child = u32::try_from(num(2)?).map_err(|e| e.to_string())?;
+            sync_commits(path, child, num(3)?, num(4)?)
+        }
+        Some("sync-held") => sync_held(path, args.get(2).ok_or("no key given")?),
+        Some("sync-put") => sync_put(path, args.get(2).ok_or("no key given")?),
         Some("lock-count") => {
             let lock = ChildLock::parse(args.get(4..).unwrap_or_default())?;
             lock_count(path, num(2)?, num(3)?, &lock)
@@ -408,9 +427,17 @@ fn wait_for_start() -> Result<(), String> {
 
 /// Commits kill-loop transactions until killed, acknowledging each one on
 /// stdout only after its commit returned.
-fn commit_forever(path: &Path, first: u64) -> Result<String, String> {
+fn commit_forever(path: &Path, first: u64, sync: bool) -> Result<String, String> {
     use std::io::Write;
-    let store = Store::open(path).map_err(|e| format!("open: {e}"))?;
+    let durability = if sync {
+        carboy::Durability::Sync
+    } else {
+        carboy::Durability::None
+    };
+    let store = carboy::Options::new()
+        .durability(durability)
+        .open(path)
+        .map_err(|e| format!("open: {e}"))?;
     let mut out = std::io::stdout().lock();
     for version in first.. {
         let mut txn = store.transaction().map_err(|e| format!("begin: {e}"))?;
@@ -431,6 +458,73 @@ fn commit_forever(path: &Path, first: u64) -> Result<String, String> {
         }
     }
     Ok(String::new())
+}
+
+/// Opens `path` for Durability::Sync commits (the file must exist).
+fn open_sync(path: &Path) -> Result<Store, String> {
+    carboy::Options::new()
+        .durability(carboy::Durability::Sync)
+        .create(false)
+        .open(path)
+        .map_err(|e| format!("open: {e}"))
+}
+
+/// The group-commit plan's commits, each acknowledged once it returned.
+fn sync_commits(path: &Path, child: u32, first: u64, count: u64) -> Result<String, String> {
+    use carboy_tests::group_plan;
+    use std::io::Write;
+    wait_for_start()?;
+    let store = open_sync(path)?;
+    let mut out = std::io::stdout().lock();
+    let last = if count == 0 { u64::MAX } else { first + count };
+    for version in first..last {
+        let mut txn = store.transaction().map_err(|e| format!("begin: {e}"))?;
+        let n = decode_counter(
+            txn.get(group_plan::COUNTER)
+                .map_err(|e| format!("get counter: {e}"))?,
+        )?;
+        txn.put(group_plan::COUNTER, &encode_counter(n + 1))
+            .map_err(|e| format!("put counter: {e}"))?;
+        txn.put(&group_plan::key(child), &group_plan::value(child, version))
+            .map_err(|e| format!("put: {e}"))?;
+        txn.commit().map_err(|e| format!("commit {version}: {e}"))?;
+        writeln!(out, "{}", group_plan::ack(version))
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("ack: {e}"))?;
+    }
+    Ok(group_plan::stats(store.sync_stats()))
+}
+
+/// One Sync commit whose first fsync waits, announced, until the parent
+/// says go: meanwhile the parent lets other processes commit.
+fn sync_held(path: &Path, key: &str) -> Result<String, String> {
+    use std::io::Write;
+    let store = open_sync(path)?;
+    let held = std::sync::atomic::AtomicBool::new(false);
+    carboy::faults::set_hook(Some(Box::new(move |op| {
+        if op == carboy::faults::Op::Fsync && !held.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "syncing").and_then(|()| out.flush());
+            drop(out);
+            let _ = wait_for_start();
+        }
+        None
+    })));
+    store
+        .put(key.as_bytes(), b"held")
+        .map_err(|e| format!("put {key}: {e}"))?;
+    carboy::faults::set_hook(None);
+    Ok(carboy_tests::group_plan::stats(store.sync_stats()))
+}
+
+/// One Sync commit.
+fn sync_put(path: &Path, key: &str) -> Result<String, String> {
+    let store = open_sync(path)?;
+    store
+        .put(key.as_bytes(), b"put")
+        .map_err(|e| format!("put {key}: {e}"))?;
+    Ok(carboy_tests::group_plan::stats(store.sync_stats()))
 }
 
 /// Commits ever larger transactions until the file cannot grow (the parent
