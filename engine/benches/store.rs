@@ -206,7 +206,10 @@ fn value<'b>(rng: &mut Rng, buf: &'b mut [u8; VALUE_LEN]) -> &'b [u8] {
     &buf[..]
 }
 
-/// A get of every key of `keys`, returning (found, bytes).
+/// A get of every key of `keys`, returning (found, bytes). Not inlined, so
+/// that a profiler can be limited to it:
+/// `valgrind --tool=callgrind --toggle-collect='*read_all*' <bench binary>`.
+#[inline(never)]
 fn read_all(store: &Store, keys: &[[u8; KEY_LEN]]) -> (usize, usize) {
     let mut found = 0;
     let mut bytes = 0;
