@@ -486,12 +486,7 @@ pub(crate) fn write_new_file(
         record::encode_index_header(log2).map_err(|e| Error::corruption(path, idx.offset, e))?;
     map.write(idx.offset, &index_header, alloc_end)
         .map_err(io)?;
-    let fs = FileState {
-        map,
-        header,
-        dev_ino: (0, 0),
-        index_cache: std::sync::atomic::AtomicU64::new(0),
-    };
+    let fs = FileState::new(map, header, (0, 0));
     let mut counters = Counters::default();
     for off in offsets {
         index::publish(&fs, idx, off, idx.offset, &mut counters)?;
