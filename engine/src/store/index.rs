@@ -85,6 +85,27 @@ pub(crate) fn probe<'a>(
     Ok(Probe::Full)
 }
 
+/// Asks the CPU for the cache line of the home slot of `hash` in `idx`,
+/// without waiting for it (a batch of lookups overlaps its misses so).
+pub(crate) fn prefetch_slot(fs: &FileState, idx: IndexView, hash: u64) {
+    fs.map
+        .prefetch(idx.slot_offset(slot::bucket(hash, idx.log2)));
+}
+
+/// Asks the CPU for the first two cache lines of the record that the home
+/// slot of `hash` points to, if its tag matches, without waiting for them.
+/// A hint: the slot is read again, and the record checked, by [`probe`].
+pub(crate) fn prefetch_record(fs: &FileState, idx: IndexView, hash: u64) {
+    let bucket = slot::bucket(hash, idx.log2);
+    if let Ok(s) = load_slot(fs, idx, bucket)
+        && s != slot::EMPTY
+        && slot::slot_tag(s) == slot::tag(hash)
+    {
+        fs.map.prefetch(slot::offset(s));
+        fs.map.prefetch(slot::offset(s) + 64);
+    }
+}
+
 /// Running changes to the counters kept in the live words.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Counters {
