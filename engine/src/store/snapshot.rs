@@ -254,82 +254,90 @@ impl Default for Walk {
 
 impl Walk {
     /// The next live (put, unexpired) record of `snap`, its checks passed.
+    #[inline]
     fn next<'a>(&mut self, snap: &'a Snapshot<'_>) -> Option<Result<Record<'a>>> {
-        let fs = &*snap.fs;
-        let idx = snap.idx;
-        let index_end = idx.offset + idx.len();
         loop {
-            if self.window == 0 {
+            if self.reading {
+                // The records marked in this window, in ascending offset.
+                while self.rest == 0 {
+                    let Some(&w) = self.bits.get(self.word + 1) else {
+                        break;
+                    };
+                    self.word += 1;
+                    self.rest = w;
+                }
+                if self.rest != 0 {
+                    let bit = self.word as u64 * 64 + u64::from(self.rest.trailing_zeros());
+                    self.rest &= self.rest - 1;
+                    match snap.fs.record(self.window + bit * 8, snap.bound) {
+                        Ok(rec) if rec.kind == Kind::Put && !rec.expiry.is_expired_at(snap.now) => {
+                            return Some(Ok(rec));
+                        }
+                        Ok(_) => continue,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                let next = self.window.saturating_add(self.window_len);
+                self.start_window(next, snap.bound);
+            } else if self.window == 0 {
                 self.start_window(HEADER_SIZE, snap.bound);
             }
             if self.window >= snap.bound {
                 return None;
             }
-            if !self.reading {
-                let Some(slots) = fs.map.words(idx.slot_offset(0), idx.capacity(), index_end)
-                else {
-                    self.window = snap.bound;
-                    return Some(Err(
-                        fs.corruption(idx.offset, "index slots outside the file")
-                    ));
-                };
-                let first_pass = self.window == HEADER_SIZE;
-                let end = self.window.saturating_add(self.window_len).min(snap.bound);
-                while let Some(word) = slots.get(self.bucket as usize) {
-                    let bucket = self.bucket;
-                    self.bucket += 1;
-                    let s = u64::from_le(word.load(Ordering::Acquire));
-                    if s == slot::EMPTY {
-                        continue;
-                    }
-                    let at = slot::offset(s);
-                    let outside = at < HEADER_SIZE || at >= snap.bound;
-                    if outside || (at >= idx.offset && at < index_end) {
-                        if first_pass {
-                            let what = if outside {
-                                "outside the committed log"
-                            } else {
-                                "into its own index"
-                            };
-                            return Some(Err(fs.corruption(
-                                idx.slot_offset(bucket),
-                                format!("slot points {what} at {at}"),
-                            )));
-                        }
-                        continue;
-                    }
-                    if at >= self.window && at < end {
-                        let bit = (at - self.window) / 8;
-                        if let Some(w) = self.bits.get_mut((bit / 64) as usize) {
-                            *w |= 1 << (bit % 64);
-                        }
-                    }
-                }
-                self.reading = true;
-                self.word = 0;
-                self.rest = self.bits.first().copied().unwrap_or(0);
-            }
-            while self.rest == 0
-                && let Some(&w) = self.bits.get(self.word + 1)
-            {
-                self.word += 1;
-                self.rest = w;
-            }
-            if self.rest == 0 {
-                let next = self.window.saturating_add(self.window_len);
-                self.start_window(next, snap.bound);
-                continue;
-            }
-            let bit = self.word as u64 * 64 + u64::from(self.rest.trailing_zeros());
-            self.rest &= self.rest - 1;
-            match fs.record(self.window + bit * 8, snap.bound) {
-                Ok(rec) if rec.kind == Kind::Put && !rec.expiry.is_expired_at(snap.now) => {
-                    return Some(Ok(rec));
-                }
-                Ok(_) => continue,
-                Err(e) => return Some(Err(e)),
+            if let Err(e) = self.mark(snap) {
+                return Some(Err(e));
             }
         }
+    }
+
+    /// Goes on marking the current window from slot `bucket`; stops at the
+    /// end of the slots (and starts reading), or at a slot to report.
+    #[inline(never)]
+    fn mark(&mut self, snap: &Snapshot<'_>) -> Result<()> {
+        let fs = &*snap.fs;
+        let idx = snap.idx;
+        let index_end = idx.offset + idx.len();
+        let Some(slots) = fs.map.words(idx.slot_offset(0), idx.capacity(), index_end) else {
+            self.window = snap.bound;
+            return Err(fs.corruption(idx.offset, "index slots outside the file"));
+        };
+        let first_pass = self.window == HEADER_SIZE;
+        let end = self.window.saturating_add(self.window_len).min(snap.bound);
+        while let Some(word) = slots.get(self.bucket as usize) {
+            let bucket = self.bucket;
+            self.bucket += 1;
+            let s = u64::from_le(word.load(Ordering::Acquire));
+            if s == slot::EMPTY {
+                continue;
+            }
+            let at = slot::offset(s);
+            let outside = at < HEADER_SIZE || at >= snap.bound;
+            if outside || (at >= idx.offset && at < index_end) {
+                if first_pass {
+                    let what = if outside {
+                        "outside the committed log"
+                    } else {
+                        "into its own index"
+                    };
+                    return Err(fs.corruption(
+                        idx.slot_offset(bucket),
+                        format!("slot points {what} at {at}"),
+                    ));
+                }
+                continue;
+            }
+            if at >= self.window && at < end {
+                let bit = (at - self.window) / 8;
+                if let Some(w) = self.bits.get_mut((bit / 64) as usize) {
+                    *w |= 1 << (bit % 64);
+                }
+            }
+        }
+        self.reading = true;
+        self.word = 0;
+        self.rest = self.bits.first().copied().unwrap_or(0);
+        Ok(())
     }
 
     /// Starts marking the window of offsets from `start` (below `bound`).
