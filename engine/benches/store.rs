@@ -1,5 +1,6 @@
-//! Store benchmark: bulk load, point reads, individual and batched writes,
-//! misses, file size and peak RSS, printed as a markdown table.
+//! Store benchmark: bulk load, point reads (one key per call and
+//! `get_many`), full scans, individual and batched writes, misses, file
+//! size and peak RSS, printed as a markdown table.
 //!
 //! Run with `cargo bench -p carboy --bench store`. Environment:
 //!
@@ -206,7 +207,10 @@ fn value<'b>(rng: &mut Rng, buf: &'b mut [u8; VALUE_LEN]) -> &'b [u8] {
     &buf[..]
 }
 
-/// A get of every key of `keys`, returning (found, bytes).
+/// A get of every key of `keys`, returning (found, bytes). Not inlined, so
+/// that a profiler can be limited to it:
+/// `valgrind --tool=callgrind --toggle-collect='*read_all*' <bench binary>`.
+#[inline(never)]
 fn read_all(store: &Store, keys: &[[u8; KEY_LEN]]) -> (usize, usize) {
     let mut found = 0;
     let mut bytes = 0;
@@ -300,6 +304,27 @@ fn main() {
     table.rate("get_owned, 1 thread", reads.len(), "gets/s", t.elapsed());
     assert_eq!(found, reads.len());
 
+    // The same reads through get_many, 1,000 keys per call.
+    let t = Instant::now();
+    let mut found = 0;
+    for chunk in reads.chunks(BATCH) {
+        store
+            .get_many(chunk, |_, v| {
+                if let Some(v) = v {
+                    found += 1;
+                    black_box(v.len());
+                }
+            })
+            .expect("get_many");
+    }
+    table.rate(
+        &format!("get_many, 1 thread, {BATCH} keys per call"),
+        reads.len(),
+        "gets/s",
+        t.elapsed(),
+    );
+    assert_eq!(found, reads.len());
+
     // Random point reads, two threads, each its own order.
     let threads = 2;
     let orders: Vec<Vec<[u8; KEY_LEN]>> = (0..threads)
@@ -326,6 +351,36 @@ fn main() {
     );
     drop(orders);
     drop(reads);
+
+    // Full scans: borrowed from a snapshot, then copied out by Store::iter.
+    let t = Instant::now();
+    let snap = store.snapshot().expect("snapshot");
+    let mut entries = 0;
+    for e in snap.iter() {
+        black_box(e.expect("entry").value.len());
+        entries += 1;
+    }
+    drop(snap);
+    table.rate(
+        "full scan, Snapshot::iter (borrowed)",
+        entries,
+        "entries/s",
+        t.elapsed(),
+    );
+    assert_eq!(entries, n);
+    let t = Instant::now();
+    let mut entries = 0;
+    for e in store.iter().expect("iter") {
+        black_box(e.expect("entry").value.len());
+        entries += 1;
+    }
+    table.rate(
+        "full scan, Store::iter (copied)",
+        entries,
+        "entries/s",
+        t.elapsed(),
+    );
+    assert_eq!(entries, n);
 
     // Misses.
     let t = Instant::now();

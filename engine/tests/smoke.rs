@@ -181,3 +181,71 @@ fn dropping_the_last_handle_gives_the_writer_lock_up() {
         }
     }
 }
+
+#[test]
+fn get_many_answers_as_get_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = MockClock::new(1_700_000_000_000);
+    let s = Options::new()
+        .clock(Arc::new(clock.clone()))
+        .open(dir.path().join("many.carboy"))
+        .unwrap();
+    let mut txn = s.transaction().unwrap();
+    for i in 0..2000u32 {
+        let key = i.to_le_bytes();
+        match i % 5 {
+            0 => {} // never written
+            1 => txn
+                .put_with_expiry(&key, &i.to_be_bytes(), Expiry::AtUnixMs(1_700_000_001_000))
+                .unwrap(),
+            _ => txn.put(&key, &i.to_be_bytes()).unwrap(),
+        }
+    }
+    txn.commit().unwrap();
+    for i in (0..2000u32).step_by(7) {
+        s.delete(&i.to_le_bytes()).unwrap();
+    }
+    clock.advance(Duration::from_secs(2)); // the i % 5 == 1 values expire
+    // Keys in a scrambled order, some twice, more than a batch of them.
+    let keys: Vec<[u8; 4]> = (0..2500u32)
+        .map(|j| (j.wrapping_mul(2_654_435_761) % 2100).to_le_bytes())
+        .collect();
+    let mut many = Vec::new();
+    s.get_many(&keys, |i, v| many.push((i, v.map(<[u8]>::to_vec))))
+        .unwrap();
+    let each: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (i, s.get_owned(k).unwrap()))
+        .collect();
+    assert_eq!(many, each);
+    let found = many.iter().filter(|(_, v)| v.is_some()).count();
+    assert!(
+        found > 1000 && found < 2000,
+        "a mix of hits and misses: {found}"
+    );
+    let mut calls = 0;
+    s.get_many(&[] as &[&[u8]], |_, _| calls += 1).unwrap();
+    assert_eq!(calls, 0);
+}
+
+#[test]
+fn snapshot_iter_borrows_what_iter_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("scan.carboy")).unwrap();
+    for i in 0..3000u32 {
+        s.put(&i.to_le_bytes(), &vec![i as u8; (i % 200) as usize])
+            .unwrap();
+    }
+    for i in (0..3000u32).step_by(3) {
+        s.delete(&i.to_le_bytes()).unwrap();
+    }
+    let mut owned: Vec<carboy::Entry> = s.iter().unwrap().map(Result::unwrap).collect();
+    let snap = s.snapshot().unwrap();
+    let mut borrowed: Vec<carboy::Entry> = snap.iter().map(|e| e.unwrap().into()).collect();
+    assert_eq!(snap.len().unwrap(), 2000);
+    owned.sort_by(|a, b| a.key.cmp(&b.key));
+    borrowed.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(owned.len(), 2000);
+    assert_eq!(borrowed, owned);
+}

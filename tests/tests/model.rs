@@ -1,7 +1,9 @@
 //! Model-based test: random sequences of puts (with and without expiry),
 //! deletes, transactions, clock moves, reopens, compactions and clears give
 //! the same answers from a `Store` as from a `HashMap` with the same expiry
-//! semantics (a value that expires at T is absent once now >= T).
+//! semantics (a value that expires at T is absent once now >= T), through
+//! every read API: `get`, `get_many`, `contains`, the owned `iter()` and a
+//! snapshot's borrowed `iter()`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -280,6 +282,35 @@ impl Harness {
             "after {after}: iter() yields other keys than the model holds (now {now})"
         );
         assert_eq!(got, want, "after {after}: iter() values or expiries differ");
+        // The borrowed iteration of a snapshot yields the same entries.
+        let snap = self.store().snapshot().unwrap();
+        let mut borrowed = BTreeMap::new();
+        for entry in snap.iter() {
+            let e = entry.unwrap_or_else(|e| panic!("after {after}: snapshot.iter(): {e}"));
+            let dup = borrowed.insert(e.key.to_vec(), (e.value.to_vec(), e.expiry));
+            assert!(
+                dup.is_none(),
+                "after {after}: snapshot.iter() yielded {} twice",
+                show(e.key)
+            );
+        }
+        drop(snap);
+        assert_eq!(
+            borrowed, want,
+            "after {after}: snapshot.iter() differs from iter()"
+        );
+        // get_many answers every key as get does, in order.
+        let mut many = Vec::new();
+        self.store()
+            .get_many(&self.keys, |i, v| many.push((i, v.map(<[u8]>::to_vec))))
+            .unwrap_or_else(|e| panic!("after {after}: get_many failed: {e}"));
+        let each: Vec<_> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (i, self.store().get_owned(k).unwrap()))
+            .collect();
+        assert_eq!(many, each, "after {after}: get_many differs from get");
         assert_eq!(
             self.store().len().unwrap(),
             want.len() as u64,

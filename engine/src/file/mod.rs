@@ -84,8 +84,9 @@ impl std::fmt::Debug for MappedFile {
 }
 
 impl MappedFile {
-    /// Maps `file`, whose length is at least `len` bytes (checked by the
-    /// caller with `fstat` before any byte of it is touched).
+    /// Maps `file`, whose length is at least `len` bytes and at least a
+    /// header page (checked by the caller with `fstat` before any byte of
+    /// it is touched).
     pub(crate) fn map(file: File, path: &Path, len: u64) -> io::Result<MappedFile> {
         let reserve = reservation_for(len)?;
         let map = map_raw(&file, reserve)?;
@@ -111,6 +112,7 @@ impl MappedFile {
 
     /// Makes sure the mapping covers `end` bytes, remapping into a larger
     /// reservation when it does not. Old mappings stay alive.
+    #[cold]
     fn ensure_mapped(&self, end: u64) -> io::Result<()> {
         if end <= self.reserved.load(Ordering::Acquire) as u64 {
             return Ok(());
@@ -129,6 +131,7 @@ impl MappedFile {
     }
 
     /// The base pointer of a mapping at least `end` bytes long.
+    #[inline]
     fn base_for(&self, end: u64) -> io::Result<*mut u8> {
         let reserved = self.reserved.load(Ordering::Acquire);
         if end > reserved as u64 {
@@ -142,6 +145,7 @@ impl MappedFile {
     /// `offset` must be a multiple of 8 and `offset + 8` must not exceed
     /// `file_len`, a length the file is known to have (the header page, the
     /// committed end, or the allocated end). Returns `None` otherwise.
+    #[inline]
     pub(crate) fn word(&self, offset: u64, file_len: u64) -> Option<&AtomicU64> {
         if !offset.is_multiple_of(8) || offset.checked_add(8)? > file_len {
             return None;
@@ -158,19 +162,89 @@ impl MappedFile {
         Some(unsafe { AtomicU64::from_ptr(base.add(offset as usize).cast::<u64>()) })
     }
 
+    /// The 8-byte word at `offset` in the header page, as an atomic.
+    ///
+    /// Every mapping covers the header page (a reservation is at least
+    /// [`MIN_RESERVATION`] long and the file at least a header page long,
+    /// checked before mapping), so no mapping needs to be looked up: this is
+    /// one load of `base` and the word's own.
+    #[inline]
+    fn header_word(&self, offset: usize) -> Option<&AtomicU64> {
+        if !offset.is_multiple_of(8) || offset + 8 > carboy_format::header::HEADER_SIZE as usize {
+            return None;
+        }
+        let base = self.base.load(Ordering::Acquire);
+        // SAFETY: `base` is the start of a mapping at least MIN_RESERVATION
+        // bytes long, kept alive until `self` is dropped, and the file is at
+        // least HEADER_SIZE bytes long (checked by the caller of `map`), so
+        // `offset + 8 <= HEADER_SIZE` is mapped and backed. It is 8-aligned
+        // (page-aligned base, 8-aligned offset), and every process accesses
+        // live words only through 8-byte atomics (DESIGN.md).
+        Some(unsafe { AtomicU64::from_ptr(base.add(offset).cast::<u64>()) })
+    }
+
     /// Loads the little-endian live word at `offset` in the header page.
+    #[inline]
     pub(crate) fn load(&self, offset: usize) -> u64 {
-        match self.word(offset as u64, carboy_format::header::HEADER_SIZE) {
+        match self.header_word(offset) {
             Some(w) => u64::from_le(w.load(Ordering::Acquire)),
             None => 0,
         }
     }
 
     /// Stores the little-endian live word at `offset` in the header page.
+    #[inline]
     pub(crate) fn store(&self, offset: usize, value: u64) {
-        if let Some(w) = self.word(offset as u64, carboy_format::header::HEADER_SIZE) {
+        if let Some(w) = self.header_word(offset) {
             w.store(value.to_le(), Ordering::Release);
         }
+    }
+
+    /// The `count` 8-byte words from `offset` (an index block's slots) as
+    /// atomics. Same contract as [`word`](Self::word): `offset` a multiple
+    /// of 8, the words below `file_len`.
+    #[inline]
+    pub(crate) fn words(&self, offset: u64, count: u64, file_len: u64) -> Option<&[AtomicU64]> {
+        let end = count.checked_mul(8)?.checked_add(offset)?;
+        if !offset.is_multiple_of(8) || end > file_len {
+            return None;
+        }
+        let base = self.base_for(end).ok()?;
+        // SAFETY: as for `word`, for each of the `count` words: the range
+        // `offset..end` is mapped (base_for) for as long as `self` lives,
+        // backed by the file (below `file_len`), 8-aligned, and only ever
+        // accessed through 8-byte atomics by every process. `count` words
+        // fit in the address space since `end` does.
+        Some(unsafe {
+            std::slice::from_raw_parts(
+                base.add(offset as usize).cast::<AtomicU64>(),
+                count as usize,
+            )
+        })
+    }
+
+    /// Asks the CPU to start loading the cache line that holds `offset`
+    /// into its caches, without waiting for it. A hint only: nothing is
+    /// read into the program, so any offset is allowed.
+    #[inline]
+    pub(crate) fn prefetch(&self, offset: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let p = self
+                .base
+                .load(Ordering::Relaxed)
+                .wrapping_add(offset as usize);
+            // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU has,
+            // and reads nothing into the program: a prefetch of any
+            // address, mapped or not, never faults (Intel SDM, PREFETCHh).
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    p.cast::<i8>(),
+                );
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = offset;
     }
 
     /// Borrows `len` bytes at `offset`, which must lie below `bound`, a
@@ -179,6 +253,7 @@ impl MappedFile {
     /// Callers pass the committed end as `bound`: bytes below it are never
     /// written again while the file is live (except index slots, which are
     /// never borrowed as bytes by well-formed slots; see DESIGN.md).
+    #[inline]
     pub(crate) fn bytes(&self, offset: u64, len: u64, bound: u64) -> Option<&[u8]> {
         let end = offset.checked_add(len)?;
         if end > bound {

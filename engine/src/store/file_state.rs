@@ -24,6 +24,10 @@ pub(crate) struct FileState {
     /// change size, so a verified one stays valid for as long as
     /// `index_offset` names it.
     pub(crate) index_cache: AtomicU64,
+    /// The bucket hash, keyed with this file's `hash_key`.
+    hasher: carboy_format::KeyHasher,
+    /// The record checksum, its implementation chosen once.
+    crc: record::Crc,
 }
 
 /// The current index block: where it is and how big.
@@ -56,6 +60,18 @@ pub(crate) struct LiveWords {
 }
 
 impl FileState {
+    /// The state of a mapped file whose header is `header`.
+    pub(crate) fn new(map: MappedFile, header: Header, dev_ino: (u64, u64)) -> FileState {
+        FileState {
+            map,
+            hasher: carboy_format::KeyHasher::new(&header.hash_key),
+            header,
+            dev_ino,
+            index_cache: AtomicU64::new(0),
+            crc: record::Crc::new(),
+        }
+    }
+
     /// Opens the data file at `path` for reading and writing, verifies its
     /// header and maps it.
     ///
@@ -145,12 +161,7 @@ impl FileState {
             && words.index_offset < words.commit_end
             && words.commit_end.is_multiple_of(8);
         let map = MappedFile::map(file, path, len).map_err(|e| Error::io("mmap", path, e))?;
-        let state = FileState {
-            map,
-            header,
-            dev_ino: (meta.dev(), meta.ino()),
-            index_cache: AtomicU64::new(0),
-        };
+        let state = FileState::new(map, header, (meta.dev(), meta.ino()));
         let plausible = plausible && state.index().is_ok();
         Ok((state, plausible))
     }
@@ -179,8 +190,9 @@ impl FileState {
             .map_err(|e| Error::io("stat", self.path(), e))
     }
 
+    #[inline]
     pub(crate) fn hash(&self, key: &[u8]) -> u64 {
-        carboy_format::key_hash(&self.header.hash_key, key)
+        self.hasher.hash(key)
     }
 
     pub(crate) fn corruption(&self, offset: u64, detail: impl ToString) -> Error {
@@ -233,18 +245,37 @@ impl FileState {
 
     /// Reads and verifies the put or delete record at `offset`, which must
     /// lie entirely below `bound`.
+    #[inline]
     pub(crate) fn record(&self, offset: u64, bound: u64) -> Result<Record<'_>> {
-        let prefix = self
-            .map
-            .bytes(offset, record::PREFIX_LEN as u64, bound)
-            .ok_or_else(|| self.corruption(offset, format!("record lies past the end {bound}")))?;
-        let p = Prefix::decode(prefix).map_err(|e| self.corruption(offset, e))?;
-        let covered = p.covered_len();
-        let bytes = self
-            .map
-            .bytes(offset, covered, bound)
-            .ok_or_else(|| self.corruption(offset, format!("record runs past the end {bound}")))?;
-        record::decode_with_prefix(p, bytes).map_err(|e| self.corruption(offset, e))
+        let Some(prefix) = self.map.bytes(offset, record::PREFIX_LEN as u64, bound) else {
+            return Err(self.past(offset, bound, "record lies past the end"));
+        };
+        let p = match Prefix::decode(prefix) {
+            Ok(p) => p,
+            Err(e) => return Err(self.undecodable(offset, e)),
+        };
+        let Some(bytes) = self.map.bytes(offset, p.covered_len(), bound) else {
+            return Err(self.past(offset, bound, "record runs past the end"));
+        };
+        match record::decode_with_prefix_using(p, bytes, &self.crc) {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.undecodable(offset, e)),
+        }
+    }
+
+    /// "`what` {bound}" as corruption at `offset` (out of line: the read
+    /// path only builds errors for damaged files).
+    #[cold]
+    #[inline(never)]
+    fn past(&self, offset: u64, bound: u64, what: &str) -> Error {
+        self.corruption(offset, format!("{what} {bound}"))
+    }
+
+    /// A block that does not decode, as corruption at `offset`.
+    #[cold]
+    #[inline(never)]
+    fn undecodable(&self, offset: u64, e: carboy_format::FormatError) -> Error {
+        self.corruption(offset, e)
     }
 
     /// The key of the put or delete record at `offset`, below `bound`,

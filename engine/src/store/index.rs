@@ -45,24 +45,31 @@ pub(crate) fn probe<'a>(
 ) -> Result<Probe<'a>> {
     let mask = idx.capacity() - 1;
     let index_end = idx.offset + idx.len();
+    let slots = fs
+        .map
+        .words(idx.slot_offset(0), idx.capacity(), index_end)
+        .ok_or_else(|| fs.corruption(idx.offset, "index slots outside the file"))?;
     let want = slot::tag(hash);
     let mut bucket = slot::bucket(hash, idx.log2);
     for _ in 0..idx.capacity() {
-        let at = idx.slot_offset(bucket);
-        let word = fs
-            .map
-            .word(at, index_end)
-            .ok_or_else(|| fs.corruption(at, "index slot outside its index block"))?;
+        // In bounds: `bucket <= mask < slots.len()`.
+        let word = &slots[bucket as usize];
         let s = u64::from_le(word.load(Ordering::Acquire));
         if s == slot::EMPTY {
             return Ok(Probe::Vacant { slot: word });
         }
         if slot::slot_tag(s) == want {
             let offset = slot::offset(s);
+            // The record's first line is read next; its second (a record
+            // of a 16-byte key and a 100-byte value spans two or three)
+            // would otherwise be asked for only once the first has arrived
+            // and told the record's length.
+            fs.map.prefetch(offset + 64);
             if offset < index_end && offset >= idx.offset {
-                return Err(
-                    fs.corruption(at, format!("slot points into its own index at {offset}"))
-                );
+                return Err(fs.corruption(
+                    idx.slot_offset(bucket),
+                    format!("slot points into its own index at {offset}"),
+                ));
             }
             let limit = bound.unwrap_or_else(|| fs.commit_end());
             let record = fs.record(offset, limit)?;
@@ -78,6 +85,27 @@ pub(crate) fn probe<'a>(
         bucket = (bucket + 1) & mask;
     }
     Ok(Probe::Full)
+}
+
+/// Asks the CPU for the cache line of the home slot of `hash` in `idx`,
+/// without waiting for it (a batch of lookups overlaps its misses so).
+pub(crate) fn prefetch_slot(fs: &FileState, idx: IndexView, hash: u64) {
+    fs.map
+        .prefetch(idx.slot_offset(slot::bucket(hash, idx.log2)));
+}
+
+/// Asks the CPU for the first two cache lines of the record that the home
+/// slot of `hash` points to, if its tag matches, without waiting for them.
+/// A hint: the slot is read again, and the record checked, by [`probe`].
+pub(crate) fn prefetch_record(fs: &FileState, idx: IndexView, hash: u64) {
+    let bucket = slot::bucket(hash, idx.log2);
+    if let Ok(s) = load_slot(fs, idx, bucket)
+        && s != slot::EMPTY
+        && slot::slot_tag(s) == slot::tag(hash)
+    {
+        fs.map.prefetch(slot::offset(s));
+        fs.map.prefetch(slot::offset(s) + 64);
+    }
 }
 
 /// Running changes to the counters kept in the live words.

@@ -54,7 +54,7 @@ use index::Probe;
 
 pub use group_commit::SyncStats;
 pub use maintain::{CompactReport, Problem, SalvageReport, Stats, VerifyReport, salvage};
-pub use snapshot::{Entry, Iter, Snapshot};
+pub use snapshot::{Entries, Entry, EntryRef, Iter, Snapshot};
 pub use writer::Transaction;
 
 /// State shared by every handle of one namespace in this process.
@@ -299,6 +299,65 @@ impl Store {
         }))
     }
 
+    /// Looks up every key of `keys`, calling `f(i, value)` for `keys[i]`,
+    /// in order, with its value borrowed from the mapped file (`None` when
+    /// the key is absent or expired). Every value is checked against its
+    /// CRC first, as with [`get`](Store::get).
+    ///
+    /// The same answers as a `get` per key, in less time when the keys are
+    /// not in the CPU's caches: a `get` waits for two memory reads in turn
+    /// (the key's index slot, then its record), whereas `get_many` first
+    /// asks for the slots of up to 16 keys at once, then for their
+    /// records, so that their waits overlap. On an error (a damaged
+    /// record) it stops and returns it; `f` has then been called for the
+    /// keys before.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store = carboy::Store::open(dir.path().join("s.carboy"))?;
+    /// store.put(b"a", b"1")?;
+    /// store.put(b"c", b"3")?;
+    /// let mut found = Vec::new();
+    /// store.get_many(&[b"a", b"b", b"c"], |i, v| found.push((i, v.map(<[u8]>::to_vec))))?;
+    /// assert_eq!(found, [(0, Some(b"1".to_vec())), (1, None), (2, Some(b"3".to_vec()))]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_many<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        mut f: impl FnMut(usize, Option<&[u8]>),
+    ) -> Result<()> {
+        let mut done = 0;
+        for batch in keys.chunks(GET_MANY_BATCH) {
+            let file = self.shared.current_file()?;
+            let idx = file.index()?;
+            let mut hashes = [0u64; GET_MANY_BATCH];
+            for (h, key) in hashes.iter_mut().zip(batch) {
+                *h = file.hash(key.as_ref());
+                index::prefetch_slot(&file, idx, *h);
+            }
+            for h in &hashes[..batch.len()] {
+                index::prefetch_record(&file, idx, *h);
+            }
+            let mut now = None;
+            for (key, h) in batch.iter().zip(hashes) {
+                let value = match index::probe(&file, idx, h, key.as_ref(), None)? {
+                    Probe::Found { record, .. } if record.kind == Kind::Put => {
+                        let expired = record.expiry != Expiry::Never
+                            && record.expiry.is_expired_at(
+                                *now.get_or_insert_with(|| self.clock.now_unix_ms()),
+                            );
+                        (!expired).then_some(record.value)
+                    }
+                    _ => None,
+                };
+                f(done, value);
+                done += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// The value of `key`, copied out.
     pub fn get_owned(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.get(key)?.map(|v| v.to_vec()))
@@ -465,6 +524,12 @@ impl Store {
         &*self.clock
     }
 }
+
+/// Keys [`Store::get_many`] looks up together: their slots, then their
+/// records, are asked for at once. Enough to cover the memory latency with
+/// the misses the CPU can have in flight; more would only evict lines
+/// asked for earlier before they are read.
+const GET_MANY_BATCH: usize = 16;
 
 /// Offset of the key of the record at `offset` with `expiry`.
 fn key_offset(offset: u64, expiry: Expiry) -> u64 {

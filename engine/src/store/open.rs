@@ -591,12 +591,7 @@ impl NewFile {
             .map_err(|e| Error::io("extend (fallocate)", &path, e))?;
         let map = MappedFile::map(self.file, &path, alloc_end)
             .map_err(|e| Error::io("mmap", &path, e))?;
-        let fs = FileState {
-            map,
-            header: self.header,
-            dev_ino: (0, 0),
-            index_cache: std::sync::atomic::AtomicU64::new(0),
-        };
+        let fs = FileState::new(map, self.header, (0, 0));
         // Every record, read back in log order (verified again: the bytes
         // went through the kernel since they were checked), with the pages
         // behind released.

@@ -4,7 +4,9 @@
 //! survives the process being killed). Durable: `Durability::Sync` (one
 //! `fdatasync` per commit). Opened with `expected_keys(n)`, carboy's sizing
 //! hint (LMDB's `map_size`, SQLite's and redb's cache sizes are the peers'
-//! equivalents).
+//! equivalents). Point reads are one `get` per key (the batched
+//! `get_many` has no equivalent in every peer, so the read rows do not use
+//! it); the scan borrows its entries from a snapshot.
 
 use carboy::{Durability, Options, Store};
 
@@ -79,9 +81,12 @@ impl Engine for Carboy {
     }
 
     fn scan(&self) -> Result<Tally> {
+        // Entries borrowed from the mapped file, as LMDB's and redb's
+        // iterators lend theirs (`Store::iter` would copy each one out).
         let mut t = Tally::default();
-        for e in self.fast.iter()? {
-            t.see(&e?.value);
+        let snap = self.fast.snapshot()?;
+        for e in snap.iter() {
+            t.see(e?.value);
         }
         Ok(t)
     }
