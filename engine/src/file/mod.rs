@@ -436,24 +436,12 @@ impl MappedFile {
     /// byte far past any data, held by this open file description until it
     /// is closed or [`clear_presence`](Self::clear_presence) is called.
     pub(crate) fn mark_presence(&self, slot: u64) -> io::Result<()> {
-        ofd_lock(
-            &self.file,
-            libc::F_OFD_SETLK,
-            libc::F_RDLCK,
-            presence_range(slot, 1),
-        )
-        .map(|_| ())
+        range_lock::share_range(&self.file, presence_range(slot, 1))
     }
 
     /// Takes back [`mark_presence`](Self::mark_presence).
     pub(crate) fn clear_presence(&self, slot: u64) -> io::Result<()> {
-        ofd_lock(
-            &self.file,
-            libc::F_OFD_SETLK,
-            libc::F_UNLCK,
-            presence_range(slot, 1),
-        )
-        .map(|_| ())
+        range_lock::unlock_range(&self.file, presence_range(slot, 1))
     }
 
     /// True when another open file description of this file (in any
@@ -463,7 +451,7 @@ impl MappedFile {
         let below = presence_range(0, slot);
         let above = presence_range(slot + 1, PRESENCE_SLOTS - slot - 1);
         for range in [below, above] {
-            if range.1 > 0 && ofd_lock(&self.file, libc::F_OFD_GETLK, libc::F_WRLCK, range)? {
+            if range.1 > 0 && range_lock::others_lock(&self.file, range)? {
                 return Ok(true);
             }
         }
@@ -484,37 +472,6 @@ const PRESENCE_BASE: u64 = 1 << 62;
 /// (start, length) of `len` presence slots from `slot`.
 fn presence_range(slot: u64, len: u64) -> (u64, u64) {
     (PRESENCE_BASE + slot, len)
-}
-
-/// An open-file-description byte-range lock call (`F_OFD_SETLK` or
-/// `F_OFD_GETLK`) of `kind` over `range`. For `F_OFD_GETLK`, returns
-/// whether another open file description holds a conflicting lock; for
-/// `F_OFD_SETLK`, `false`.
-fn ofd_lock(
-    file: &File,
-    cmd: libc::c_int,
-    kind: libc::c_int,
-    range: (u64, u64),
-) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    let too_far = || io::Error::other("presence lock range out of bounds");
-    // SAFETY: `flock` is a plain C struct of integers, for which all zero
-    // bytes are a valid value (and the documented way to fill it).
-    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = kind as libc::c_short;
-    lock.l_whence = libc::SEEK_SET as libc::c_short;
-    lock.l_start = libc::off_t::try_from(range.0).map_err(|_| too_far())?;
-    lock.l_len = libc::off_t::try_from(range.1).map_err(|_| too_far())?;
-    // OFD locks require l_pid = 0 (already zero).
-    // SAFETY: `file` is an open descriptor for the duration of the call,
-    // `cmd` is F_OFD_SETLK or F_OFD_GETLK, both of which take a pointer to
-    // a `struct flock`, and `lock` is a valid, initialized one that lives
-    // across the call (F_OFD_GETLK writes into it).
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut lock as *mut libc::flock) };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(cmd == libc::F_OFD_GETLK && lock.l_type != libc::F_UNLCK as libc::c_short)
 }
 
 /// Extends `file` from `old_len` to `new_len` with allocated blocks.
@@ -910,6 +867,6 @@ mod tests {
         // The marks cover no data: an exclusive lock on every byte a file
         // can hold is still free.
         let lock = (0, carboy_format::slot::MAX_OFFSET);
-        assert!(!ofd_lock(&a.file, libc::F_OFD_GETLK, libc::F_WRLCK, lock).unwrap());
+        assert!(!range_lock::others_lock(&a.file, lock).unwrap());
     }
 }

@@ -1,5 +1,7 @@
-//! One-byte exclusive locks on an open file description: Linux's
-//! `F_OFD_SETLK` / `F_OFD_SETLKW` (Linux 3.15 and later).
+//! Byte-range locks on an open file description: Linux's `F_OFD_SETLK`,
+//! `F_OFD_SETLKW` and `F_OFD_GETLK` (Linux 3.15 and later). They back
+//! [`crate::sync::StripeLocks`] (one exclusive byte per stripe) and the data
+//! file's presence marks (shared bytes far past the data; see `mod.rs`).
 //!
 //! Unlike classic POSIX record locks (`F_SETLK`), which belong to a process
 //! and vanish when *any* descriptor of the file is closed, these belong to
@@ -36,8 +38,8 @@ pub(crate) fn lock_byte(file: &File, offset: u64, wait: bool) -> io::Result<Rang
         libc::F_OFD_SETLK
     };
     loop {
-        match fcntl_lock(file, cmd, libc::F_WRLCK, offset) {
-            Ok(()) => return Ok(RangeLock::Acquired),
+        match fcntl_lock(file, cmd, libc::F_WRLCK, (offset, 1)) {
+            Ok(_) => return Ok(RangeLock::Acquired),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             Err(e)
                 if !wait && matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) =>
@@ -52,8 +54,33 @@ pub(crate) fn lock_byte(file: &File, offset: u64, wait: bool) -> io::Result<Rang
 /// Unlocks byte `offset` of `file` for `file`'s open file description (a
 /// no-op if it holds no lock there).
 pub(crate) fn unlock_byte(file: &File, offset: u64) -> io::Result<()> {
+    unlock_range(file, (offset, 1))
+}
+
+/// Takes a shared lock on `range` (start, length) for `file`'s open file
+/// description, without waiting; an error if a conflicting (exclusive)
+/// lock is held.
+pub(crate) fn share_range(file: &File, range: (u64, u64)) -> io::Result<()> {
+    retry(|| fcntl_lock(file, libc::F_OFD_SETLK, libc::F_RDLCK, range)).map(|_| ())
+}
+
+/// Unlocks `range` (start, length) for `file`'s open file description (a
+/// no-op where it holds no lock).
+pub(crate) fn unlock_range(file: &File, range: (u64, u64)) -> io::Result<()> {
+    retry(|| fcntl_lock(file, libc::F_OFD_SETLK, libc::F_UNLCK, range)).map(|_| ())
+}
+
+/// True when another open file description (in any process, this one
+/// included) holds a lock in `range` (start, length) that an exclusive
+/// lock would conflict with.
+pub(crate) fn others_lock(file: &File, range: (u64, u64)) -> io::Result<bool> {
+    retry(|| fcntl_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK, range))
+}
+
+/// `call`, again while it is interrupted (`EINTR`).
+fn retry(mut call: impl FnMut() -> io::Result<bool>) -> io::Result<bool> {
     loop {
-        match fcntl_lock(file, libc::F_OFD_SETLK, libc::F_UNLCK, offset) {
+        match call() {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             other => return other,
         }
@@ -70,10 +97,19 @@ pub(crate) fn is_unsupported(e: &io::Error) -> bool {
     )
 }
 
-/// One `fcntl(fd, cmd, &flock)` call on the single byte at `offset`.
-fn fcntl_lock(file: &File, cmd: libc::c_int, kind: libc::c_int, offset: u64) -> io::Result<()> {
-    let start = libc::off_t::try_from(offset)
+/// One `fcntl(fd, cmd, &flock)` call on `range` (start, length). For
+/// `F_OFD_GETLK`, returns whether another description holds a conflicting
+/// lock; otherwise `false`.
+fn fcntl_lock(
+    file: &File,
+    cmd: libc::c_int,
+    kind: libc::c_int,
+    range: (u64, u64),
+) -> io::Result<bool> {
+    let start = libc::off_t::try_from(range.0)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "lock offset out of range"))?;
+    let len = libc::off_t::try_from(range.1)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "lock length out of range"))?;
     let kind = libc::c_short::try_from(kind)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "lock type out of range"))?;
     let whence = libc::c_short::try_from(libc::SEEK_SET)
@@ -85,7 +121,7 @@ fn fcntl_lock(file: &File, cmd: libc::c_int, kind: libc::c_int, offset: u64) -> 
     lock.l_type = kind;
     lock.l_whence = whence;
     lock.l_start = start;
-    lock.l_len = 1;
+    lock.l_len = len;
     // SAFETY: the descriptor is valid for the whole call (borrowed from a
     // live `File`); `cmd` is one of the record-lock commands, whose third
     // argument the kernel reads (and for F_OFD_GETLK would write) as a
@@ -93,10 +129,9 @@ fn fcntl_lock(file: &File, cmd: libc::c_int, kind: libc::c_int, offset: u64) -> 
     // call. The call touches no other memory of this process.
     let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut lock as *mut libc::flock) };
     if rc == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
+        return Err(io::Error::last_os_error());
     }
+    Ok(cmd == libc::F_OFD_GETLK && i32::from(lock.l_type) != libc::F_UNLCK)
 }
 
 #[cfg(test)]
