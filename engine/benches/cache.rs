@@ -16,31 +16,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use carboy::Store;
+use common::Rng;
+
+mod common;
 use carboy::cache::{Cache, CacheManager};
 
 const SEED: u64 = 0x00ca_c4e0_5eed_2026;
 const VALUE_LEN: usize = 100;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn bytes<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        for chunk in out.chunks_mut(8) {
-            let x = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&x[..chunk.len()]);
-        }
-        out
-    }
-}
 
 /// Runs `op` over every key in `order` until at least `min` has passed;
 /// returns operations per second.
@@ -78,7 +60,7 @@ fn main() {
     let dir = base.join(format!("carboy-cache-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench dir");
 
-    let mut rng = Rng(SEED);
+    let mut rng = Rng::new(SEED);
     let keys: Vec<[u8; 16]> = (0..n).map(|_| rng.bytes::<16>()).collect();
     let values: Vec<Vec<u8>> = (0..n).map(|_| rng.bytes::<VALUE_LEN>().to_vec()).collect();
     let mut order: Vec<usize> = (0..n).collect();

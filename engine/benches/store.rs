@@ -17,39 +17,14 @@ use std::time::{Duration, Instant};
 
 use carboy::{Durability, Options, Store};
 
+mod common;
+
 const KEY_LEN: usize = 16;
 const VALUE_LEN: usize = 100;
 const SEED: u64 = 0x00ca_4b0f_5eed_2026;
 const BATCH: usize = 1_000;
 
-/// splitmix64: small, fast, good enough for benchmark data.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (multiply-shift; the bias is irrelevant here).
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let x = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&x[..chunk.len()]);
-        }
-    }
-}
+use common::Rng;
 
 fn keys(seed: u64, n: usize) -> Vec<[u8; KEY_LEN]> {
     let mut rng = Rng::new(seed);
