@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::manager::{INSTALLS, installed};
-use super::namespace::{Cache, CreateError, Invalidation};
+use super::namespace::{Cache, Invalidation};
 use crate::error::{Error, Result};
 
 /// Where a memoized function's values live.
@@ -179,12 +179,3 @@ pub fn invalidate(site: &Site, key: Result<Vec<u8>>) -> Result<()> {
 /// The marker error of a memoized creator that did not produce a value.
 #[derive(Debug)]
 struct NotRun;
-
-impl<E> From<NotRun> for CreateError<E> {
-    fn from(_: NotRun) -> Self {
-        CreateError::Cache(Error::InvalidOption {
-            name: "memoized call",
-            reason: "not run".into(),
-        })
-    }
-}

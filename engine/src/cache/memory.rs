@@ -249,22 +249,30 @@ impl MemoryFactory {
     }
 }
 
-impl BackendFactory for MemoryFactory {
-    fn open(&self, _namespace: &str, config: &BackendConfig) -> Result<Arc<dyn Backend>> {
+impl MemoryFactory {
+    /// The bound the settings ask for, if any.
+    fn bound_of(config: &BackendConfig) -> Result<Option<Bound>> {
         let entries = MemoryFactory::bound(config, "max_entries")?;
         let bytes = MemoryFactory::bound(config, "max_bytes")?;
+        match (entries, bytes) {
+            (None, None) => Ok(None),
+            (Some(n), None) => Ok(Some(Bound::Entries(n))),
+            (None, Some(n)) => Ok(Some(Bound::Bytes(n))),
+            (Some(_), Some(n)) => Err(Error::InvalidSetting {
+                setting: BackendConfig::setting_name("max_bytes"),
+                value: n.to_string(),
+                reason: "set cache.max_entries or cache.max_bytes, not both".into(),
+            }),
+        }
+    }
+}
+
+impl BackendFactory for MemoryFactory {
+    fn open(&self, _namespace: &str, config: &BackendConfig) -> Result<Arc<dyn Backend>> {
         let clock = Arc::clone(&config.clock);
-        Ok(Arc::new(match (entries, bytes) {
-            (None, None) => MemoryBackend::new(clock),
-            (Some(n), None) => MemoryBackend::bounded(Bound::Entries(n), clock),
-            (None, Some(n)) => MemoryBackend::bounded(Bound::Bytes(n), clock),
-            (Some(_), Some(n)) => {
-                return Err(Error::InvalidSetting {
-                    setting: BackendConfig::setting_name("max_bytes"),
-                    value: n.to_string(),
-                    reason: "set cache.max_entries or cache.max_bytes, not both".into(),
-                });
-            }
+        Ok(Arc::new(match MemoryFactory::bound_of(config)? {
+            None => MemoryBackend::new(clock),
+            Some(bound) => MemoryBackend::bounded(bound, clock),
         }))
     }
 
@@ -273,6 +281,6 @@ impl BackendFactory for MemoryFactory {
     }
 
     fn check(&self, config: &BackendConfig) -> Result<()> {
-        self.open("", config).map(|_| ())
+        MemoryFactory::bound_of(config).map(|_| ())
     }
 }

@@ -373,7 +373,15 @@ impl<C: Codec> Cache<C> {
     }
 
     fn lookup<V: DeserializeOwned>(&self, key: &[u8]) -> Result<Found<CachedValue<V>>> {
-        let (ns, region) = self.ns.markers()?;
+        self.lookup_under(key, self.ns.markers()?)
+    }
+
+    /// [`lookup`](Self::lookup) with the markers already read.
+    fn lookup_under<V: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        (ns, region): (Marker, Marker),
+    ) -> Result<Found<CachedValue<V>>> {
         let fetched = match self.ns.shared.backend.get(key) {
             Ok(f) => f,
             // A damaged entry is a miss: the next creation overwrites it.
@@ -395,7 +403,7 @@ impl<C: Codec> Cache<C> {
         let stale = meta.stale
             || meta.ns_epoch < ns.soft
             || meta.region_epoch < region.soft
-            || meta.is_expired_at(self.ns.clock.now_unix_ms());
+            || (meta.ttl_ms.is_some() && meta.is_expired_at(self.ns.clock.now_unix_ms()));
         let entry = CachedValue {
             value,
             created_unix_ms: meta.created_ms,
@@ -649,8 +657,9 @@ impl<C: Codec> Cache<C> {
                 }
             };
             // Holding the lock: someone may have finished meanwhile.
-            let (ns, region) = self.ns.markers()?;
-            if let Found::Fresh(e) = self.lookup::<V>(&key)? {
+            let markers = self.ns.markers()?;
+            let (ns, region) = markers;
+            if let Found::Fresh(e) = self.lookup_under::<V>(&key, markers)? {
                 drop(guard);
                 finish(Outcome::Retry);
                 return Ok(e.value);
