@@ -102,6 +102,19 @@ pub fn assert_names_path(err: &Error, path: &Path) {
     );
 }
 
+/// The stdout of a child process that must have exited successfully; on
+/// failure, panics with `what`, its status, stdout and stderr.
+pub fn stdout_of_success(out: std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The number of cases a property test runs: `PROPTEST_CASES` from the
 /// environment when set, else `default`.
 pub fn proptest_cases(default: u32) -> u32 {

@@ -32,12 +32,9 @@ fn manager(dir: &Path) -> CacheManager {
 /// Runs `carboy-cache-child <args>` to completion; its stdout, trimmed.
 fn run(args: &[&str]) -> String {
     let out = Command::new(CHILD).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "child {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    carboy_tests::stdout_of_success(out, &format!("child {args:?}"))
+        .trim()
+        .to_string()
 }
 
 /// Starts the dogpile children; their stdout lines arrive on the channel

@@ -202,12 +202,7 @@ fn a_file_that_cannot_grow_fails_writes_but_keeps_commits() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = carboy_tests::stdout_of_success(output, "the child");
     let last_line = stdout.lines().last().unwrap_or_default();
     assert!(
         last_line.starts_with("error: ") && last_line.contains("full.carboy"),

@@ -20,13 +20,7 @@ fn growth(args: &[&str]) -> u64 {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("spawn {CHILD} peak {args:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "peak {args:?} failed ({}):\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = carboy_tests::stdout_of_success(out, &format!("peak {args:?}"));
     let words: Vec<&str> = stdout.split_whitespace().collect();
     match words[..] {
         ["peak", peak, "before", before] => {

@@ -45,14 +45,7 @@ fn finish(mut child: Child, what: &str) -> String {
     let out = child
         .wait_with_output()
         .unwrap_or_else(|e| panic!("collecting the output of {what}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    carboy_tests::stdout_of_success(out, what)
 }
 
 #[test]
