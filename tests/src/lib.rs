@@ -324,6 +324,63 @@ pub mod big_file {
         }
         Ok(version)
     }
+
+    /// A reader's checks over many reads: every value is one key `i` can
+    /// hold, no key's version goes back, and up to 64 values held at once
+    /// (borrowed from the mapping, each with a copy taken when read) never
+    /// change, even while compaction replaces the file under them.
+    pub struct Reader<'s> {
+        store: &'s Store,
+        newest: Vec<u64>,
+        held: Vec<(u32, carboy::ValueRef<'s>, Vec<u8>)>,
+        /// Reads made so far.
+        pub reads: u64,
+    }
+
+    impl<'s> Reader<'s> {
+        /// A reader of `store`, which holds a `big_file`.
+        pub fn new(store: &'s Store) -> Reader<'s> {
+            Reader {
+                store,
+                newest: vec![0; KEYS as usize],
+                held: Vec::new(),
+                reads: 0,
+            }
+        }
+
+        /// Reads key `i` and checks everything above.
+        pub fn read(&mut self, i: u32) -> Result<(), String> {
+            let reads = self.reads;
+            let value = self
+                .store
+                .get(&key(i))
+                .map_err(|e| format!("read {reads}: get {i}: {e}"))?
+                .ok_or_else(|| format!("read {reads}: key {i} is missing"))?;
+            let version = check(i, &value).map_err(|e| format!("read {reads}: {e}"))?;
+            let newest = &mut self.newest[i as usize];
+            if version < *newest {
+                return Err(format!(
+                    "read {reads}: key {i} went back from version {newest} to {version}"
+                ));
+            }
+            *newest = version;
+            let copy = value.to_vec();
+            if self.held.len() < 64 {
+                self.held.push((i, value, copy));
+            } else {
+                self.held[reads as usize % 64] = (i, value, copy);
+            }
+            if let Some((k, value, copy)) = self.held.iter().find(|(_, v, c)| **v != c[..]) {
+                return Err(format!(
+                    "read {reads}: a value of key {k} it held changed: {} was {}",
+                    show(value),
+                    show(copy)
+                ));
+            }
+            self.reads += 1;
+            Ok(())
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

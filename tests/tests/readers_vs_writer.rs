@@ -307,42 +307,15 @@ fn values_borrowed_before_a_compaction_stay_whole_after_it() {
         |r, done| {
             // Up to 64 values held at once, each with a copy taken when
             // it was read, compared again after every read.
-            let mut held: Vec<(u32, carboy::ValueRef<'_>, Vec<u8>)> = Vec::new();
-            let mut newest = vec![0u64; big_file::KEYS as usize];
+            let mut reader = big_file::Reader::new(&store);
             let mut i = r as u32;
-            let mut reads = 0u64;
             while !done.load(Ordering::SeqCst) {
                 i = (i.wrapping_mul(7919) + 13) % big_file::KEYS;
-                let value = store
-                    .get(&big_file::key(i))
-                    .unwrap_or_else(|e| panic!("reader {r}: get {i}: {e}"))
-                    .unwrap_or_else(|| panic!("reader {r}: key {i} is missing"));
-                let version =
-                    big_file::check(i, &value).unwrap_or_else(|e| panic!("reader {r}: {e}"));
-                assert!(
-                    version >= newest[i as usize],
-                    "reader {r}: key {i} went back from version {} to {version}",
-                    newest[i as usize]
-                );
-                newest[i as usize] = version;
-                let copy = value.to_vec();
-                if held.len() < 64 {
-                    held.push((i, value, copy));
-                } else {
-                    held[reads as usize % 64] = (i, value, copy);
-                }
-                for (k, value, copy) in &held {
-                    assert!(
-                        **value == copy[..],
-                        "reader {r}: a value of key {k} held across a compaction changed: {} \
-                         was {}",
-                        show(value),
-                        show(copy)
-                    );
-                }
-                reads += 1;
+                reader
+                    .read(i)
+                    .unwrap_or_else(|e| panic!("reader {r}, across compactions: {e}"));
             }
-            reads
+            reader.reads
         },
     );
     assert!(compactions.load(Ordering::SeqCst) >= 2);

@@ -336,39 +336,13 @@ fn read_big(path: &Path, millis: u64) -> Result<String, String> {
     wait_for_start()?;
     let store = Store::open(path).map_err(|e| format!("open: {e}"))?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(millis);
-    let mut newest = vec![0u64; big_file::KEYS as usize];
-    let mut held: Vec<(u32, carboy::ValueRef<'_>, Vec<u8>)> = Vec::new();
+    let mut reader = big_file::Reader::new(&store);
     let mut state = u64::from(std::process::id());
-    let mut reads = 0u64;
     while std::time::Instant::now() < deadline {
         let i = (carboy_tests::splitmix(&mut state) % u64::from(big_file::KEYS)) as u32;
-        let value = store
-            .get(&big_file::key(i))
-            .map_err(|e| format!("read {reads}: get {i}: {e}"))?
-            .ok_or_else(|| format!("read {reads}: key {i} is missing"))?;
-        let version = big_file::check(i, &value).map_err(|e| format!("read {reads}: {e}"))?;
-        if version < newest[i as usize] {
-            return Err(format!(
-                "read {reads}: key {i} went back from version {} to {version}",
-                newest[i as usize]
-            ));
-        }
-        newest[i as usize] = version;
-        let copy = value.to_vec();
-        if held.len() < 64 {
-            held.push((i, value, copy));
-        } else {
-            held[reads as usize % 64] = (i, value, copy);
-        }
-        if let Some((k, value, copy)) = held.iter().find(|(_, v, c)| **v != c[..]) {
-            return Err(format!(
-                "read {reads}: a value of key {k} it held changed: {} was {}",
-                show(value),
-                show(copy)
-            ));
-        }
-        reads += 1;
+        reader.read(i)?;
     }
+    let reads = reader.reads;
     Ok(format!("{reads} reads"))
 }
 
