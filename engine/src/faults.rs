@@ -1,8 +1,8 @@
 //! A storage seam for tests: with the `fault-injection` feature, a process
 //! can make carboy's `fallocate`, `fsync` and `rename` calls fail on demand,
-//! to check what a failed write leaves behind, and can see when an
-//! `fdatasync` of a data file has returned ([`Op::Synced`]), to know what a
-//! power loss at that moment would keep. Without the feature the checks
+//! to check what a failed write leaves behind, and can see when a sync of a
+//! data file has returned ([`Op::Synced`], [`Op::SyncedRange`]), to know
+//! what a power loss at that moment would keep. Without the feature the checks
 //! compile to nothing.
 //!
 //! ```
@@ -33,6 +33,16 @@ pub enum Op {
     /// its answer is ignored: it cannot fail what already happened. (The
     /// same thread's [`Op::Fsync`] came just before the call.)
     Synced,
+    /// A sync of a data file that made only bytes `start..end` durable has
+    /// just returned successfully (told like [`Op::Synced`], in its place).
+    /// Group commit makes a commit durable so: the file's other dirty
+    /// pages (index slots, live words) may still be only in memory.
+    SyncedRange {
+        /// First byte made durable.
+        start: u64,
+        /// End of the range made durable (exclusive).
+        end: u64,
+    },
 }
 
 /// Decides, for each operation, whether it fails (and with what).
@@ -67,12 +77,25 @@ pub(crate) fn check(op: Op) -> io::Result<()> {
 /// ([`Op::Synced`]; its answer is ignored).
 #[cfg(feature = "fault-injection")]
 pub(crate) fn synced() {
+    tell(Op::Synced);
+}
+
+/// Tells the hook that a sync of bytes `start..end` of a data file
+/// returned ([`Op::SyncedRange`]; its answer is ignored).
+#[cfg(feature = "fault-injection")]
+pub(crate) fn synced_range(start: u64, end: u64) {
+    tell(Op::SyncedRange { start, end });
+}
+
+/// Tells the hook about `op`, ignoring its answer.
+#[cfg(feature = "fault-injection")]
+fn tell(op: Op) {
     let hook = match HOOK.read() {
         Ok(h) => h,
         Err(poisoned) => poisoned.into_inner(),
     };
     if let Some(h) = hook.as_ref() {
-        let _ = h(Op::Synced);
+        let _ = h(op);
     }
 }
 
@@ -80,6 +103,11 @@ pub(crate) fn synced() {
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub(crate) fn synced() {}
+
+/// Without the `fault-injection` feature nobody is told.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn synced_range(_start: u64, _end: u64) {}
 
 /// Without the `fault-injection` feature nothing ever fails here.
 #[cfg(not(feature = "fault-injection"))]

@@ -206,9 +206,20 @@ enum Event {
     SyncStarts { thread: u64, image: Vec<u8> },
     /// That thread's fdatasync returned.
     Synced { thread: u64 },
+    /// That thread's sync returned, having made only bytes `start..end`
+    /// durable (group commit syncs the log bytes it appended, not the index
+    /// pages its slots dirtied).
+    SyncedRange {
+        thread: u64,
+        start: usize,
+        end: usize,
+    },
     /// The commit of transaction `seq` returned.
     Acked { seq: u64 },
 }
+
+/// Taken by the tests that install the (process-wide) fault hook.
+static SEAM: Mutex<()> = Mutex::new(());
 
 thread_local! {
     /// True in the threads of the group-commit test: the seam's hook is
@@ -224,6 +235,7 @@ type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 fn group_commits_survive_power_loss() {
     const THREADS: u64 = 4;
     const TXNS: u64 = 12;
+    let _seam = SEAM.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("group.carboy");
     let store = Options::new()
@@ -236,6 +248,8 @@ fn group_commits_survive_power_loss() {
     }
     store.sync().unwrap();
     let at_sync = plain(&store);
+    // What the disk holds now: every later image starts from it.
+    let synced_file = std::fs::read(&path).unwrap();
 
     let events: Arc<Mutex<Vec<Event>>> = Arc::default();
     let seen = Arc::clone(&events);
@@ -248,6 +262,11 @@ fn group_commits_survive_power_loss() {
                 image: std::fs::read(&file).unwrap(),
             },
             Op::Synced => Event::Synced { thread },
+            Op::SyncedRange { start, end } => Event::SyncedRange {
+                thread,
+                start: start as usize,
+                end: end as usize,
+            },
             _ => return None,
         };
         seen.lock().unwrap().push(event);
@@ -305,10 +324,12 @@ fn group_commits_survive_power_loss() {
         states.push(next);
     }
 
-    // The durable points: the file as each sync started, once it returned;
-    // the pages that may have reached the disk besides (the file as the
-    // next sync started); and the newest transaction acknowledged before
-    // the next sync returned, which a crash at that point must keep.
+    // The durable points: what the disk is sure to hold once each sync
+    // returned (a full sync: the file as it started; a ranged one: the
+    // previous durable point with the range as it was when the sync
+    // started); the pages that may have reached the disk besides (the file
+    // as the next sync started); and the newest transaction acknowledged
+    // before the next sync returned, which a crash at that point must keep.
     struct Durable {
         image: Vec<u8>,
         until: Option<Vec<u8>>,
@@ -317,6 +338,7 @@ fn group_commits_survive_power_loss() {
     let mut durable: Vec<Durable> = Vec::new();
     let mut starting: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut newest_ack = 0;
+    let mut ranged = 0;
     let events = std::mem::take(&mut *events.lock().unwrap());
     for event in events {
         match event {
@@ -326,13 +348,30 @@ fn group_commits_survive_power_loss() {
                 }
                 starting.insert(thread, image);
             }
-            Event::Synced { thread } => {
+            Event::Synced { .. } | Event::SyncedRange { .. } => {
                 if let Some(d) = durable.last_mut() {
                     d.must_keep = newest_ack;
                 }
-                let image = starting
+                let (thread, range) = match event {
+                    Event::Synced { thread } => (thread, None),
+                    Event::SyncedRange { thread, start, end } => (thread, Some(start..end)),
+                    _ => unreachable!(),
+                };
+                let started = starting
                     .remove(&thread)
                     .expect("a sync that returned had started");
+                let image = match range {
+                    None => started,
+                    Some(range) => {
+                        ranged += 1;
+                        let mut image = durable
+                            .last()
+                            .map_or_else(|| synced_file.clone(), |d| d.image.clone());
+                        image.resize(started.len(), 0);
+                        image[range.clone()].copy_from_slice(&started[range]);
+                        image
+                    }
+                };
                 durable.push(Durable {
                     image,
                     until: None,
@@ -352,7 +391,7 @@ fn group_commits_survive_power_loss() {
     end.must_keep = newest_ack;
     assert_eq!(newest_ack, THREADS * TXNS);
     eprintln!(
-        "{} Sync commits from {THREADS} threads, {} fsyncs",
+        "{} Sync commits from {THREADS} threads, {} fsyncs ({ranged} of the log only)",
         stats.commits, stats.fsyncs
     );
 
@@ -389,4 +428,73 @@ fn group_commits_survive_power_loss() {
         kept.len() > 2,
         "images kept only transactions up to {kept:?}: they are not exercising recovery"
     );
+}
+
+/// A `Durability::Sync` commit makes durable the log bytes it appended,
+/// and nothing else: the ranged sync starts where the previous one ended
+/// and covers exactly one put record and one commit marker. A commit that
+/// grew the index (an index block appended, whose slots change in place)
+/// syncs the whole file instead.
+#[test]
+fn a_sync_commit_syncs_only_the_log_bytes_it_appended() {
+    use carboy_format::Expiry;
+    use carboy_format::record::{COMMIT_LEN, put_len};
+
+    let _seam = SEAM.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Options::new()
+        .durability(Durability::Sync)
+        .expected_keys(8)
+        .open(dir.path().join("ranged.carboy"))
+        .unwrap();
+    let seen: Arc<Mutex<Vec<Op>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    faults::set_hook(Some(Box::new(move |op| {
+        RECORDING.with(Cell::get)?;
+        if matches!(op, Op::Synced | Op::SyncedRange { .. }) {
+            log.lock().unwrap().push(op);
+        }
+        None
+    })));
+    RECORDING.with(|r| r.set(Some(0)));
+    let value = [7u8; 100];
+    let mut ops_per_put = Vec::new();
+    for i in 0..40u64 {
+        let before = seen.lock().unwrap().len();
+        store.put(&i.to_le_bytes(), &value).unwrap();
+        ops_per_put.push(seen.lock().unwrap()[before..].to_vec());
+    }
+    RECORDING.with(|r| r.set(None));
+    faults::set_hook(None);
+
+    let one_commit = put_len(8, value.len(), Expiry::Never).unwrap() + COMMIT_LEN;
+    let mut previous_end = None;
+    let (mut ranged, mut whole) = (0, 0);
+    for (i, ops) in ops_per_put.iter().enumerate() {
+        assert_eq!(
+            ops.len(),
+            1,
+            "put {i}: one sync per lone commit, saw {ops:?}"
+        );
+        match ops[0] {
+            Op::SyncedRange { start, end } => {
+                ranged += 1;
+                assert_eq!(end - start, one_commit, "put {i}: synced {start}..{end}");
+                if let Some(p) = previous_end {
+                    assert_eq!(start, p, "put {i}: the range starts where the last ended");
+                }
+                previous_end = Some(end);
+            }
+            Op::Synced => {
+                whole += 1;
+                previous_end = None;
+            }
+            other => panic!("put {i}: unexpected {other:?}"),
+        }
+    }
+    // 40 keys grow a table sized for 8 about twice: those commits (and
+    // only those) sync the whole file.
+    assert!(whole >= 1, "the index grew, yet every sync was ranged");
+    assert!(whole <= 4, "{whole} whole-file syncs for 40 puts");
+    assert!(ranged >= 36, "only {ranged} ranged syncs");
 }

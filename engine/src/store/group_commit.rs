@@ -4,11 +4,13 @@
 //! A Sync commit publishes under the writer lock like any other commit
 //! (`writer.rs`), gives the lock up (or hands it to a waiting process), and
 //! only then calls [`Shared::make_durable`], holding no lock. That returns
-//! once the data file's `synced_end` covers the commit's end. `fdatasync`
-//! flushes every dirty page of the file, so a sync whose end was loaded
-//! after a commit's bytes were written covers that commit, whoever made
-//! the call. In each round one thread, of all processes, syncs (the
-//! *leader*); the others sleep until it is done and look again:
+//! once the data file's `synced_end` covers the commit's end. A sync
+//! makes the log durable from `synced_end` to an end loaded before it
+//! (only those log bytes when it can, [`sync_log`]; else `fdatasync`), so
+//! it covers every commit whose bytes were written before that end was
+//! loaded, whoever made the call. In each round one thread, of all
+//! processes, syncs (the *leader*); the others sleep until it is done and
+//! look again:
 //!
 //! * in this process the leader holds `leading` (tried, never waited for);
 //! * between processes it holds the *sync lock*, an open-file-description
@@ -37,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use carboy_format::header::live;
-use carboy_format::lockfile;
+use carboy_format::{lockfile, record};
 use parking_lot::{Mutex, MutexGuard};
 
 use super::Shared;
@@ -51,6 +53,56 @@ const STALL_POLL: Duration = Duration::from_millis(10);
 
 /// Longest a leader gathers, whatever the previous sync took.
 const GATHER_MAX: Duration = Duration::from_millis(5);
+
+/// Largest log range a commit syncs by itself ([`sync_log`]); a longer
+/// one is rewritten no faster than `fdatasync` writes it, and would be
+/// copied through memory first.
+const RANGED_SYNC_MAX: u64 = 1 << 20;
+
+/// Makes the log durable up to `target` (a transaction boundary at or
+/// below the committed end). Only the log bytes above `synced_end` need
+/// to reach the disk (recovery reads the log alone), so when those hold
+/// no index block and are few, only they are written
+/// ([`MappedFile::sync_range`](crate::file::MappedFile::sync_range)):
+/// the index pages the commits dirtied, scattered over the file, stay in
+/// memory, and a sync covering four commits writes about as much as one
+/// covering one. Otherwise, or where the system cannot sync a range,
+/// `fdatasync`.
+fn sync_log(fs: &FileState, target: u64) -> std::io::Result<()> {
+    let from = fs.load(live::SYNCED_END);
+    if from < target
+        && target - from <= RANGED_SYNC_MAX
+        && log_only(fs, from, target)
+        && fs.map.sync_range(from, target)?
+    {
+        return Ok(());
+    }
+    fs.map.sync()
+}
+
+/// True when `from..to` is a run of whole put, delete and commit blocks:
+/// bytes that never change again once committed. An index block (its
+/// slots change in place), or anything that does not parse, is false.
+fn log_only(fs: &FileState, from: u64, to: u64) -> bool {
+    let mut at = from;
+    if at < carboy_format::header::HEADER_SIZE {
+        return false;
+    }
+    while at < to {
+        let prefix = fs
+            .map
+            .bytes(at, record::PREFIX_LEN as u64, to)
+            .and_then(|b| record::Prefix::decode(b).ok());
+        match prefix.filter(|p| p.kind != record::Kind::Index) {
+            Some(p) => match at.checked_add(p.block_len()) {
+                Some(next) => at = next,
+                None => return false,
+            },
+            None => return false,
+        }
+    }
+    at == to
+}
 
 /// This process's side of group commit for one namespace.
 #[derive(Debug, Default)]
@@ -195,7 +247,7 @@ impl Shared {
         let target = fs.commit_end();
         let started = Instant::now();
         self.group.fsyncs.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = fs.map.sync() {
+        if let Err(e) = sync_log(fs, target) {
             self.group.failures.fetch_add(1, Ordering::SeqCst);
             return Err(self.latch("fsync", e));
         }

@@ -62,6 +62,9 @@ pub struct Run {
     /// into fallocated blocks).
     pub disk_syncs_start: (f64, f64),
     pub disk_syncs_end: (f64, f64),
+    /// µs per `fdatasync` with 1 dirty page, 4 scattered, 4 contiguous
+    /// (at the start of the run).
+    pub sync_scatter: (f64, f64, f64),
 }
 
 fn log(msg: &str) {
@@ -319,13 +322,20 @@ fn multi_process<E: Engine>(base: &Path, p: &Params) -> Vec<Measure> {
     let all = run_together(E::NAME, &data, p, &who);
     match sum_rates(&all, "mp_writer") {
         Some((ops, secs, each)) => {
-            let note = format!(
+            let mut note = format!(
                 "per process {} commits/s",
                 each.iter()
                     .map(|r| human(*r))
                     .collect::<Vec<_>>()
                     .join(" + ")
             );
+            let syncs: Vec<&str> = all
+                .iter()
+                .filter_map(|ms| find(ms, "mp_writer")?.note.as_deref())
+                .collect();
+            if !syncs.is_empty() {
+                note += &format!("; {}", syncs.join(", "));
+            }
             out.push(Measure::new("mp_write4", Value::Rate { ops, secs }).with_note(note));
         }
         None => {
@@ -349,6 +359,7 @@ pub fn run(opts: Opts) {
     std::fs::create_dir_all(&base).expect("create the data directory");
     let machine = Machine::probe(&base);
     let disk_syncs_start = crate::machine::disk_probe(&base);
+    let sync_scatter = crate::machine::scatter_probe(&base);
     if machine.filesystem == "tmpfs" {
         log("warning: the data directory is on tmpfs: fsync costs nothing there");
     }
@@ -429,6 +440,7 @@ pub fn run(opts: Opts) {
         load_start,
         load_end: load_avg(),
         disk_syncs_start,
+        sync_scatter,
         disk_syncs_end,
     };
     log(&format!("done in {:.1} min", run.wall_secs / 60.0));

@@ -81,4 +81,10 @@ pub trait Engine: Sized + Send + Sync {
 
     /// Compacts the database, where the engine can.
     fn compact(&mut self) -> Result<Compaction>;
+
+    /// What the engine can tell about its durable commits so far in this
+    /// process (carboy: how many `fdatasync`s they took), for the report.
+    fn durable_note(&self) -> Option<String> {
+        None
+    }
 }

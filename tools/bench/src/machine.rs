@@ -201,3 +201,47 @@ pub fn disk_probe(dir: &Path) -> (f64, f64) {
         run(false).unwrap_or(f64::NAN),
     )
 }
+
+/// What one `fdatasync` costs, in µs, by how many pages are dirty and
+/// where: (1 page; 4 pages scattered over a 64 MiB file; 4 contiguous
+/// pages). A commit dirties its log pages and, scattered over the index,
+/// one page per key; this shows what syncing the scattered ones costs,
+/// the reason carboy's group commit syncs only the log (engine/DESIGN.md,
+/// "Log-only syncs").
+pub fn scatter_probe(dir: &Path) -> (f64, f64, f64) {
+    use std::os::unix::fs::FileExt;
+    const SYNCS: u64 = 200;
+    const PAGES: u64 = 16384; // 64 MiB
+    let path = dir.join("scatter-probe");
+    let run = || -> std::io::Result<(f64, f64, f64)> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        f.write_all_at(&vec![0u8; (PAGES * 4096) as usize], 0)?;
+        f.sync_all()?;
+        let mut rng = crate::data::Rng::new(77);
+        let time = |pages: &mut dyn FnMut() -> Vec<u64>| -> std::io::Result<f64> {
+            let t = std::time::Instant::now();
+            for _ in 0..SYNCS {
+                for page in pages() {
+                    f.write_all_at(&[0x5a; 64], page * 4096)?;
+                }
+                f.sync_data()?;
+            }
+            Ok(t.elapsed().as_secs_f64() * 1e6 / SYNCS as f64)
+        };
+        let one = time(&mut || vec![rng.below(PAGES)])?;
+        let scattered = time(&mut || (0..4).map(|_| rng.below(PAGES)).collect())?;
+        let contiguous = time(&mut || {
+            let first = rng.below(PAGES - 4);
+            (first..first + 4).collect()
+        })?;
+        Ok((one, scattered, contiguous))
+    };
+    let out = run().unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+    let _ = std::fs::remove_file(&path);
+    out
+}

@@ -585,6 +585,11 @@ pub fn markdown(run: &Run) -> String {
         human(run.disk_syncs_end.0),
         human(run.disk_syncs_end.1)
     );
+    let (one, scattered, contiguous) = run.sync_scatter;
+    let _ = writeln!(
+        s,
+        "\nOne `fdatasync` of a 64 MiB file took {one:.0} µs with 1 dirty page, {scattered:.0} µs with 4 pages scattered over the file and {contiguous:.0} µs with 4 contiguous pages (at the start of the run). A commit dirties the log pages it appends and one index page per key, scattered; carboy's Sync commits write only the log bytes (engine/DESIGN.md, \"Log-only syncs\")."
+    );
     let cpu_rows = [
         ("load", "bulk load"),
         ("get1", "get, 1 thread"),

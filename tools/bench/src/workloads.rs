@@ -284,12 +284,8 @@ pub fn suite<E: Engine>(cfg: &Config, p: &Params) -> Result<()> {
             put_one(&e, rng.below(n), 2, &mut vbuf)?;
             done += 1;
         }
-        emit(&capped(
-            rate("put_sync", done, t),
-            done,
-            p.durable,
-            p.cap_secs,
-        ));
+        let m = capped(rate("put_sync", done, t), done, p.durable, p.cap_secs);
+        emit(&with_durable_note(m, &e));
         e.set_durable(false)?;
     } else {
         emit(&not_supported("put_sync", "in memory"));
@@ -470,8 +466,18 @@ pub fn mp_writer<E: Engine>(
         put_one(&e, rng.below(p.n), 10 + id, &mut vbuf)?;
         ops += 1;
     }
-    emit(&rate("mp_writer", ops, t));
+    let m = rate("mp_writer", ops, t);
+    emit(&if durable { with_durable_note(m, &e) } else { m });
     Ok(())
+}
+
+/// `m` with the engine's [`Engine::durable_note`], if it has one (and `m`
+/// no note of its own).
+fn with_durable_note<E: Engine>(m: Measure, e: &E) -> Measure {
+    match e.durable_note() {
+        Some(note) if m.note.is_none() => m.with_note(note),
+        _ => m,
+    }
 }
 
 /// One point of the cost-growth table: load `n`, then fixed counts of

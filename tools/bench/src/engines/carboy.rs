@@ -91,6 +91,18 @@ impl Engine for Carboy {
         Ok(t)
     }
 
+    fn durable_note(&self) -> Option<String> {
+        let s = self.sync.sync_stats();
+        (s.commits > 0).then(|| {
+            format!(
+                "{:.2} fdatasyncs per commit ({} for {})",
+                s.fsyncs as f64 / s.commits as f64,
+                s.fsyncs,
+                s.commits
+            )
+        })
+    }
+
     fn flush(&self) -> Result<()> {
         Ok(self.fast.sync()?)
     }
