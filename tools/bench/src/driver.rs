@@ -65,6 +65,8 @@ pub struct Run {
     /// µs per `fdatasync` with 1 dirty page, 4 scattered, 4 contiguous
     /// (at the start of the run).
     pub sync_scatter: (f64, f64, f64),
+    /// ns per dependent random memory read, by block size in MiB.
+    pub memory_latency: Vec<(u64, f64)>,
 }
 
 fn log(msg: &str) {
@@ -360,6 +362,7 @@ pub fn run(opts: Opts) {
     let machine = Machine::probe(&base);
     let disk_syncs_start = crate::machine::disk_probe(&base);
     let sync_scatter = crate::machine::scatter_probe(&base);
+    let memory_latency = crate::machine::memory_probe(&[16, 256, 2048]);
     if machine.filesystem == "tmpfs" {
         log("warning: the data directory is on tmpfs: fsync costs nothing there");
     }
@@ -441,6 +444,7 @@ pub fn run(opts: Opts) {
         load_end: load_avg(),
         disk_syncs_start,
         sync_scatter,
+        memory_latency,
         disk_syncs_end,
     };
     log(&format!("done in {:.1} min", run.wall_secs / 60.0));

@@ -245,3 +245,39 @@ pub fn scatter_probe(dir: &Path) -> (f64, f64, f64) {
     let _ = std::fs::remove_file(&path);
     out
 }
+
+/// Nanoseconds per random memory read that depends on the one before (a
+/// pointer chase over a random cycle of the 64-byte lines of a heap
+/// block), for each block size in MiB. The floor under a random point
+/// read of an engine whose data are that large: a carboy get at 10^6 keys
+/// makes two such reads in turn (its index slot, then its record).
+pub fn memory_probe(sizes_mib: &[u64]) -> Vec<(u64, f64)> {
+    const LINE: usize = 64 / 8; // u64s per cache line
+    const STEPS: u64 = 2_000_000;
+    sizes_mib
+        .iter()
+        .map(|&mib| {
+            let lines = (mib << 20) as usize / 64;
+            let mut mem = vec![0u64; lines * LINE];
+            // Sattolo's algorithm: one cycle through every line.
+            let mut order: Vec<u32> = (0..lines as u32).collect();
+            let mut rng = crate::data::Rng::new(mib);
+            for i in (1..lines).rev() {
+                let j = rng.below(i as u64) as usize;
+                order.swap(i, j);
+            }
+            for (i, &next) in order.iter().enumerate() {
+                mem[i * LINE] = u64::from(next) * LINE as u64;
+            }
+            drop(order);
+            let mut at = 0u64;
+            let t = std::time::Instant::now();
+            for _ in 0..STEPS {
+                at = mem[at as usize];
+            }
+            let ns = t.elapsed().as_nanos() as f64 / STEPS as f64;
+            std::hint::black_box(at);
+            (mib, ns)
+        })
+        .collect()
+}

@@ -585,6 +585,15 @@ pub fn markdown(run: &Run) -> String {
         human(run.disk_syncs_end.0),
         human(run.disk_syncs_end.1)
     );
+    let _ = writeln!(
+        s,
+        "\nOne random memory read that depends on the one before (a pointer chase through a heap block, 4 KiB pages) took {} (at the start of the run). That is the floor under a random point read from data of that size: a carboy get at N = 10^6 (a 150 MiB file) makes two such reads in turn, its index slot and then its record; LMDB walks a B-tree, the HashMap follows its bucket to the key and value on the heap.",
+        run.memory_latency
+            .iter()
+            .map(|(mib, ns)| format!("{ns:.0} ns in {mib} MiB"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let (one, scattered, contiguous) = run.sync_scatter;
     let _ = writeln!(
         s,
