@@ -1,8 +1,10 @@
 //! carboy: the store under test.
 //!
 //! Non-durable: `Durability::None` (a commit is in the page cache and
-//! survives the process being killed). Durable: `Durability::Sync` (one
-//! `fdatasync` per commit). Opened with `expected_keys(n)`, carboy's sizing
+//! survives the process being killed). Durable: `Durability::Sync` (a
+//! commit returns once a sync covering its log bytes returned: its own, or
+//! one shared with the commits of other threads and processes made at the
+//! same time). Opened with `expected_keys(n)`, carboy's sizing
 //! hint (LMDB's `map_size`, SQLite's and redb's cache sizes are the peers'
 //! equivalents). Point reads are one `get` per key (the batched
 //! `get_many` has no equivalent in every peer, so the read rows do not use
@@ -35,8 +37,7 @@ impl Txn for CarboyTxn<'_, '_> {
 impl Engine for Carboy {
     const NAME: &'static str = "carboy";
     const LABEL: &'static str = "carboy";
-    const SETTINGS: &'static str =
-        "Durability::None / Durability::Sync (fdatasync per commit); expected_keys(n)";
+    const SETTINGS: &'static str = "Durability::None / Durability::Sync (a commit returns once its log bytes are synced, by `pwritev2(RWF_DSYNC)` of the log or `fdatasync`; concurrent commits share a sync); expected_keys(n)";
     const MULTI_PROCESS: std::result::Result<(), &'static str> = Ok(());
 
     fn open(cfg: &Config) -> Result<Self> {
