@@ -169,8 +169,10 @@ pub struct SyncStats {
     /// `Durability::Sync` commits of this process, on this namespace, that
     /// returned durable.
     pub commits: u64,
-    /// `fdatasync` calls this process made for them (and for
-    /// [`Store::sync`](crate::Store::sync)).
+    /// Syncs this process made for them (and for
+    /// [`Store::sync`](crate::Store::sync)): `fdatasync` calls, and
+    /// log-only syncs (a `pwritev2(RWF_DSYNC)` of the log bytes appended
+    /// since the last sync, which is what most Sync commits make).
     pub fsyncs: u64,
 }
 

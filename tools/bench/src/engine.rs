@@ -83,7 +83,7 @@ pub trait Engine: Sized + Send + Sync {
     fn compact(&mut self) -> Result<Compaction>;
 
     /// What the engine can tell about its durable commits so far in this
-    /// process (carboy: how many `fdatasync`s they took), for the report.
+    /// process (carboy: how many syncs they took), for the report.
     fn durable_note(&self) -> Option<String> {
         None
     }

@@ -96,7 +96,7 @@ impl Engine for Carboy {
         let s = self.sync.sync_stats();
         (s.commits > 0).then(|| {
             format!(
-                "{:.2} fdatasyncs per commit ({} for {})",
+                "{:.2} syncs per commit ({} for {})",
                 s.fsyncs as f64 / s.commits as f64,
                 s.fsyncs,
                 s.commits
