@@ -173,12 +173,7 @@ pub fn disk_probe(dir: &Path) -> (f64, f64) {
     const SYNCS: u64 = 300;
     let run = |prewritten: bool| -> std::io::Result<f64> {
         let path = dir.join(format!("disk-probe-{prewritten}"));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
+        let f = scratch_file(&path)?;
         let len = SYNCS * 4096;
         if prewritten {
             f.write_all_at(&vec![0u8; len as usize], 0)?;
@@ -202,6 +197,16 @@ pub fn disk_probe(dir: &Path) -> (f64, f64) {
     )
 }
 
+/// A probe's scratch file at `path`, created empty (or emptied).
+fn scratch_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
 /// What one `fdatasync` costs, in µs, by how many pages are dirty and
 /// where: (1 page; 4 pages scattered over a 64 MiB file; 4 contiguous
 /// pages). A commit dirties its log pages and, scattered over the index,
@@ -214,12 +219,7 @@ pub fn scatter_probe(dir: &Path) -> (f64, f64, f64) {
     const PAGES: u64 = 16384; // 64 MiB
     let path = dir.join("scatter-probe");
     let run = || -> std::io::Result<(f64, f64, f64)> {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
+        let f = scratch_file(&path)?;
         f.write_all_at(&vec![0u8; (PAGES * 4096) as usize], 0)?;
         f.sync_all()?;
         let mut rng = crate::data::Rng::new(77);
