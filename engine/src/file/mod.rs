@@ -525,7 +525,6 @@ pub(crate) fn allocate(file: &File, old_len: u64, new_len: u64) -> io::Result<()
     }
 }
 
-/// Renames `from` to `to` (a new data file into place).
 /// Writes `data` at `offset` of `file` with `RWF_DSYNC` (see
 /// [`MappedFile::sync_range`]); `Ok(false)` when this kernel or file
 /// system does not take the flag, before anything was written.
@@ -561,6 +560,7 @@ fn sync_range(_file: &File, _offset: u64, _data: Vec<u8>) -> io::Result<bool> {
     Ok(false)
 }
 
+/// Renames `from` to `to` (a new data file into place).
 pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
     crate::faults::check(crate::faults::Op::Rename)?;
     std::fs::rename(from, to)
