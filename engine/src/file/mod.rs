@@ -12,8 +12,11 @@
 //!   index slots, the lock file's generation) are only touched through
 //!   [`AtomicU64`], by every process.
 //! * Bytes handed out as `&[u8]` lie below the committed end of the log,
-//!   which no writer writes again while the file is live. Writers only write
-//!   above it, under the exclusive lock, before publishing.
+//!   which no writer changes again while the file is live. Writers only
+//!   write above it, under the exclusive lock, before publishing.
+//!   [`MappedFile::sync_range`] rewrites committed records with the values
+//!   they already hold (through `pwritev2`, never through the mapping),
+//!   which no reader can observe.
 //! * [`MappedFile::release`] drops pages from this process's resident set
 //!   (`MADV_DONTNEED`) without changing a byte anyone can observe: the page
 //!   cache keeps them, dirty or not, and the next access faults them back.
