@@ -1,16 +1,4 @@
-//! The `file` backend: each cache namespace is one carboy namespace file
-//! under `cache.data_dir`, shared by every thread and process that opens it.
-//!
-//! Unlike Beaker's `file` backend (one pickle of the whole namespace,
-//! re-read and rewritten on every operation), a get is a lock-free probe of
-//! the mapped file and a set appends one record. Creation locks are
-//! byte-range locks on **one** lock file per namespace,
-//! `<lock_dir>/<namespace file>.create-lock`, striped by key hash
-//! ([`StripeLocks`]): no file per key, nothing left to clean after a crash.
-//!
-//! Settings: `cache.data_dir` (required), `cache.lock_dir` (default: the
-//! data directory), `cache.durability` (`none`, the default, or `sync`:
-//! every set survives power loss, at one fsync each).
+//! The `file` backend ([`FileBackend`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +13,22 @@ use crate::{Durability, Options, Store};
 /// probability 1/1024, which only ever makes one wait for the other.
 const STRIPES: u32 = 1024;
 
-/// A cache namespace in a carboy namespace file. See the [module docs](self).
+/// A cache namespace in a carboy namespace file.
+///
+/// The `file` backend: each cache namespace is one carboy namespace file
+/// under `cache.data_dir`, shared by every thread and process that opens it.
+///
+/// Unlike Beaker's `file` backend (one pickle of the whole namespace,
+/// re-read and rewritten on every operation), a get is a lock-free probe of
+/// the mapped file and a set appends one record. Creation locks are
+/// byte-range locks on **one** lock file per namespace,
+/// `<lock_dir>/<namespace file>.create-lock`, striped by key hash
+/// ([`StripeLocks`]): no file per key, nothing left to clean after a crash.
+///
+/// Settings: `cache.data_dir` (required), `cache.lock_dir` (default: the
+/// data directory), `cache.durability` (`none`, the default, or `sync`:
+/// every set survives power loss, at one sync each, shared by sets made
+/// at the same time).
 #[derive(Debug)]
 pub struct FileBackend {
     store: Store,

@@ -1,13 +1,4 @@
-//! The `memory` backend: a namespace held in this process's memory.
-//!
-//! Unbounded by default, like Beaker's. With `cache.max_entries` or
-//! `cache.max_bytes` it evicts with quick_cache's S3-FIFO policy (better hit
-//! rates than LRU on skewed workloads, and scan-resistant), weighing each
-//! entry by its key and value bytes. Keys written through
-//! [`Backend::update`] (the cache's invalidation markers) are never evicted.
-//!
-//! Each [`CacheManager`](super::CacheManager) opens its own memory
-//! namespaces: two managers in one process do not share them.
+//! The `memory` backend ([`MemoryBackend`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,7 +49,18 @@ pub enum Bound {
     Bytes(u64),
 }
 
-/// A namespace in memory. See the [module docs](self).
+/// A namespace in memory.
+///
+/// The `memory` backend: a namespace held in this process's memory.
+///
+/// Unbounded by default, like Beaker's. With `cache.max_entries` or
+/// `cache.max_bytes` it evicts with quick_cache's S3-FIFO policy (better hit
+/// rates than LRU on skewed workloads, and scan-resistant), weighing each
+/// entry by its key and value bytes. Keys written through
+/// [`Backend::update`] (the cache's invalidation markers) are never evicted.
+///
+/// Each [`CacheManager`](super::CacheManager) opens its own memory
+/// namespaces: two managers in one process do not share them.
 pub struct MemoryBackend {
     entries: Entries,
     /// Keys written by `update`: kept apart so eviction never drops them.

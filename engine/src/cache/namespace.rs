@@ -1,38 +1,4 @@
-//! [`Cache`]: one cache namespace, with expiry, invalidation and the
-//! dogpile-safe [`get_or_create`](Cache::get_or_create).
-//!
-//! # The creation algorithm
-//!
-//! Beaker's `Value.get_value` and dogpile's `Lock`, with both halves of the
-//! lock spelled out:
-//!
-//! 1. Fetch the entry once (value and metadata together). Fresh: return
-//!    it, no lock taken.
-//! 2. Join the in-process flight for the key ([`flight`](super::flight)).
-//!    A follower with a stale value returns the stale value at once; one
-//!    without waits for the leader's outcome (its value, its error, or
-//!    "start over").
-//! 3. The leader takes the backend's cross-process creation lock: without
-//!    waiting when it has a stale value to serve (busy: another process is
-//!    creating, serve the stale value), waiting when it has none.
-//! 4. Holding the lock, fetch again: another process may have created the
-//!    value meanwhile (then no creation happens).
-//! 5. Run the creator, store the value, release the lock, hand the outcome
-//!    to the followers. A creator error reaches every follower (as the same
-//!    `Arc<E>`) and stores nothing; a panic releases everything and the
-//!    followers start over.
-//!
-//! "Never serve stale" ([`Cache::serving_stale`]`(false)`) makes stale
-//! values count as missing: everyone waits for the one creator.
-//!
-//! # Invalidation
-//!
-//! Each namespace (and each region) has a marker: an epoch counter and the
-//! epochs below which values are misses (hard) or stale (soft). A creation
-//! records the epochs it began under in the value's envelope. Markers live
-//! in the backend, so an invalidation in one process is seen by every
-//! other; a reader keeps the marker in memory while the backend's change
-//! stamp says nothing changed, so a hit costs no extra fetch.
+//! One cache namespace: [`Cache`], and its creation algorithm (in its docs).
 
 use std::any::Any;
 use std::borrow::Cow;
@@ -286,6 +252,39 @@ enum Found<V> {
 /// assert_eq!(users.get::<String>("user:1")?.as_deref(), Some("alice"));
 /// # Ok::<(), carboy::Error>(())
 /// ```
+///
+/// # The creation algorithm
+///
+/// Beaker's `Value.get_value` and dogpile's `Lock`, with both halves of the
+/// lock spelled out:
+///
+/// 1. Fetch the entry once (value and metadata together). Fresh: return
+///    it, no lock taken.
+/// 2. Join the in-process flight for the key (`cache/flight.rs`).
+///    A follower with a stale value returns the stale value at once; one
+///    without waits for the leader's outcome (its value, its error, or
+///    "start over").
+/// 3. The leader takes the backend's cross-process creation lock: without
+///    waiting when it has a stale value to serve (busy: another process is
+///    creating, serve the stale value), waiting when it has none.
+/// 4. Holding the lock, fetch again: another process may have created the
+///    value meanwhile (then no creation happens).
+/// 5. Run the creator, store the value, release the lock, hand the outcome
+///    to the followers. A creator error reaches every follower (as the same
+///    `Arc<E>`) and stores nothing; a panic releases everything and the
+///    followers start over.
+///
+/// "Never serve stale" ([`Cache::serving_stale`]`(false)`) makes stale
+/// values count as missing: everyone waits for the one creator.
+///
+/// # Invalidation
+///
+/// Each namespace (and each region) has a marker: an epoch counter and the
+/// epochs below which values are misses (hard) or stale (soft). A creation
+/// records the epochs it began under in the value's envelope. Markers live
+/// in the backend, so an invalidation in one process is seen by every
+/// other; a reader keeps the marker in memory while the backend's change
+/// stamp says nothing changed, so a hit costs no extra fetch.
 ///
 /// [`Serialized`]: super::Serialized
 pub struct Cache<C: Codec = Postcard> {
@@ -562,7 +561,7 @@ impl<C: Codec> Cache<C> {
     /// exactly one caller (across threads and processes) runs `create` and
     /// stores its value, while the others get the stale value at once (if
     /// there is one and the cache serves stale values) or wait for the new
-    /// one. See the [module docs](self) for the algorithm.
+    /// one. See [`Cache`], "The creation algorithm".
     ///
     /// A creator error is returned to the caller that ran it and to every
     /// caller of this process that was waiting for it, and nothing is
