@@ -572,7 +572,7 @@ pub mod group_plan {
 /// | `put-until-error <key> <ms>` | puts every 20 ms until one fails: its error and `(after <n> puts)`; `ok <n>` if none failed within `<ms>` |
 /// | `quit` | (exits) |
 ///
-/// A failed call replies `err <Variant> <message>` (see [`error_kind`]).
+/// A failed call replies `err <Variant> <message>` (see [`served::error_kind`]).
 pub mod served {
     use std::fmt::Debug;
     use std::io::{BufRead, BufReader, Write};
