@@ -289,6 +289,16 @@ pub mod big_file {
         u64::from(i % 23) + 23 * round
     }
 
+    /// Opens a new store at `path`, sized for [`KEYS`], and [`fill`]s it.
+    pub fn create(path: &std::path::Path) -> Store {
+        let store = carboy::Options::new()
+            .expected_keys(KEYS.into())
+            .open(path)
+            .expect("open the big file");
+        fill(&store);
+        store
+    }
+
     /// Writes every key at round 0, in one transaction.
     pub fn fill(store: &Store) {
         let mut txn = store.transaction().expect("transaction");

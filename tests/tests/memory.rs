@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use carboy::{Options, Store};
+use carboy::Store;
 use carboy_tests::big_file;
 
 const CHILD: &str = env!("CARGO_BIN_EXE_carboy-test-child");
@@ -48,11 +48,7 @@ fn passes_over_a_whole_file_stream() {
     // A file with dead records too (a fifth of the keys rewritten thrice).
     let path = dir.path().join("big.carboy");
     {
-        let store = Options::new()
-            .expected_keys(big_file::KEYS.into())
-            .open(&path)
-            .unwrap();
-        big_file::fill(&store);
+        let store = big_file::create(&path);
         for round in 1..=3 {
             big_file::rewrite(&store, round, 5);
         }

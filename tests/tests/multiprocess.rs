@@ -165,11 +165,7 @@ fn reader_processes_read_right_values_while_a_large_file_is_compacted() {
     // both readers are done; they follow it from file to file.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.carboy");
-    let store = Options::new()
-        .expected_keys(big_file::KEYS.into())
-        .open(&path)
-        .unwrap();
-    big_file::fill(&store);
+    let store = big_file::create(&path);
     let path_arg = path.to_str().unwrap();
     let mut readers: Vec<Child> = (0..2)
         .map(|_| spawn(&["read-big", path_arg, "1500"], Stdio::piped()))

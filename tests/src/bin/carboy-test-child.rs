@@ -304,11 +304,7 @@ fn peak(op: Option<&str>, paths: &[String]) -> Result<String, String> {
     let before = vm_hwm()?;
     match op {
         Some("load") => {
-            let store = carboy::Options::new()
-                .expected_keys(carboy_tests::big_file::KEYS.into())
-                .open(path)
-                .map_err(|e| format!("open: {e}"))?;
-            carboy_tests::big_file::fill(&store);
+            carboy_tests::big_file::create(path);
         }
         Some("compact") => {
             let store = Store::open(path).map_err(|e| format!("open: {e}"))?;
