@@ -103,6 +103,20 @@ fn crash_image(before: &[u8], after: &[u8], rng: &mut u64) -> Vec<u8> {
     image
 }
 
+/// Writes crash image `image` to `path` and opens it as the first open
+/// after a reboot does (`rebuild_index`): it must open and verify clean.
+/// Returns the store and its contents.
+fn open_image(path: &Path, image: &[u8], case: &str) -> (Store, State) {
+    std::fs::write(path, image).unwrap();
+    let store = Options::new()
+        .rebuild_index(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{case}: does not open: {e}"));
+    assert_clean(&store);
+    let got = plain(&store);
+    (store, got)
+}
+
 fn run(durability: Durability, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("power.carboy");
@@ -145,14 +159,8 @@ fn run(durability: Durability, seed: u64) {
     for n in 0..images() {
         let image_path = dir.path().join(format!("image-{n}.carboy"));
         let image = crash_image(&before, &after, &mut rng);
-        std::fs::write(&image_path, &image).unwrap();
         let case = format!("image {n} (seed {seed}, {durability:?})");
-        let store = Options::new()
-            .rebuild_index(true)
-            .open(&image_path)
-            .unwrap_or_else(|e| panic!("{case}: does not open: {e}"));
-        assert_clean(&store);
-        let got = plain(&store);
+        let (store, got) = open_image(&image_path, &image, &case);
         let prefix = states.iter().position(|s| *s == got).unwrap_or_else(|| {
             let missing: Vec<_> = at_sync
                 .keys()
@@ -402,14 +410,8 @@ fn group_commits_survive_power_loss() {
         let d = &durable[i];
         let image = crash_image(&d.image, d.until.as_deref().unwrap_or(&last), &mut rng);
         let image_path = dir.path().join(format!("image-{n}.carboy"));
-        std::fs::write(&image_path, &image).unwrap();
         let case = format!("image {n} (after sync {i} of {})", durable.len());
-        let store = Options::new()
-            .rebuild_index(true)
-            .open(&image_path)
-            .unwrap_or_else(|e| panic!("{case}: does not open: {e}"));
-        assert_clean(&store);
-        let got = plain(&store);
+        let (store, got) = open_image(&image_path, &image, &case);
         let seq = decode_counter(got.get(&b"seq"[..]).map(Vec::as_slice)).unwrap();
         assert_eq!(
             got, states[seq as usize],
