@@ -58,23 +58,29 @@ fn wait_until(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
-fn missing_key_runs_one_creator_and_everyone_waits(backend: &str) {
-    let (_dir, _clock, cache) = cache(backend, true);
+/// Every thread asks for key "k" at once; the creator, making `value`,
+/// holds the creation until every other thread has joined it. Returns how
+/// many creators ran and what each thread got.
+fn everyone_joins_one_creation(cache: &Cache, value: &str) -> (usize, Vec<String>) {
     let runs = AtomicUsize::new(0);
     let results: Vec<String> = race(|| {
         cache
             .get_or_create("k", || {
                 runs.fetch_add(1, Ordering::SeqCst);
-                // Hold the creation until every other thread
-                // has joined it.
                 wait_until("followers", || {
                     cache.joined_creation("k").unwrap() == THREADS - 1
                 });
-                Ok::<_, String>("created".to_string())
+                Ok::<_, String>(value.to_string())
             })
             .unwrap()
     });
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "{backend}: creators");
+    (runs.into_inner(), results)
+}
+
+fn missing_key_runs_one_creator_and_everyone_waits(backend: &str) {
+    let (_dir, _clock, cache) = cache(backend, true);
+    let (runs, results) = everyone_joins_one_creation(&cache, "created");
+    assert_eq!(runs, 1, "{backend}: creators");
     assert!(
         results.iter().all(|r| r == "created"),
         "{backend}: {results:?}"
@@ -115,19 +121,8 @@ fn never_serve_stale_makes_everyone_wait(backend: &str) {
     let (_dir, clock, cache) = cache(backend, false);
     cache.set("k", "old").unwrap();
     clock.advance(Duration::from_secs(10));
-    let runs = AtomicUsize::new(0);
-    let results: Vec<String> = race(|| {
-        cache
-            .get_or_create("k", || {
-                runs.fetch_add(1, Ordering::SeqCst);
-                wait_until("followers", || {
-                    cache.joined_creation("k").unwrap() == THREADS - 1
-                });
-                Ok::<_, String>("new".to_string())
-            })
-            .unwrap()
-    });
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "{backend}");
+    let (runs, results) = everyone_joins_one_creation(&cache, "new");
+    assert_eq!(runs, 1, "{backend}");
     assert!(results.iter().all(|r| r == "new"), "{backend}: {results:?}");
 }
 
