@@ -308,4 +308,12 @@ impl FileState {
             .bytes(offset, len, bound)
             .ok_or_else(|| self.corruption(offset, "block runs past the end"))
     }
+
+    /// The prefix of the block at `offset` (below `bound`): its kind and,
+    /// through [`Prefix::block_len`], where the next block starts. What
+    /// every walk over the log's blocks reads first.
+    pub(crate) fn prefix(&self, offset: u64, bound: u64) -> Result<Prefix> {
+        let head = self.block_bytes(offset, record::PREFIX_LEN as u64, bound)?;
+        Prefix::decode(head).map_err(|e| self.corruption(offset, e))
+    }
 }

@@ -39,7 +39,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use carboy_format::header::live;
-use carboy_format::{lockfile, record};
+use carboy_format::lockfile;
+use carboy_format::record::Kind;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::Shared;
@@ -89,11 +90,7 @@ fn log_only(fs: &FileState, from: u64, to: u64) -> bool {
         return false;
     }
     while at < to {
-        let prefix = fs
-            .map
-            .bytes(at, record::PREFIX_LEN as u64, to)
-            .and_then(|b| record::Prefix::decode(b).ok());
-        match prefix.filter(|p| p.kind != record::Kind::Index) {
+        match fs.prefix(at, to).ok().filter(|p| p.kind != Kind::Index) {
             Some(p) => match at.checked_add(p.block_len()) {
                 Some(next) => at = next,
                 None => return false,

@@ -190,11 +190,7 @@ fn replay(fs: &FileState, from: u64, to: u64) -> Result<()> {
     let mut last_commit = None;
     let mut pos = from;
     while pos < to {
-        let head = fs
-            .map
-            .bytes(pos, record::PREFIX_LEN as u64, to)
-            .ok_or_else(|| fs.corruption(pos, "block runs past the committed end"))?;
-        let p = Prefix::decode(head).map_err(|e| fs.corruption(pos, e))?;
+        let p = fs.prefix(pos, to)?;
         match p.kind {
             Kind::Put | Kind::Delete => offsets.push(pos),
             Kind::Commit => {
@@ -267,11 +263,7 @@ fn publish_log(fs: &FileState, idx: IndexView, end: u64) -> Result<Counters> {
     let mut pos = HEADER_SIZE;
     let mut released = pos;
     while pos < end {
-        let head = fs
-            .map
-            .bytes(pos, record::PREFIX_LEN as u64, end)
-            .ok_or_else(|| fs.corruption(pos, "block runs past the scanned end"))?;
-        let p = Prefix::decode(head).map_err(|e| fs.corruption(pos, e))?;
+        let p = fs.prefix(pos, end)?;
         match p.kind {
             Kind::Put | Kind::Delete => {
                 let rec = fs.record(pos, end)?;
