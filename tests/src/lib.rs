@@ -604,27 +604,12 @@ pub mod served {
         }
     }
 
-    /// The name of `e`'s variant.
-    pub fn error_kind(e: &Error) -> &'static str {
-        match e {
-            Error::Io { .. } => "Io",
-            Error::NotCarboy { .. } => "NotCarboy",
-            Error::Corruption { .. } => "Corruption",
-            Error::KeyTooLong { .. } => "KeyTooLong",
-            Error::ValueTooLong { .. } => "ValueTooLong",
-            Error::InvalidName { .. } => "InvalidName",
-            Error::NameMismatch { .. } => "NameMismatch",
-            Error::Latched { .. } => "Latched",
-            Error::FileTooLarge { .. } => "FileTooLarge",
-            Error::WouldDeadlock { .. } => "WouldDeadlock",
-            Error::InvalidOption { .. } => "InvalidOption",
-            Error::NotFound { .. } => "NotFound",
-            Error::PermissionDenied { .. } => "PermissionDenied",
-            Error::LockFileReplaced { .. } => "LockFileReplaced",
-            Error::DataFileReplaced { .. } => "DataFileReplaced",
-            Error::FileTruncated { .. } => "FileTruncated",
-            _ => "Other",
-        }
+    /// The name of `e`'s variant, as its `Debug` form begins (every
+    /// variant has fields, so the name ends at the first ` `, `{` or `(`).
+    pub fn error_kind(e: &Error) -> String {
+        let debug = format!("{e:?}");
+        let end = debug.find([' ', '{', '(']).unwrap_or(debug.len());
+        debug[..end].to_string()
     }
 
     /// A child process running `carboy-test-child serve <path>`; killed
