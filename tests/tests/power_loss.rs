@@ -212,15 +212,12 @@ fn unsynced_commits_are_lost_whole_or_kept_whole() {
 enum Event {
     /// Thread `thread` is about to call fdatasync; the file as it is now.
     SyncStarts { thread: u64, image: Vec<u8> },
-    /// That thread's fdatasync returned.
-    Synced { thread: u64 },
-    /// That thread's sync returned, having made only bytes `start..end`
-    /// durable (group commit syncs the log bytes it appended, not the index
-    /// pages its slots dirtied).
-    SyncedRange {
+    /// That thread's sync returned: an fdatasync (`range` is `None`), or
+    /// one that made only the bytes of `range` durable (group commit syncs
+    /// the log bytes it appended, not the index pages its slots dirtied).
+    Synced {
         thread: u64,
-        start: usize,
-        end: usize,
+        range: Option<std::ops::Range<usize>>,
     },
     /// The commit of transaction `seq` returned.
     Acked { seq: u64 },
@@ -269,11 +266,13 @@ fn group_commits_survive_power_loss() {
                 thread,
                 image: std::fs::read(&file).unwrap(),
             },
-            Op::Synced => Event::Synced { thread },
-            Op::SyncedRange { start, end } => Event::SyncedRange {
+            Op::Synced => Event::Synced {
                 thread,
-                start: start as usize,
-                end: end as usize,
+                range: None,
+            },
+            Op::SyncedRange { start, end } => Event::Synced {
+                thread,
+                range: Some(start as usize..end as usize),
             },
             _ => return None,
         };
@@ -356,15 +355,10 @@ fn group_commits_survive_power_loss() {
                 }
                 starting.insert(thread, image);
             }
-            Event::Synced { .. } | Event::SyncedRange { .. } => {
+            Event::Synced { thread, range } => {
                 if let Some(d) = durable.last_mut() {
                     d.must_keep = newest_ack;
                 }
-                let (thread, range) = match event {
-                    Event::Synced { thread } => (thread, None),
-                    Event::SyncedRange { thread, start, end } => (thread, Some(start..end)),
-                    _ => unreachable!(),
-                };
                 let started = starting
                     .remove(&thread)
                     .expect("a sync that returned had started");
