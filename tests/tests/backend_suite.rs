@@ -226,6 +226,7 @@ fn cache_expiry_and_get_or_create(kind: &'static Kind) {
     assert_eq!(entry.created_unix_ms, 1_700_000_000_000);
     assert_eq!(entry.expires_unix_ms, Some(1_700_000_060_000));
     assert!(!entry.stale);
+    assert!(c.contains("u1").unwrap(), "{}: a fresh value", kind.name);
 
     f.clock.advance(Duration::from_millis(59_999));
     assert_eq!(c.get::<String>("u1").unwrap().as_deref(), Some("alice"));

@@ -379,8 +379,35 @@ impl<C: Codec> Cache<C> {
     fn lookup_under<V: DeserializeOwned>(
         &self,
         key: &[u8],
-        (ns, region): (Marker, Marker),
+        markers: (Marker, Marker),
     ) -> Result<Found<CachedValue<V>>> {
+        let found = self.peek(key, markers, |meta, stale, payload| {
+            let value = self.codec.decode::<V>(payload).ok()?;
+            let entry = CachedValue {
+                value,
+                created_unix_ms: meta.created_ms,
+                expires_unix_ms: meta.expires_ms(),
+                stale,
+            };
+            Some(if stale {
+                Found::Stale(entry)
+            } else {
+                Found::Fresh(entry)
+            })
+        })?;
+        Ok(found.unwrap_or(Found::Missing))
+    }
+
+    /// Fetches `key` and reads its envelope: `None` when it is missing,
+    /// damaged or hard-invalidated; otherwise what `f` makes of its
+    /// metadata, whether it is stale, and its encoded value (which `f`
+    /// decodes, or not).
+    fn peek<R>(
+        &self,
+        key: &[u8],
+        (ns, region): (Marker, Marker),
+        f: impl FnOnce(&Meta, bool, &[u8]) -> Option<R>,
+    ) -> Result<Option<R>> {
         let fetched = match self.ns.shared.backend.get(key) {
             Ok(f) => f,
             // A damaged entry is a miss: the next creation overwrites it.
@@ -388,32 +415,19 @@ impl<C: Codec> Cache<C> {
             Err(e) => return Err(e),
         };
         let Some(bytes) = fetched else {
-            return Ok(Found::Missing);
+            return Ok(None);
         };
         let Some((meta, payload)) = Meta::decode(&bytes) else {
-            return Ok(Found::Missing);
+            return Ok(None);
         };
         if meta.ns_epoch < ns.hard || meta.region_epoch < region.hard {
-            return Ok(Found::Missing);
+            return Ok(None);
         }
-        let Ok(value) = self.codec.decode::<V>(payload) else {
-            return Ok(Found::Missing);
-        };
         let stale = meta.stale
             || meta.ns_epoch < ns.soft
             || meta.region_epoch < region.soft
             || (meta.ttl_ms.is_some() && meta.is_expired_at(self.ns.clock.now_unix_ms()));
-        let entry = CachedValue {
-            value,
-            created_unix_ms: meta.created_ms,
-            expires_unix_ms: meta.expires_ms(),
-            stale,
-        };
-        Ok(if stale {
-            Found::Stale(entry)
-        } else {
-            Found::Fresh(entry)
-        })
+        Ok(f(&meta, stale, payload))
     }
 
     /// The fresh value of `key`, or `None` when it is missing, expired,
@@ -423,9 +437,9 @@ impl<C: Codec> Cache<C> {
             return Ok(None);
         }
         let key = self.stored_key(key)?;
-        Ok(match self.lookup(&key)? {
-            Found::Fresh(e) => Some(e.value),
-            _ => None,
+        // A stale value is not decoded: it would be thrown away.
+        self.peek(&key, self.ns.markers()?, |_, stale, payload| {
+            (!stale).then(|| self.codec.decode(payload).ok()).flatten()
         })
     }
 
@@ -445,11 +459,15 @@ impl<C: Codec> Cache<C> {
         })
     }
 
-    /// True when `key` has a fresh value (of any type).
+    /// True when `key` has a fresh value (of any type: the value is not
+    /// decoded).
     pub fn contains(&self, key: &(impl CacheKey + ?Sized)) -> Result<bool> {
-        Ok(self
-            .get_entry::<serde::de::IgnoredAny>(key)?
-            .is_some_and(|e| !e.stale))
+        if !self.policy.enabled {
+            return Ok(false);
+        }
+        let key = self.stored_key(key)?;
+        let fresh = self.peek(&key, self.ns.markers()?, |_, stale, _| Some(!stale))?;
+        Ok(fresh == Some(true))
     }
 
     /// Stores `value` under `key`, fresh for the cache's expiry.
