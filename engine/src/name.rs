@@ -63,6 +63,16 @@ const ESCAPE: u8 = b'_';
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// The two lowercase hex digits of `byte`.
+pub(crate) fn hex_digits(byte: u8) -> [u8; 2] {
+    [HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0x0f)]]
+}
+
+/// Appends the two lowercase hex digits of `byte` to `out`.
+fn push_hex(out: &mut String, byte: u8) {
+    out.extend(hex_digits(byte).map(char::from));
+}
+
 /// Why a namespace name cannot be turned into a file name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -89,8 +99,7 @@ fn push_encoded(out: &mut String, byte: u8) {
         out.push(char::from(byte));
     } else {
         out.push(char::from(ESCAPE));
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        push_hex(out, byte);
     }
 }
 
@@ -158,8 +167,7 @@ pub fn file_name(name: &str) -> Result<String, NameError> {
         out.push(HASH_MARK);
         let digest = Sha256::digest(bytes);
         for &byte in digest.iter().take(HASH_HEX_DIGITS / 2) {
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+            push_hex(&mut out, byte);
         }
     }
 

@@ -100,10 +100,10 @@ pub(crate) fn stored_key(key: Cow<'_, [u8]>, key_length: usize) -> Cow<'_, [u8]>
         return key;
     }
     let digest = Sha256::digest(&key);
-    let mut hex = Vec::with_capacity(64);
-    for b in digest {
-        hex.extend_from_slice(format!("{b:02x}").as_bytes());
-    }
+    let hex = digest
+        .iter()
+        .flat_map(|&b| crate::name::hex_digits(b))
+        .collect();
     Cow::Owned(hex)
 }
 
