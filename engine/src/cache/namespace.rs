@@ -603,7 +603,6 @@ impl<C: Codec> Cache<C> {
             return create().map_err(|e| CreateError::Creator(Arc::new(e)));
         }
         let key = self.stored_key(key)?;
-        let hash = key::lock_hash(&key);
         let mut create = Some(create);
         loop {
             let stale = match self.lookup::<V>(&key)? {
@@ -625,6 +624,7 @@ impl<C: Codec> Cache<C> {
                     // leader re-checks under that lock, so the value is
                     // still created once.
                     let nested = if creating_depth() > 0 {
+                        let hash = key::lock_hash(&key);
                         self.ns.shared.backend.lock_creation(&key, hash, true)?
                     } else {
                         None
@@ -649,6 +649,8 @@ impl<C: Codec> Cache<C> {
                     }
                 }
                 Join::Lead(leader) => {
+                    // Hashed only here: a hit never needs the lock.
+                    let hash = key::lock_hash(&key);
                     let lock = self
                         .ns
                         .shared
