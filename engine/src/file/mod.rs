@@ -47,7 +47,7 @@ pub(crate) use range_lock::{
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -75,6 +75,10 @@ pub(crate) struct MappedFile {
     /// Every mapping ever made of this file, kept until drop so that no
     /// pointer handed out for `&self` dangles.
     maps: Mutex<Vec<MmapRaw>>,
+    /// Set once the system refused a ranged sync of this file
+    /// ([`sync_range`](Self::sync_range)): later syncs go straight to
+    /// `fdatasync`.
+    no_ranged_sync: AtomicBool,
 }
 
 impl std::fmt::Debug for MappedFile {
@@ -100,6 +104,7 @@ impl MappedFile {
             base: AtomicPtr::new(base),
             reserved: AtomicUsize::new(reserve),
             maps: Mutex::new(vec![map]),
+            no_ranged_sync: AtomicBool::new(false),
         })
     }
 
@@ -432,7 +437,14 @@ impl MappedFile {
         let Some(bytes) = self.bytes(start, end.saturating_sub(start), end) else {
             return Ok(false);
         };
-        if !sync_range(&self.file, start, bytes.to_vec())? {
+        if self.no_ranged_sync.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        // Straight from the mapping: the kernel copies each page onto
+        // itself (it faults the source in first and copies with page
+        // faults disabled, so a source page that is the destination works).
+        if !sync_range(&self.file, start, bytes)? {
+            self.no_ranged_sync.store(true, Ordering::Relaxed);
             return Ok(false);
         }
         crate::faults::synced_range(start, end);
@@ -532,9 +544,9 @@ pub(crate) fn allocate(file: &File, old_len: u64, new_len: u64) -> io::Result<()
 /// [`MappedFile::sync_range`]); `Ok(false)` when this kernel or file
 /// system does not take the flag, before anything was written.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn sync_range(file: &File, mut offset: u64, data: Vec<u8>) -> io::Result<bool> {
+fn sync_range(file: &File, mut offset: u64, data: &[u8]) -> io::Result<bool> {
     use rustix::io::{Errno, ReadWriteFlags, pwritev2};
-    let mut rest = &data[..];
+    let mut rest = data;
     let mut first = true;
     while !rest.is_empty() {
         match pwritev2(
@@ -559,7 +571,7 @@ fn sync_range(file: &File, mut offset: u64, data: Vec<u8>) -> io::Result<bool> {
 
 /// No `RWF_DSYNC` here: the caller syncs the whole file.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn sync_range(_file: &File, _offset: u64, _data: Vec<u8>) -> io::Result<bool> {
+fn sync_range(_file: &File, _offset: u64, _data: &[u8]) -> io::Result<bool> {
     Ok(false)
 }
 
@@ -782,8 +794,18 @@ impl SyncWord<'_> {
         self.0.store(value.to_le(), Ordering::SeqCst);
     }
 
-    /// Adds `delta` (wrapping) and returns the new value. On a big-endian
-    /// host this is a compare-and-swap loop; on little-endian one RMW.
+    /// Adds `delta` (wrapping) and returns the new value: one atomic add on
+    /// a little-endian host, where the stored bytes are the native value.
+    #[cfg(target_endian = "little")]
+    pub(crate) fn add(self, delta: u32) -> u32 {
+        self.0
+            .fetch_add(delta, Ordering::SeqCst)
+            .wrapping_add(delta)
+    }
+
+    /// Adds `delta` (wrapping) and returns the new value: a compare-and-swap
+    /// loop on a big-endian host, which stores the word byte-swapped.
+    #[cfg(target_endian = "big")]
     pub(crate) fn add(self, delta: u32) -> u32 {
         let mut current = self.0.load(Ordering::SeqCst);
         loop {

@@ -56,8 +56,8 @@ const STALL_POLL: Duration = Duration::from_millis(10);
 const GATHER_MAX: Duration = Duration::from_millis(5);
 
 /// Largest log range a commit syncs by itself ([`sync_log`]); a longer
-/// one is rewritten no faster than `fdatasync` writes it, and would be
-/// copied through memory first.
+/// one, rewritten through the page cache, gains nothing over
+/// `fdatasync`, which writes its pages anyway.
 const RANGED_SYNC_MAX: u64 = 1 << 20;
 
 /// Makes the log durable up to `target` (a transaction boundary at or
