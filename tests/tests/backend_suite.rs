@@ -127,6 +127,28 @@ fn ttl_against_the_clock(kind: &'static Kind) {
     assert!(!b.keys().unwrap().contains(&b"k".to_vec()), "{}", kind.name);
 }
 
+/// `update` keeps the entry's TTL: a value rewritten in place (as a soft
+/// invalidation does) still goes when its `set` said.
+fn update_keeps_the_ttl(kind: &'static Kind) {
+    let f = Fixture::new(kind);
+    let b = f.backend("update-ttl");
+    b.set(b"k", b"v", Some(Duration::from_secs(10))).unwrap();
+    b.update(b"k", &mut |cur| {
+        assert_eq!(cur, Some(&b"v"[..]));
+        Some(b"w".to_vec())
+    })
+    .unwrap();
+    f.clock.advance(Duration::from_millis(9_999));
+    let now = b.get(b"k").unwrap().map(|v| v.to_vec());
+    assert_eq!(now.as_deref(), Some(&b"w"[..]), "{}", kind.name);
+    f.clock.advance(Duration::from_millis(1));
+    assert!(
+        b.get(b"k").unwrap().is_none(),
+        "{}: the TTL was lost",
+        kind.name
+    );
+}
+
 fn update_is_atomic(kind: &'static Kind) {
     let f = Fixture::new(kind);
     let b = f.backend("update");
@@ -381,6 +403,7 @@ macro_rules! suite {
             #[test] fn raw_operations() { super::raw_operations(&$kind) }
             #[test] fn ttl_against_the_clock() { super::ttl_against_the_clock(&$kind) }
             #[test] fn update_is_atomic() { super::update_is_atomic(&$kind) }
+            #[test] fn update_keeps_the_ttl() { super::update_keeps_the_ttl(&$kind) }
             #[test] fn change_stamp_moves_with_content() { super::change_stamp_moves_with_content(&$kind) }
             #[test] fn creation_locks() { super::creation_locks(&$kind) }
             #[test] fn cache_expiry_and_get_or_create() { super::cache_expiry_and_get_or_create(&$kind) }

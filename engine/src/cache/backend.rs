@@ -127,7 +127,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Replaces the value of `key` by `f(current)` (removes it when `f`
     /// returns `None`) atomically with respect to every other user of this
-    /// namespace, in every process that shares it.
+    /// namespace, in every process that shares it. The entry keeps the
+    /// expiry its [`set`](Self::set) gave it.
     ///
     /// The cache keeps its invalidation markers with this.
     fn update(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<()>;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::backend::{Backend, BackendConfig, BackendFactory, CreationGuard, Fetched, UpdateFn};
 use crate::error::{Error, Result};
 use crate::sync::StripeLocks;
-use crate::{Durability, Options, Store};
+use crate::{Durability, Expiry, Options, Store};
 
 /// Stripes of a namespace's creation-lock file: two keys share a lock with
 /// probability 1/1024, which only ever makes one wait for the other.
@@ -95,10 +95,13 @@ impl Backend for FileBackend {
 
     fn update(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<()> {
         let mut txn = self.store.transaction()?;
-        let current = txn.get(key)?;
+        let current = txn.get_with_expiry(key)?;
         let existed = current.is_some();
-        match f(current) {
-            Some(v) => txn.put(key, &v)?,
+        let expiry = current.map_or(Expiry::Never, |(_, e)| e);
+        match f(current.map(|(v, _)| v)) {
+            // The entry keeps its expiry (a soft-invalidated value still
+            // goes when its TTL says).
+            Some(v) => txn.put_with_expiry(key, &v, expiry)?,
             None if existed => {
                 txn.delete(key)?;
             }

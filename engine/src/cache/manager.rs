@@ -14,7 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
 /// Namespace names starting with this are carboy's own.
-const RESERVED_NAMESPACE: &str = "carboy:";
+pub(super) const RESERVED_NAMESPACE: &str = "carboy:";
 /// The namespace holding a backend's invalidation markers: `ns:<name>` for
 /// each namespace, `region:<name>` for each region.
 const MARKERS_NAMESPACE: &str = "carboy:markers";

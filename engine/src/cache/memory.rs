@@ -56,15 +56,14 @@ pub enum Bound {
 /// Unbounded by default, like Beaker's. With `cache.max_entries` or
 /// `cache.max_bytes` it evicts with quick_cache's S3-FIFO policy (better hit
 /// rates than LRU on skewed workloads, and scan-resistant), weighing each
-/// entry by its key and value bytes. Keys written through
-/// [`Backend::update`] (the cache's invalidation markers) are never evicted.
+/// entry by its key and value bytes. The namespaces under the reserved
+/// `carboy:` prefix (the cache's invalidation markers) are never bounded:
+/// a marker is never evicted.
 ///
 /// Each [`CacheManager`](super::CacheManager) opens its own memory
 /// namespaces: two managers in one process do not share them.
 pub struct MemoryBackend {
     entries: Entries,
-    /// Keys written by `update`: kept apart so eviction never drops them.
-    pinned: RwLock<HashMap<Vec<u8>, Arc<[u8]>>>,
     /// Serializes writers, so that `update` is atomic.
     writes: Mutex<()>,
     /// Bumped after every change (see [`Backend::change_stamp`]).
@@ -100,28 +99,39 @@ impl MemoryBackend {
     fn with_entries(entries: Entries, clock: Arc<dyn Clock>) -> MemoryBackend {
         MemoryBackend {
             entries,
-            pinned: RwLock::default(),
             writes: Mutex::new(()),
             stamp: AtomicU64::new(0),
             clock,
         }
     }
 
-    fn live(&self, slot: Option<Slot>) -> Option<Arc<[u8]>> {
+    fn live(&self, slot: Option<Slot>) -> Option<Slot> {
         let slot = slot?;
         match slot.drop_at {
             Some(at) if at <= self.clock.now_unix_ms() => None,
-            _ => Some(slot.value),
+            _ => Some(slot),
         }
     }
 
     fn lookup(&self, key: &[u8]) -> Option<Arc<[u8]>> {
-        if let Some(v) = self.pinned.read().get(key) {
-            return Some(Arc::clone(v));
-        }
+        self.live(self.slot(key)).map(|s| s.value)
+    }
+
+    /// The slot of `key`, expired or not.
+    fn slot(&self, key: &[u8]) -> Option<Slot> {
         match &self.entries {
-            Entries::Unbounded(map) => self.live(map.read().get(key).cloned()),
-            Entries::Bounded(cache) => self.live(cache.get(key)),
+            Entries::Unbounded(map) => map.read().get(key).cloned(),
+            Entries::Bounded(cache) => cache.get(key),
+        }
+    }
+
+    /// Stores `slot` under `key`. The caller holds `writes`.
+    fn put(&self, key: &[u8], slot: Slot) {
+        match &self.entries {
+            Entries::Unbounded(map) => {
+                map.write().insert(key.to_vec(), slot);
+            }
+            Entries::Bounded(cache) => cache.insert(key.to_vec(), slot),
         }
     }
 
@@ -146,32 +156,25 @@ impl Backend for MemoryBackend {
             drop_at,
         };
         let _w = self.writes.lock();
-        self.pinned.write().remove(key);
-        match &self.entries {
-            Entries::Unbounded(map) => {
-                map.write().insert(key.to_vec(), slot);
-            }
-            Entries::Bounded(cache) => cache.insert(key.to_vec(), slot),
-        }
+        self.put(key, slot);
         self.changed();
         Ok(())
     }
 
     fn remove(&self, key: &[u8]) -> Result<bool> {
         let _w = self.writes.lock();
-        let pinned = self.pinned.write().remove(key).is_some();
         let stored = match &self.entries {
             Entries::Unbounded(map) => self.live(map.write().remove(key)).is_some(),
             Entries::Bounded(cache) => self.live(cache.remove(key).map(|(_, v)| v)).is_some(),
         };
         self.changed();
-        Ok(pinned || stored)
+        Ok(stored)
     }
 
     fn keys(&self) -> Result<Vec<Vec<u8>>> {
         let now = self.clock.now_unix_ms();
         let fresh = |s: &Slot| s.drop_at.is_none_or(|at| at > now);
-        let mut keys: Vec<Vec<u8>> = self.pinned.read().keys().cloned().collect();
+        let mut keys = Vec::new();
         match &self.entries {
             Entries::Unbounded(map) => keys.extend(
                 map.read()
@@ -188,7 +191,6 @@ impl Backend for MemoryBackend {
 
     fn clear(&self) -> Result<()> {
         let _w = self.writes.lock();
-        self.pinned.write().clear();
         match &self.entries {
             Entries::Unbounded(map) => map.write().clear(),
             Entries::Bounded(cache) => cache.clear(),
@@ -199,26 +201,25 @@ impl Backend for MemoryBackend {
 
     fn update(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<()> {
         let _w = self.writes.lock();
-        let current = self.lookup(key);
-        let next = f(current.as_deref());
-        match &self.entries {
-            Entries::Unbounded(map) => {
-                map.write().remove(key);
-            }
-            Entries::Bounded(cache) => {
-                cache.remove(key);
-            }
+        let current = self.live(self.slot(key));
+        match f(current.as_ref().map(|s| &*s.value)) {
+            // The entry keeps its expiry.
+            Some(v) => self.put(
+                key,
+                Slot {
+                    value: Arc::from(v),
+                    drop_at: current.and_then(|s| s.drop_at),
+                },
+            ),
+            None => match &self.entries {
+                Entries::Unbounded(map) => {
+                    map.write().remove(key);
+                }
+                Entries::Bounded(cache) => {
+                    cache.remove(key);
+                }
+            },
         }
-        let mut pinned = self.pinned.write();
-        match next {
-            Some(v) => {
-                pinned.insert(key.to_vec(), Arc::from(v));
-            }
-            None => {
-                pinned.remove(key);
-            }
-        }
-        drop(pinned);
         self.changed();
         Ok(())
     }
@@ -270,9 +271,15 @@ impl MemoryFactory {
 }
 
 impl BackendFactory for MemoryFactory {
-    fn open(&self, _namespace: &str, config: &BackendConfig) -> Result<Arc<dyn Backend>> {
+    fn open(&self, namespace: &str, config: &BackendConfig) -> Result<Arc<dyn Backend>> {
         let clock = Arc::clone(&config.clock);
-        Ok(Arc::new(match MemoryFactory::bound_of(config)? {
+        let bound = MemoryFactory::bound_of(config)?;
+        Ok(Arc::new(match bound {
+            // The markers' namespace: evicting a marker would undo an
+            // invalidation.
+            Some(_) if namespace.starts_with(super::manager::RESERVED_NAMESPACE) => {
+                MemoryBackend::new(clock)
+            }
             None => MemoryBackend::new(clock),
             Some(bound) => MemoryBackend::bounded(bound, clock),
         }))

@@ -188,6 +188,21 @@ impl<'s> Transaction<'s> {
     /// The value of `key` as this transaction sees it: its own writes first,
     /// then the committed state. Expired values read as absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        Ok(self.get_with_expiry(key)?.map(|(value, _)| value))
+    }
+
+    /// [`get`](Self::get), with the value's expiry.
+    ///
+    /// ```
+    /// use carboy::Expiry;
+    /// let dir = tempfile::tempdir()?;
+    /// let store = carboy::Store::open(dir.path().join("s.carboy"))?;
+    /// let mut txn = store.transaction()?;
+    /// txn.put_with_expiry(b"k", b"v", Expiry::AtUnixMs(u64::MAX))?;
+    /// assert_eq!(txn.get_with_expiry(b"k")?, Some((&b"v"[..], Expiry::AtUnixMs(u64::MAX))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_with_expiry(&self, key: &[u8]) -> Result<Option<(&[u8], Expiry)>> {
         let now = self.clock.now_unix_ms();
         let fs = self.fs();
         let hash = fs.hash(key);
@@ -203,7 +218,7 @@ impl<'s> Transaction<'s> {
         if rec.kind != Kind::Put || rec.expiry.is_expired_at(now) {
             return Ok(None);
         }
-        Ok(Some(rec.value))
+        Ok(Some((rec.value, rec.expiry)))
     }
 
     /// True when [`get`](Self::get) would return a value.
