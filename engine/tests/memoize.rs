@@ -502,16 +502,11 @@ fn triangle(n: u32) -> u64 {
 }
 
 /// The creation-lock stripe of `triangle(n)`'s key on the file backend:
-/// FNV-1a of the key (the postcard encoding of `(n,)`), modulo the
-/// backend's 1024 stripes, as `carboy::sync::StripeLocks` documents.
+/// its lock hash (of the postcard encoding of `(n,)`), modulo the
+/// backend's 1024 stripes.
 fn stripe(n: u32) -> u64 {
     let key = postcard::to_allocvec(&(n,)).unwrap();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h % 1024
+    carboy::cache::lock_hash(&key) % 1024
 }
 
 #[test]

@@ -206,14 +206,9 @@ both_backends!(
     panicking_creator_does_not_wedge_the_key,
 );
 
-/// FNV-1a, as the cache picks a key's creation-lock stripe (1024 stripes).
+/// A key's creation-lock stripe on the file backend (1024 stripes).
 fn stripe(key: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h % 1024
+    carboy::cache::lock_hash(key.as_bytes()) % 1024
 }
 
 /// A creator that needs another key whose creation lock shares its stripe,

@@ -107,9 +107,15 @@ pub(crate) fn stored_key(key: Cow<'_, [u8]>, key_length: usize) -> Cow<'_, [u8]>
     Cow::Owned(hex)
 }
 
-/// A stable 64-bit hash of a stored key, for striped creation locks (the
-/// same in every process and every build: FNV-1a).
-pub(crate) fn lock_hash(key: &[u8]) -> u64 {
+/// The hash that picks a stored key's creation lock (its stripe, modulo
+/// the lock file's stripes: 1024 for the `file` backend). Stable: the
+/// same in every process and every build (FNV-1a), since processes of
+/// different builds must agree on it.
+///
+/// ```
+/// assert_eq!(carboy::cache::lock_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+/// ```
+pub fn lock_hash(key: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in key {
         h ^= u64::from(b);

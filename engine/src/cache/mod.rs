@@ -73,7 +73,7 @@ pub use backend::{
 };
 pub use codec::{Codec, Postcard};
 pub use file::{FileBackend, FileFactory};
-pub use key::{CacheKey, DEFAULT_KEY_LENGTH, Serialized};
+pub use key::{CacheKey, DEFAULT_KEY_LENGTH, Serialized, lock_hash};
 pub use manager::{CacheManager, CacheManagerBuilder, Region, RegionSettings, install, installed};
 pub use memory::{Bound, MemoryBackend, MemoryFactory};
 pub use namespace::{Cache, CachedValue, CreateError, Invalidation};
