@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::backend::{self, Backend};
+use super::backend::Backend;
 use super::namespace::{Cache, Invalidation, MarkerSlot, Namespace, Shared};
 use super::settings::{self, CacheConfig, Overrides};
 use crate::clock::{Clock, SystemClock};
@@ -192,38 +192,26 @@ impl CacheManager {
         Ok(slot)
     }
 
-    /// The identity of a backend configuration: namespaces opened under
-    /// equal identities are the same stored data.
-    fn identity(config: &CacheConfig) -> String {
-        let b = &config.backend;
-        format!(
-            "{}|{:?}|{:?}|{:?}",
-            b.kind, b.data_dir, b.lock_dir, b.options
-        )
-    }
-
     /// The markers namespace of `config`'s backend.
     fn markers_backend(&self, config: &CacheConfig) -> Result<Arc<dyn Backend>> {
-        let identity = CacheManager::identity(config);
         let mut backends = self.inner.marker_backends.lock();
-        if let Some(b) = backends.get(&identity) {
+        if let Some(b) = backends.get(&config.identity) {
             return Ok(Arc::clone(b));
         }
-        let b = backend::factory(&config.backend.kind)?.open(MARKERS_NAMESPACE, &config.backend)?;
-        backends.insert(identity, Arc::clone(&b));
+        let b = config.factory.open(MARKERS_NAMESPACE, &config.backend)?;
+        backends.insert(config.identity.clone(), Arc::clone(&b));
         Ok(b)
     }
 
     /// The backend namespace `name` under `config`'s backend settings,
     /// opened once per manager.
     fn opened(&self, config: &CacheConfig, name: &str) -> Result<Arc<Shared>> {
-        let id = (CacheManager::identity(config), name.to_string());
+        let id = (config.identity.clone(), name.to_string());
         let mut opened = self.inner.opened.lock();
         if let Some(s) = opened.get(&id) {
             return Ok(Arc::clone(s));
         }
-        let backend: Arc<dyn Backend> =
-            backend::factory(&config.backend.kind)?.open(name, &config.backend)?;
+        let backend: Arc<dyn Backend> = config.factory.open(name, &config.backend)?;
         let marker = MarkerSlot::new(
             self.markers_backend(config)?,
             format!("ns:{name}").into_bytes(),

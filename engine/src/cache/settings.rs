@@ -52,6 +52,12 @@ impl Overrides {
 pub(crate) struct CacheConfig {
     pub backend: BackendConfig,
     pub policy: Policy,
+    /// The backend's factory, as registered when the configuration was
+    /// resolved (a later `register_backend` does not change this manager).
+    pub factory: Arc<dyn backend::BackendFactory>,
+    /// The backend configuration's identity: namespaces opened under equal
+    /// identities are the same stored data.
+    pub identity: String,
 }
 
 /// Every setting with its prefix removed, parsed.
@@ -234,7 +240,13 @@ pub(crate) fn resolve(
         clock: Arc::clone(clock),
     };
     factory.check(&backend)?;
+    let identity = format!(
+        "{}|{:?}|{:?}|{:?}",
+        backend.kind, backend.data_dir, backend.lock_dir, backend.options
+    );
     Ok(CacheConfig {
+        factory,
+        identity,
         backend,
         policy: Policy {
             expire: o.expire.flatten(),
