@@ -492,11 +492,10 @@ impl<C: Codec> Cache<C> {
         }
         let key = self.stored_key(key)?;
         let (ns, region) = self.ns.markers()?;
-        let mut payload = Vec::new();
-        self.codec
-            .encode(value, &mut payload)
+        let entry = self
+            .entry(value, expire, ns.epoch, region.epoch)
             .map_err(|reason| self.encode_error(reason))?;
-        self.store(&key, &payload, expire, ns.epoch, region.epoch)
+        self.store(&key, &entry, expire)
     }
 
     fn encode_error(&self, reason: String) -> Error {
@@ -506,14 +505,15 @@ impl<C: Codec> Cache<C> {
         }
     }
 
-    fn store(
+    /// The stored form of `value`, fresh for `expire` from now: the
+    /// envelope, with the codec's encoding appended to it in place.
+    fn entry<V: Serialize + ?Sized>(
         &self,
-        key: &[u8],
-        payload: &[u8],
+        value: &V,
         expire: Option<Duration>,
         ns_epoch: u64,
         region_epoch: u64,
-    ) -> Result<()> {
+    ) -> std::result::Result<Vec<u8>, String> {
         let meta = Meta {
             created_ms: self.ns.clock.now_unix_ms(),
             ttl_ms: expire.map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
@@ -521,16 +521,21 @@ impl<C: Codec> Cache<C> {
             ns_epoch,
             region_epoch,
         };
-        let mut bytes = Vec::with_capacity(envelope::HEADER_LEN + payload.len());
+        let mut bytes = Vec::with_capacity(envelope::HEADER_LEN + 64);
         meta.encode_into(&mut bytes);
-        bytes.extend_from_slice(payload);
+        self.codec.encode(value, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Stores `entry` (made by [`entry`](Self::entry) with `expire`).
+    fn store(&self, key: &[u8], entry: &[u8], expire: Option<Duration>) -> Result<()> {
         // The backend may drop the entry once it is no longer of use even
         // as a stale value.
         let physical = match (expire, self.policy.stale_for) {
             (Some(e), Some(s)) => Some(e.saturating_add(s)),
             _ => None,
         };
-        self.ns.shared.backend.set(key, &bytes, physical)
+        self.ns.shared.backend.set(key, entry, physical)
     }
 
     /// Removes `key`; returns whether it had a value.
@@ -700,14 +705,15 @@ impl<C: Codec> Cache<C> {
                     // From here on the caller gets its value whatever
                     // happens to the copy the cache keeps: a value that
                     // cannot be encoded or stored is counted, not lost.
-                    let mut payload = Vec::new();
-                    let kept = self.codec.encode(&value, &mut payload).is_ok()
-                        && self
-                            .store(&key, &payload, self.policy.expire, ns.epoch, region.epoch)
-                            .is_ok();
+                    let expire = self.policy.expire;
+                    let entry = self.entry(&value, expire, ns.epoch, region.epoch).ok();
+                    let kept = entry
+                        .as_ref()
+                        .filter(|e| self.store(&key, e, expire).is_ok());
                     drop(guard);
-                    if kept {
-                        finish(Outcome::Created(Arc::from(payload)));
+                    if let Some(entry) = kept {
+                        // Followers decode the encoding after the envelope.
+                        finish(Outcome::Created(Arc::from(&entry[envelope::HEADER_LEN..])));
                     } else {
                         self.ns
                             .shared
