@@ -134,19 +134,23 @@ pub fn check_data_file(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Advice for a path that names no file.
+const NO_SUCH_FILE: &str = "check the path; `carboy put` and `carboy import` create a new file";
+
+/// Advice for a file carboy may not open.
+const ACCESS_NEEDED: &str = "carboy needs read and write access to FILE and FILE.lock, even to \
+     read (a reader may have to finish a crashed writer's commit); `carboy header` and \
+     `carboy dump --all` need only read access";
+
 /// The error for a file that cannot be stat'ed or read.
 pub fn missing_or_io(path: &Path, e: std::io::Error) -> anyhow::Error {
     match e.kind() {
-        std::io::ErrorKind::NotFound => advise(
-            anyhow!("{}: no such file", path.display()),
-            "check the path; `carboy put` and `carboy import` create a new file",
-        ),
-        std::io::ErrorKind::PermissionDenied => advise(
-            anyhow!("{}: {e}", path.display()),
-            "carboy needs read and write access to FILE and FILE.lock, even to read (a reader \
-             may have to finish a crashed writer's commit); `carboy header` and \
-             `carboy dump --all` need only read access",
-        ),
+        std::io::ErrorKind::NotFound => {
+            advise(anyhow!("{}: no such file", path.display()), NO_SUCH_FILE)
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            advise(anyhow!("{}: {e}", path.display()), ACCESS_NEEDED)
+        }
         _ => anyhow!("{}: {e}", path.display()),
     }
 }
@@ -209,16 +213,8 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn explain(path: &Path, e: carboy::Error) -> anyhow::Error {
     let show = path.display();
     match &e {
-        carboy::Error::NotFound { .. } => advise(
-            anyhow!("{show}: no such file"),
-            "check the path; `carboy put` and `carboy import` create a new file",
-        ),
-        carboy::Error::PermissionDenied { .. } => advise(
-            e,
-            "carboy needs read and write access to FILE and FILE.lock, even to read (a \
-                 reader may have to finish a crashed writer's commit); `carboy header` and \
-                 `carboy dump --all` need only read access",
-        ),
+        carboy::Error::NotFound { .. } => advise(anyhow!("{show}: no such file"), NO_SUCH_FILE),
+        carboy::Error::PermissionDenied { .. } => advise(e, ACCESS_NEEDED),
         carboy::Error::Latched { .. } => advise(e, "run the command again"),
         _ => e.into(),
     }

@@ -467,7 +467,7 @@ pub fn mp_writer<E: Engine>(
         ops += 1;
     }
     let m = rate("mp_writer", ops, t);
-    emit(&if durable { with_durable_note(m, &e) } else { m });
+    emit(&with_durable_note(m, &e));
     Ok(())
 }
 
