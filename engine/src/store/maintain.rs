@@ -13,7 +13,7 @@ use super::file_state::FileState;
 use super::file_state::IndexView;
 use super::index::{self, Probe};
 use super::offsets::{NewestByKey, OffsetSet};
-use super::open::{self, NewFile, STREAM_CHUNK};
+use super::open::{self, NewFile, ReleaseBehind, STREAM_CHUNK};
 use crate::error::{Error, Result};
 use crate::options::Options;
 
@@ -265,7 +265,7 @@ fn copy_live(
     out: &mut NewFile,
 ) -> Result<Copied> {
     let mut live = OffsetSet::new(HEADER_SIZE, bound);
-    let mut released = idx.offset;
+    let mut behind = ReleaseBehind::new(idx.offset);
     for b in 0..idx.capacity() {
         let s = index::load_slot(old, idx, b)?;
         if s == slot::EMPTY {
@@ -279,14 +279,11 @@ fn copy_live(
             ));
         }
         let at = idx.slot_offset(b);
-        if at - released >= STREAM_CHUNK {
-            old.map.release(released, at);
-            released = at;
-        }
+        behind.reached(&old.map, at);
     }
-    old.map.release(released, idx.offset + idx.len());
+    behind.finish(&old.map, idx.offset + idx.len());
     let mut copied = Copied::default();
-    let mut released = HEADER_SIZE;
+    let mut behind = ReleaseBehind::new(HEADER_SIZE);
     for offset in live.iter() {
         let rec = old.record(offset, bound)?;
         if rec.kind == Kind::Put {
@@ -297,12 +294,9 @@ fn copy_live(
                 copied.keys += 1;
             }
         }
-        if offset - released >= STREAM_CHUNK {
-            old.map.release(released, offset);
-            released = offset;
-        }
+        behind.reached(&old.map, offset);
     }
-    old.map.release(released, bound);
+    behind.finish(&old.map, bound);
     Ok(copied)
 }
 
@@ -508,7 +502,7 @@ impl Store {
                 }
             }
         };
-        let mut released = HEADER_SIZE;
+        let mut behind = ReleaseBehind::new(HEADER_SIZE);
         for newest_at in order.iter() {
             let rec = fs.record(newest_at, bound)?;
             if rec.kind == Kind::Put {
@@ -547,12 +541,9 @@ impl Store {
                     format!("the probe for the key of this record fails: {e}"),
                 ),
             }
-            if newest_at - released >= STREAM_CHUNK {
-                fs.map.release(released, newest_at);
-                released = newest_at;
-            }
+            behind.reached(&fs.map, newest_at);
         }
-        fs.map.release(released, idx.offset);
+        behind.finish(&fs.map, idx.offset);
         drop(order);
 
         // 3. The index: every slot no key's probe found is wrong; the
@@ -695,7 +686,7 @@ pub fn salvage(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> Result<SalvageRe
     let mut block = Vec::new();
     report.keys = open::create_file_with(dst, &fs.header.name, 0, &opts, |out| {
         let mut kept = 0;
-        let mut released = HEADER_SIZE;
+        let mut behind = ReleaseBehind::new(HEADER_SIZE);
         for offset in order.iter() {
             let rec = fs.record(offset, len)?;
             if rec.kind == Kind::Put {
@@ -709,12 +700,9 @@ pub fn salvage(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> Result<SalvageRe
                 out.append(&block)?;
                 kept += 1;
             }
-            if offset - released >= STREAM_CHUNK {
-                fs.map.release(released, offset);
-                released = offset;
-            }
+            behind.reached(&fs.map, offset);
         }
-        fs.map.release(released, len);
+        behind.finish(&fs.map, len);
         Ok(kept)
     })?;
     Ok(report)

@@ -432,6 +432,33 @@ fn create_file(path: &Path, name: &[u8], generation: u64, opts: &Options) -> Res
 /// costs, besides the structures it needs.
 pub(crate) const STREAM_CHUNK: u64 = 1 << 20;
 
+/// The pages a streaming pass over a mapping has left behind, released
+/// ([`MappedFile::release`]) a [`STREAM_CHUNK`] at a time.
+pub(crate) struct ReleaseBehind {
+    released: u64,
+}
+
+impl ReleaseBehind {
+    /// A pass that starts at `from`.
+    pub(crate) fn new(from: u64) -> ReleaseBehind {
+        ReleaseBehind { released: from }
+    }
+
+    /// The pass has reached `pos` of `map`: releases what lies behind it
+    /// once that is a chunk.
+    pub(crate) fn reached(&mut self, map: &MappedFile, pos: u64) {
+        if pos - self.released >= STREAM_CHUNK {
+            map.release(self.released, pos);
+            self.released = pos;
+        }
+    }
+
+    /// The pass ended at `end`: releases the rest.
+    pub(crate) fn finish(self, map: &MappedFile, end: u64) {
+        map.release(self.released, end);
+    }
+}
+
 /// A data file being built, streaming: the header page, then put records
 /// (position-independent, copied verbatim) appended in order with
 /// `pwrite` as one transaction, then, in [`finish`](Self::finish), its
@@ -597,7 +624,7 @@ impl NewFile {
         // behind released.
         let mut counters = Counters::default();
         let mut pos = HEADER_SIZE;
-        let mut released = HEADER_SIZE;
+        let mut behind = ReleaseBehind::new(HEADER_SIZE);
         while pos < records_end {
             let rec = fs.record(pos, records_end)?;
             index::publish_record(
@@ -610,12 +637,9 @@ impl NewFile {
                 &mut counters,
             )?;
             pos += rec.len;
-            if pos - released >= STREAM_CHUNK {
-                fs.map.release(released, pos);
-                released = pos;
-            }
+            behind.reached(&fs.map, pos);
         }
-        fs.map.release(released, records_end);
+        behind.finish(&fs.map, records_end);
         fs.store(live::INDEX_OFFSET, idx.offset);
         fs.store(live::COMMIT_END, end);
         fs.store(live::INDEXED_END, end);

@@ -22,7 +22,7 @@ use carboy_format::record::{self, Commit, Kind, Prefix};
 
 use super::file_state::{FileState, IndexView};
 use super::index::{self, Counters};
-use super::open::STREAM_CHUNK;
+use super::open::{ReleaseBehind, STREAM_CHUNK};
 use crate::error::{Error, Result};
 
 /// What a scan of the log found.
@@ -50,16 +50,13 @@ pub(crate) fn scan(fs: &FileState, limit: u64) -> Scan {
     let mut pos = HEADER_SIZE;
     let mut txn_start = pos;
     let mut pending = 0u64;
-    let mut released = pos;
+    let mut behind = ReleaseBehind::new(pos);
     let mut crc = crc32fast::Hasher::new();
     let stop = |at: u64, why: String, out: &mut Scan| {
         out.stopped = Some((at, why));
     };
     while pos + record::PREFIX_LEN as u64 <= limit {
-        if pos - released >= STREAM_CHUNK {
-            fs.map.release(released, pos);
-            released = pos;
-        }
+        behind.reached(&fs.map, pos);
         let Some(head) = fs.map.bytes(pos, record::PREFIX_LEN as u64, limit) else {
             break;
         };
@@ -144,7 +141,7 @@ pub(crate) fn scan(fs: &FileState, limit: u64) -> Scan {
             }
         }
     }
-    fs.map.release(released, pos);
+    behind.finish(&fs.map, pos);
     out
 }
 
@@ -261,7 +258,7 @@ fn recount(fs: &FileState, idx: IndexView, bound: u64) -> Result<()> {
 fn publish_log(fs: &FileState, idx: IndexView, end: u64) -> Result<Counters> {
     let mut counters = Counters::default();
     let mut pos = HEADER_SIZE;
-    let mut released = pos;
+    let mut behind = ReleaseBehind::new(pos);
     while pos < end {
         let p = fs.prefix(pos, end)?;
         match p.kind {
@@ -273,12 +270,9 @@ fn publish_log(fs: &FileState, idx: IndexView, end: u64) -> Result<Counters> {
             Kind::Commit | Kind::Index => counters.dead_bytes += p.block_len() as i64,
         }
         pos += p.block_len();
-        if pos - released >= STREAM_CHUNK {
-            fs.map.release(released, pos);
-            released = pos;
-        }
+        behind.reached(&fs.map, pos);
     }
-    fs.map.release(released, end);
+    behind.finish(&fs.map, end);
     Ok(counters)
 }
 
