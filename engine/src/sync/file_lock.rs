@@ -11,7 +11,7 @@ use std::thread::ThreadId;
 
 use parking_lot::Mutex;
 
-use super::lock_files::{MAX_REOPENS, open_lock_file, registry_key, still_at};
+use super::lock_files::{lock_current, open_lock_file, registry_key};
 use super::sync_dict::WeakSyncDict;
 use super::synchronizer::Synchronizer;
 use crate::error::{Error, Result};
@@ -197,23 +197,11 @@ impl FileLock {
     /// over if the file at the path was replaced meanwhile.
     fn lock_file(&self, exclusive: bool, wait: bool) -> Result<Option<File>> {
         let path = &self.shared.path;
-        for _ in 0..MAX_REOPENS {
-            let file = open_lock_file(path)?;
-            if !flock(&file, path, exclusive, wait)? {
-                return Ok(None);
-            }
-            if still_at(&file, path)? {
-                return Ok(Some(file));
-            }
-            // Removed or replaced while we waited: closing releases it.
-        }
-        Err(Error::io(
-            "flock",
+        lock_current(
             path,
-            io::Error::other(format!(
-                "the lock file was removed or replaced {MAX_REOPENS} times while locking it"
-            )),
-        ))
+            |file| flock(file, path, exclusive, wait),
+            |cause| Error::io("flock", path, cause),
+        )
     }
 
     fn guard(&self, thread: ThreadId, write: bool) -> FileLockGuard<'_> {

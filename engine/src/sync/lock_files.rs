@@ -1,7 +1,8 @@
 //! What [`FileLock`](super::FileLock) and [`StripeLocks`](super::StripeLocks)
 //! share: opening a lock file (making its directory again if a cleaner
-//! removed it), checking that a locked descriptor is still the file at the
-//! path, and the key of the per-process registry of open lock files.
+//! removed it), locking it and checking that the locked descriptor is
+//! still the file at the path, and the key of the per-process registry of
+//! open lock files.
 
 use std::fs::File;
 use std::io;
@@ -12,7 +13,7 @@ use crate::error::{Error, Result};
 
 /// How many times an acquisition starts over because the lock file was
 /// removed or replaced while it waited, before giving up.
-pub(super) const MAX_REOPENS: u32 = 64;
+const MAX_REOPENS: u32 = 64;
 
 /// Opens (creating if needed) the lock file at `path` for reading and
 /// writing, with a new open file description. A missing directory is
@@ -37,6 +38,31 @@ pub(super) fn open_lock_file(path: &Path) -> Result<File> {
         }
         Err(e) => Err(Error::io("open lock file", path, e)),
     }
+}
+
+/// Opens the lock file at `path` afresh and takes `lock` on it (which
+/// returns `Ok(false)` when the lock is busy and it did not wait), starting
+/// over when the file at the path was removed or replaced while it waited
+/// (a lock on a file nobody else opens excludes nobody). After
+/// [`MAX_REOPENS`] such starts it gives up with `gave_up(cause)`.
+pub(super) fn lock_current(
+    path: &Path,
+    mut lock: impl FnMut(&File) -> Result<bool>,
+    gave_up: impl FnOnce(io::Error) -> Error,
+) -> Result<Option<File>> {
+    for _ in 0..MAX_REOPENS {
+        let file = open_lock_file(path)?;
+        if !lock(&file)? {
+            return Ok(None);
+        }
+        if still_at(&file, path)? {
+            return Ok(Some(file));
+        }
+        // Removed or replaced while we waited: closing releases it.
+    }
+    Err(gave_up(io::Error::other(format!(
+        "the lock file was removed or replaced {MAX_REOPENS} times while locking it"
+    ))))
 }
 
 /// True if `file` is still the file found at `path` (same device and

@@ -11,7 +11,7 @@ use std::thread::ThreadId;
 
 use parking_lot::Mutex;
 
-use super::lock_files::{MAX_REOPENS, open_lock_file, registry_key, still_at};
+use super::lock_files::{lock_current, open_lock_file, registry_key};
 use super::sync_dict::WeakSyncDict;
 use crate::error::{Error, Result};
 use crate::file::{RangeLock, lock_byte, range_lock_unsupported, unlock_byte};
@@ -262,32 +262,20 @@ impl StripeLocks {
     /// byte, starting over if the file at the path was replaced meanwhile.
     fn lock_stripe(&self, stripe: u32, wait: bool) -> Result<Option<File>> {
         let path = &self.shared.path;
-        for _ in 0..MAX_REOPENS {
-            let file = open_lock_file(path)?;
-            match lock_byte(&file, u64::from(stripe), wait) {
-                Ok(RangeLock::Acquired) => {}
-                Ok(RangeLock::Busy) => return Ok(None),
-                Err(e) if range_lock_unsupported(&e) => {
-                    return Err(Error::LockUnsupported {
-                        path: path.clone(),
-                        what: "open file description byte-range lock",
-                        source: e,
-                    });
-                }
-                Err(e) => return Err(self.error("lock", stripe, e)),
-            }
-            if still_at(&file, path)? {
-                return Ok(Some(file));
-            }
-            // Removed or replaced while we waited: closing releases it.
-        }
-        Err(self.error(
-            "lock",
-            stripe,
-            io::Error::other(format!(
-                "the lock file was removed or replaced {MAX_REOPENS} times while locking it"
-            )),
-        ))
+        lock_current(
+            path,
+            |file| match lock_byte(file, u64::from(stripe), wait) {
+                Ok(RangeLock::Acquired) => Ok(true),
+                Ok(RangeLock::Busy) => Ok(false),
+                Err(e) if range_lock_unsupported(&e) => Err(Error::LockUnsupported {
+                    path: path.clone(),
+                    what: "open file description byte-range lock",
+                    source: e,
+                }),
+                Err(e) => Err(self.error("lock", stripe, e)),
+            },
+            |cause| self.error("lock", stripe, cause),
+        )
     }
 
     fn error(&self, op: &'static str, stripe: u32, source: io::Error) -> Error {
