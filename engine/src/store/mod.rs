@@ -15,7 +15,10 @@
 //! | `open.rs` | lock file, creation, registry, following compactions |
 //! | `environment.rs` | noticing files removed, replaced or truncated under the store |
 //! | `snapshot.rs` | consistent reads and iteration under a shared lock |
-//! | `maintain.rs` | compaction, verification, salvage, statistics |
+//! | `maintain.rs` | compaction, statistics |
+//! | `verify.rs` | deep verification |
+//! | `walk.rs` | walking a damaged log block by block |
+//! | `salvage.rs` | a clean file from a damaged one |
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -46,15 +49,20 @@ mod open;
 mod pending;
 mod recovery;
 mod reentry;
+mod salvage;
 mod snapshot;
+mod verify;
+mod walk;
 mod writer;
 
 use file_state::FileState;
 use index::Probe;
 
 pub use group_commit::SyncStats;
-pub use maintain::{CompactReport, Problem, SalvageReport, Stats, VerifyReport, salvage};
+pub use maintain::{CompactReport, Stats};
+pub use salvage::{SalvageReport, salvage};
 pub use snapshot::{Entries, Entry, EntryRef, Iter, Snapshot};
+pub use verify::{Problem, VerifyReport};
 pub use writer::Transaction;
 
 /// State shared by every handle of one namespace in this process.
