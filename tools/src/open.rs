@@ -60,12 +60,32 @@ pub fn existing(path: &Path, how: Opening) -> anyhow::Result<Store> {
 /// that reports corruption as a finding rather than a failure).
 pub fn existing_unexplained(path: &Path, how: Opening) -> anyhow::Result<carboy::Result<Store>> {
     check_data_file(path)?;
-    Ok(wait::for_lock(path, how.wait, || {
+    let opened = wait::for_lock(path, how.wait, || {
         Options::new()
             .create(false)
             .durability(how.durability)
             .open(path)
-    }))
+    });
+    if opened.is_ok() {
+        warn_set_aside(path);
+    }
+    Ok(opened)
+}
+
+/// Says on stderr that recovery set commits aside beside `path` (this
+/// time or earlier): the file's answers are those of the log it kept, and
+/// what verified past its damage waits in the set-aside files.
+pub fn warn_set_aside(path: &Path) {
+    for side in carboy::set_aside_files(path).unwrap_or_default() {
+        eprintln!(
+            "carboy: warning: {}: recovery set aside commits that followed damage in its log, \
+             in {}; answers come from the log it kept. `carboy salvage {} NEW` reads them \
+             back; remove the file once done",
+            path.display(),
+            side.display(),
+            side.display()
+        );
+    }
 }
 
 /// Opens the data file at `path`, creating it when it does not exist.
@@ -92,6 +112,9 @@ pub fn or_create(path: &Path, how: Opening) -> anyhow::Result<Store> {
             .durability(how.durability)
             .open(path)
     });
+    if opened.is_ok() {
+        warn_set_aside(path);
+    }
     opened.map_err(|e| explain(path, e))
 }
 
