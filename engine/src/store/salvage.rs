@@ -30,23 +30,21 @@ pub struct SalvageReport {
 
 /// Builds a clean file at `dst` from every record of `src` that still
 /// verifies and belongs to a committed transaction; the newest record of
-/// each key wins. `src` is only read; `dst` must not exist.
+/// each key wins. `src` is only read (opened and mapped read-only: read
+/// access is enough); `dst` must not exist.
 ///
 /// Streams like compaction: one pass over `src` finds each key's newest
 /// record (remembering offsets, not keys), a second copies them in log
 /// order into the new file; the pages of `src` are released behind both.
 pub fn salvage(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> Result<SalvageReport> {
     let (src, dst) = (src.as_ref(), dst.as_ref());
-    let file = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open(src)
-        .map_err(|e| Error::io("open", src, e))?;
+    // Read-only, and mapped read-only: salvage needs only read access.
+    let file = std::fs::File::open(src).map_err(|e| Error::io("open", src, e))?;
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat", src, e))?
         .len();
-    let (fs, _) = FileState::from_file(file, src, false)?;
+    let (fs, _) = FileState::from_file_read_only(file, src)?;
     let mut report = SalvageReport::default();
     // (offset, key hash) of the records of the transaction being read.
     let mut pending: Vec<(u64, u64)> = Vec::new();
