@@ -162,8 +162,8 @@ const NO_SUCH_FILE: &str = "check the path; `carboy put` and `carboy import` cre
 
 /// Advice for a file carboy may not open.
 const ACCESS_NEEDED: &str = "carboy needs read and write access to FILE and FILE.lock, even to \
-     read (a reader may have to finish a crashed writer's commit); `carboy header` and \
-     `carboy dump --all` need only read access";
+     read (a reader may have to finish a crashed writer's commit); `carboy header`, \
+     `carboy dump --all` and `carboy salvage` need only read access";
 
 /// The error for a file that cannot be stat'ed or read.
 pub fn missing_or_io(path: &Path, e: std::io::Error) -> anyhow::Error {

@@ -115,6 +115,24 @@ impl FileState {
         path: &Path,
         refuse_cut: bool,
     ) -> Result<(FileState, bool)> {
+        Self::from_file_as(file, path, refuse_cut, true)
+    }
+
+    /// [`from_file`](Self::from_file) for a file opened only for reading,
+    /// mapped read-only ([`MappedFile::map_read_only`]): for a pass that
+    /// only reads bytes of the log (salvage). Such a state never writes:
+    /// live words are never stored, and index slots cannot be read (their
+    /// atomics are refused), so it must not serve the store.
+    pub(crate) fn from_file_read_only(file: File, path: &Path) -> Result<(FileState, bool)> {
+        Self::from_file_as(file, path, false, false)
+    }
+
+    fn from_file_as(
+        file: File,
+        path: &Path,
+        refuse_cut: bool,
+        writable: bool,
+    ) -> Result<(FileState, bool)> {
         let stat = || file.metadata().map_err(|e| Error::io("stat", path, e));
         let mut page = vec![0u8; HEADER_SIZE.min(stat()?.len()) as usize];
         file.read_exact_at(&mut page, 0)
@@ -171,7 +189,12 @@ impl FileState {
             && words.index_offset >= HEADER_SIZE
             && words.index_offset < words.commit_end
             && words.commit_end.is_multiple_of(8);
-        let map = MappedFile::map(file, path, len).map_err(|e| Error::io("mmap", path, e))?;
+        let map = if writable {
+            MappedFile::map(file, path, len)
+        } else {
+            MappedFile::map_read_only(file, path, len)
+        }
+        .map_err(|e| Error::io("mmap", path, e))?;
         let state = FileState::new(map, header, (meta.dev(), meta.ino()));
         let plausible = plausible && state.index().is_ok();
         Ok((state, plausible))
