@@ -45,8 +45,21 @@ fn as_after_a_reboot(path: &Path) {
     write_live_word(path, live::BOOT_ID_LO, lo ^ 0x5a5a_5a5a);
 }
 
+/// The set-aside files beside `path`, found by name (as a user would).
 fn set_aside_files(path: &Path) -> Vec<PathBuf> {
-    carboy::set_aside_files(path).unwrap()
+    let prefix = format!("{}.set-aside-", path.file_name().unwrap().to_string_lossy());
+    let mut found: Vec<PathBuf> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 #[test]

@@ -206,6 +206,26 @@ impl MappedFile {
         Some(unsafe { AtomicU64::from_ptr(base.add(offset as usize).cast::<u64>()) })
     }
 
+    /// Loads the little-endian 8-byte word at `offset` (a slot, say) on
+    /// any mapping, read-only ones included: a `Relaxed` load followed by
+    /// an `Acquire` fence. Same contract as [`word`](Self::word); `None`
+    /// where `word` would refuse for any reason but the mapping's mode.
+    pub(crate) fn load_word(&self, offset: u64, file_len: u64) -> Option<u64> {
+        if !offset.is_multiple_of(8) || offset.checked_add(8)? > file_len {
+            return None;
+        }
+        let base = self.base_for(offset + 8).ok()?;
+        // SAFETY: as in `word`: the mapping at `base` covers `offset + 8`
+        // bytes and lives as long as `self`, the file is that long (caller's
+        // contract), and the pointer is 8-aligned. The word is only loaded,
+        // with `Relaxed` ordering, which read-only memory allows; every
+        // process accesses such words only through 8-byte atomics.
+        let word = unsafe { AtomicU64::from_ptr(base.add(offset as usize).cast::<u64>()) };
+        let value = word.load(Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Acquire);
+        Some(u64::from_le(value))
+    }
+
     /// The 8-byte word at `offset` in the header page, as an atomic.
     ///
     /// Every mapping covers the header page (a reservation is at least

@@ -101,12 +101,8 @@ impl FileState {
     /// Opens the data file at `path` to look at it only: never written.
     /// Returns the state and whether its live words are plausible.
     pub(crate) fn open_read_only(path: &Path) -> Result<(FileState, bool)> {
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io("open", path, e))?;
-        Self::from_file(file, path, false)
+        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        Self::from_file_read_only(file, path)
     }
 
     /// [`open`](Self::open) for a file already opened.

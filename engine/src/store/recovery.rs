@@ -367,19 +367,30 @@ pub(crate) fn end_damage(fs: &FileState) -> Result<Option<String>> {
 pub(crate) fn index_damage(fs: &FileState) -> Result<Option<String>> {
     let idx = fs.index()?;
     let bound = fs.commit_end();
-    let slots = fs
-        .map
-        .words(idx.slot_offset(0), idx.capacity(), idx.offset + idx.len())
-        .ok_or_else(|| fs.corruption(idx.offset, "index slots outside the file"))?;
+    let index_end = idx.offset + idx.len();
     let (mut used, mut outside) = (0u64, 0u64);
-    for word in slots {
-        let s = u64::from_le(word.load(Ordering::Relaxed));
+    let mut count = |s: u64| {
         if s != carboy_format::slot::EMPTY {
             used += 1;
             let at = carboy_format::slot::offset(s);
             if at < HEADER_SIZE || at >= bound {
                 outside += 1;
             }
+        }
+    };
+    if let Some(slots) = fs.map.words(idx.slot_offset(0), idx.capacity(), index_end) {
+        slots
+            .iter()
+            .for_each(|w| count(u64::from_le(w.load(Ordering::Relaxed))));
+    } else {
+        // A read-only mapping (`inspect_recovery`): word by word.
+        for b in 0..idx.capacity() {
+            let at = idx.slot_offset(b);
+            let s = fs
+                .map
+                .load_word(at, index_end)
+                .ok_or_else(|| fs.corruption(at, "index slot outside the file"))?;
+            count(s);
         }
     }
     let said = fs.load(live::USED_SLOTS);
