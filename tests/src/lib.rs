@@ -731,6 +731,31 @@ pub mod served {
             std::fs::copy(child_bin, &bin).expect("copy the child binary");
             std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
                 .expect("chmod the child binary");
+            // A process another test thread forked while the copy's file
+            // was open for writing holds that descriptor until it execs,
+            // and exec of the copy fails meanwhile (ETXTBSY). Once one exec
+            // succeeds, no such descriptor is left, and none can appear.
+            for attempt in 0.. {
+                match Command::new(&bin)
+                    .arg("--version")
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                {
+                    Ok(mut child) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempt < 500 =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(e) => panic!("run the copy of the child binary: {e}"),
+                }
+            }
             Unprivileged {
                 ids: root.then_some((Self::NOBODY, Self::NOBODY)),
                 _dir: dir,
