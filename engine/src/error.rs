@@ -148,6 +148,19 @@ pub enum Error {
         /// "a block device", "a directory" or "an unknown kind of file".
         kind: &'static str,
     },
+    /// The file needs recovery (after a reboot, a writer's death, or damage
+    /// to its index) and the open was told not to change it
+    /// ([`Options::recover`](crate::Options::recover)).
+    #[error(
+        "{path}: needs recovery ({reason}); opening it without `recover(false)` recovers it \
+         (`carboy check` shows what recovery would keep)"
+    )]
+    NeedsRecovery {
+        /// The data file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The data file does not exist and creation was not asked for.
     #[error("{path}: no such namespace file (open with create enabled to make one)")]
     NotFound {

@@ -149,8 +149,9 @@ pub use clock::{Clock, MockClock, SystemClock};
 pub use error::{Error, Result};
 pub use options::{Durability, Options};
 pub use store::{
-    CompactReport, Entries, Entry, EntryRef, Iter, Problem, SalvageReport, Snapshot, Stats, Store,
-    SyncStats, Transaction, ValueRef, VerifyReport, salvage,
+    CompactReport, Entries, Entry, EntryRef, Iter, Problem, RecoveryPlan, SalvageReport, SetAside,
+    Snapshot, Stats, Store, SyncStats, Transaction, ValueRef, VerifyReport, inspect_recovery,
+    salvage, set_aside_files,
 };
 
 /// The README's Rust example, compiled and run as a doctest so that it

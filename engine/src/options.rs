@@ -59,6 +59,7 @@ pub struct Options {
     pub(crate) expected_keys: u64,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rebuild_index: bool,
+    pub(crate) recover: bool,
 }
 
 impl Default for Options {
@@ -69,6 +70,7 @@ impl Default for Options {
             expected_keys: 1024,
             clock: Arc::new(SystemClock),
             rebuild_index: false,
+            recover: true,
         }
     }
 }
@@ -111,6 +113,18 @@ impl Options {
     /// a file copied from a crashed machine.
     pub fn rebuild_index(mut self, rebuild: bool) -> Options {
         self.rebuild_index = rebuild;
+        self
+    }
+
+    /// Whether opening may change the file to recover it (`true`, the
+    /// default): finish a dead writer's commit, rebuild the index after a
+    /// reboot or when it is damaged, setting aside what verifies past a
+    /// damaged block ([`SetAside`](crate::SetAside)). With `false`, a file
+    /// that needs any of that is not changed and the open fails with
+    /// [`Error::NeedsRecovery`]; [`inspect_recovery`](crate::inspect_recovery)
+    /// then says what recovery would do. For tools that only look.
+    pub fn recover(mut self, recover: bool) -> Options {
+        self.recover = recover;
         self
     }
 

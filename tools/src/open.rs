@@ -61,12 +61,32 @@ pub fn existing(path: &Path, how: Opening) -> anyhow::Result<Store> {
 /// that reports corruption as a finding rather than a failure).
 pub fn existing_unexplained(path: &Path, how: Opening) -> anyhow::Result<carboy::Result<Store>> {
     check_data_file(path)?;
-    Ok(wait::for_lock(path, how.wait, || {
+    let opened = wait::for_lock(path, how.wait, || {
         Options::new()
             .create(false)
             .durability(how.durability)
             .open(path)
-    }))
+    });
+    if opened.is_ok() {
+        warn_set_aside(path);
+    }
+    Ok(opened)
+}
+
+/// Says on stderr that recovery set commits aside beside `path` (this
+/// time or earlier): the file's answers are those of the log it kept, and
+/// what verified past its damage waits in the set-aside files.
+pub fn warn_set_aside(path: &Path) {
+    for side in carboy::set_aside_files(path).unwrap_or_default() {
+        eprintln!(
+            "carboy: warning: {}: recovery set aside commits that followed damage in its log, \
+             in {}; answers come from the log it kept. `carboy salvage {} NEW` reads them \
+             back; remove the file once done",
+            path.display(),
+            side.display(),
+            side.display()
+        );
+    }
 }
 
 /// Opens the data file at `path`, creating it when it does not exist.
@@ -93,6 +113,9 @@ pub fn or_create(path: &Path, how: Opening) -> anyhow::Result<Store> {
             .durability(how.durability)
             .open(path)
     });
+    if opened.is_ok() {
+        warn_set_aside(path);
+    }
     opened.map_err(|e| explain(path, e))
 }
 
@@ -183,8 +206,8 @@ const NO_SUCH_FILE: &str = "check the path; `carboy put` and `carboy import` cre
 
 /// Advice for a file carboy may not open.
 const ACCESS_NEEDED: &str = "carboy needs read and write access to FILE and FILE.lock, even to \
-     read (a reader may have to finish a crashed writer's commit); `carboy header` and \
-     `carboy dump --all` need only read access";
+     read (a reader may have to finish a crashed writer's commit); `carboy header`, \
+     `carboy dump --all` and `carboy salvage` need only read access";
 
 /// The error for a file that cannot be stat'ed or read.
 pub fn missing_or_io(path: &Path, e: std::io::Error) -> anyhow::Error {

@@ -17,6 +17,13 @@
 //!   [`MappedFile::sync_range`] rewrites committed records with the values
 //!   they already hold (through `pwritev2`, never through the mapping),
 //!   which no reader can observe.
+//! * A mapping made by [`MappedFile::map_read_only`] (of a file opened
+//!   read-only, for salvage) is mapped `PROT_READ`: nothing writes through
+//!   it. Its writing methods return an error or do nothing, and
+//!   [`MappedFile::word`] and [`MappedFile::words`], whose atomics a caller
+//!   could store to, return `None`; live words are loaded with a `Relaxed`
+//!   load and an `Acquire` fence, the one atomic access the language
+//!   allows on read-only memory.
 //! * [`MappedFile::release`] drops pages from this process's resident set
 //!   (`MADV_DONTNEED`) without changing a byte anyone can observe: the page
 //!   cache keeps them, dirty or not, and the next access faults them back.
@@ -79,6 +86,9 @@ pub(crate) struct MappedFile {
     /// ([`sync_range`](Self::sync_range)): later syncs go straight to
     /// `fdatasync`.
     no_ranged_sync: AtomicBool,
+    /// False for a mapping made by [`map_read_only`](Self::map_read_only):
+    /// its pages are mapped `PROT_READ`, and nothing may write to them.
+    writable: bool,
 }
 
 impl std::fmt::Debug for MappedFile {
@@ -95,8 +105,21 @@ impl MappedFile {
     /// header page (checked by the caller with `fstat` before any byte of
     /// it is touched).
     pub(crate) fn map(file: File, path: &Path, len: u64) -> io::Result<MappedFile> {
+        Self::map_as(file, path, len, true)
+    }
+
+    /// [`map`](Self::map) for a file opened only for reading: the mapping
+    /// is read-only (`PROT_READ`), so it needs no write access to the file.
+    /// Every writing method of the result fails or does nothing (see the
+    /// module docs): it serves [`bytes`](Self::bytes), [`load`](Self::load)
+    /// and [`release`](Self::release).
+    pub(crate) fn map_read_only(file: File, path: &Path, len: u64) -> io::Result<MappedFile> {
+        Self::map_as(file, path, len, false)
+    }
+
+    fn map_as(file: File, path: &Path, len: u64, writable: bool) -> io::Result<MappedFile> {
         let reserve = reservation_for(len)?;
-        let map = map_raw(&file, reserve)?;
+        let map = map_raw(&file, reserve, writable)?;
         let base = map.as_mut_ptr();
         Ok(MappedFile {
             file,
@@ -105,7 +128,17 @@ impl MappedFile {
             reserved: AtomicUsize::new(reserve),
             maps: Mutex::new(vec![map]),
             no_ranged_sync: AtomicBool::new(false),
+            writable,
         })
+    }
+
+    /// The error of a write through a read-only mapping.
+    #[cold]
+    fn read_only_error(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the file is mapped read-only",
+        )
     }
 
     /// The open file.
@@ -131,7 +164,7 @@ impl MappedFile {
             return Ok(());
         }
         let reserve = reservation_for(end)?.max(current.saturating_mul(2));
-        let map = map_raw(&self.file, reserve)?;
+        let map = map_raw(&self.file, reserve, self.writable)?;
         self.base.store(map.as_mut_ptr(), Ordering::Release);
         self.reserved.store(reserve, Ordering::Release);
         maps.push(map);
@@ -152,22 +185,45 @@ impl MappedFile {
     ///
     /// `offset` must be a multiple of 8 and `offset + 8` must not exceed
     /// `file_len`, a length the file is known to have (the header page, the
-    /// committed end, or the allocated end). Returns `None` otherwise.
+    /// committed end, or the allocated end). Returns `None` otherwise, and
+    /// for a read-only mapping, where storing to the atomic would fault.
     #[inline]
     pub(crate) fn word(&self, offset: u64, file_len: u64) -> Option<&AtomicU64> {
-        if !offset.is_multiple_of(8) || offset.checked_add(8)? > file_len {
+        if !self.writable || !offset.is_multiple_of(8) || offset.checked_add(8)? > file_len {
             return None;
         }
         let base = self.base_for(offset + 8).ok()?;
         // SAFETY: the mapping starting at `base` is at least `offset + 8`
         // bytes long (base_for) and stays mapped for as long as `self` (old
-        // mappings are kept in `maps` until drop). The file is at least
-        // `offset + 8` bytes long (caller's contract), so the page is backed.
+        // mappings are kept in `maps` until drop), and it is writable
+        // (checked above), so storing to the atomic cannot fault. The file
+        // is at least `offset + 8` bytes long (caller's contract), so the
+        // page is backed.
         // `base` is page-aligned and `offset` is a multiple of 8, so the
         // pointer is aligned for AtomicU64, which has the size and layout of
         // u64. Every process accesses these words only through 8-byte atomic
         // operations (DESIGN.md), so no non-atomic access races with them.
         Some(unsafe { AtomicU64::from_ptr(base.add(offset as usize).cast::<u64>()) })
+    }
+
+    /// Loads the little-endian 8-byte word at `offset` (a slot, say) on
+    /// any mapping, read-only ones included: a `Relaxed` load followed by
+    /// an `Acquire` fence. Same contract as [`word`](Self::word); `None`
+    /// where `word` would refuse for any reason but the mapping's mode.
+    pub(crate) fn load_word(&self, offset: u64, file_len: u64) -> Option<u64> {
+        if !offset.is_multiple_of(8) || offset.checked_add(8)? > file_len {
+            return None;
+        }
+        let base = self.base_for(offset + 8).ok()?;
+        // SAFETY: as in `word`: the mapping at `base` covers `offset + 8`
+        // bytes and lives as long as `self`, the file is that long (caller's
+        // contract), and the pointer is 8-aligned. The word is only loaded,
+        // with `Relaxed` ordering, which read-only memory allows; every
+        // process accesses such words only through 8-byte atomics.
+        let word = unsafe { AtomicU64::from_ptr(base.add(offset as usize).cast::<u64>()) };
+        let value = word.load(Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Acquire);
+        Some(u64::from_le(value))
     }
 
     /// The 8-byte word at `offset` in the header page, as an atomic.
@@ -187,22 +243,36 @@ impl MappedFile {
         // least HEADER_SIZE bytes long (checked by the caller of `map`), so
         // `offset + 8 <= HEADER_SIZE` is mapped and backed. It is 8-aligned
         // (page-aligned base, 8-aligned offset), and every process accesses
-        // live words only through 8-byte atomics (DESIGN.md).
+        // live words only through 8-byte atomics (DESIGN.md). On a
+        // read-only mapping the callers (`load`, `store`) only load, with
+        // `Relaxed` ordering, which read-only memory allows.
         Some(unsafe { AtomicU64::from_ptr(base.add(offset).cast::<u64>()) })
     }
 
     /// Loads the little-endian live word at `offset` in the header page.
     #[inline]
     pub(crate) fn load(&self, offset: usize) -> u64 {
-        match self.header_word(offset) {
-            Some(w) => u64::from_le(w.load(Ordering::Acquire)),
-            None => 0,
+        let Some(w) = self.header_word(offset) else {
+            return 0;
+        };
+        if self.writable {
+            return u64::from_le(w.load(Ordering::Acquire));
         }
+        // A read-only mapping: only a `Relaxed` load of at most 8 bytes is
+        // allowed on read-only memory (std::sync::atomic, "Atomic accesses
+        // to read-only memory"); the fence gives it `Acquire` ordering.
+        let value = w.load(Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Acquire);
+        u64::from_le(value)
     }
 
     /// Stores the little-endian live word at `offset` in the header page.
+    /// Does nothing on a read-only mapping.
     #[inline]
     pub(crate) fn store(&self, offset: usize, value: u64) {
+        if !self.writable {
+            return;
+        }
         if let Some(w) = self.header_word(offset) {
             w.store(value.to_le(), Ordering::Release);
         }
@@ -210,16 +280,17 @@ impl MappedFile {
 
     /// The `count` 8-byte words from `offset` (an index block's slots) as
     /// atomics. Same contract as [`word`](Self::word): `offset` a multiple
-    /// of 8, the words below `file_len`.
+    /// of 8, the words below `file_len`; `None` on a read-only mapping.
     #[inline]
     pub(crate) fn words(&self, offset: u64, count: u64, file_len: u64) -> Option<&[AtomicU64]> {
         let end = count.checked_mul(8)?.checked_add(offset)?;
-        if !offset.is_multiple_of(8) || end > file_len {
+        if !self.writable || !offset.is_multiple_of(8) || end > file_len {
             return None;
         }
         let base = self.base_for(end).ok()?;
         // SAFETY: as for `word`, for each of the `count` words: the range
-        // `offset..end` is mapped (base_for) for as long as `self` lives,
+        // `offset..end` is mapped writable (checked above; base_for) for as
+        // long as `self` lives,
         // backed by the file (below `file_len`), 8-aligned, and only ever
         // accessed through 8-byte atomics by every process. `count` words
         // fit in the address space since `end` does.
@@ -283,13 +354,17 @@ impl MappedFile {
     /// committed end and `offset + data.len()` at or below the allocated
     /// end: no reader can reach these bytes yet.
     pub(crate) fn write(&self, offset: u64, data: &[u8], alloc_end: u64) -> io::Result<()> {
+        if !self.writable {
+            return Err(self.read_only_error());
+        }
         let end = offset
             .checked_add(data.len() as u64)
             .filter(|&e| e <= alloc_end)
             .ok_or_else(|| io::Error::other("write past the allocated end of the file"))?;
         let base = self.base_for(end)?;
-        // SAFETY: the destination range lies within the mapping (base_for)
-        // and within the file's allocated length, so the pages are backed.
+        // SAFETY: the destination range lies within the mapping (base_for),
+        // which is writable (checked above), and within the file's
+        // allocated length, so the pages are backed.
         // It is above the committed end, so no reader holds a reference to
         // it (slots are published only after the bytes are written), and
         // the exclusive lock keeps other writers out. `data` is a separate
@@ -311,13 +386,17 @@ impl MappedFile {
         alloc_end: u64,
         fill: impl FnOnce(&mut [u8]) -> R,
     ) -> io::Result<R> {
+        if !self.writable {
+            return Err(self.read_only_error());
+        }
         let end = offset
             .checked_add(len)
             .filter(|&e| e <= alloc_end)
             .ok_or_else(|| io::Error::other("write past the allocated end of the file"))?;
         let base = self.base_for(end)?;
-        // SAFETY: the range is mapped (base_for), backed by the file (below
-        // the allocated end), above the committed end so that no reader
+        // SAFETY: the range is mapped writable (checked above; base_for),
+        // backed by the file (below the allocated end), above the committed
+        // end so that no reader
         // holds a reference into it, and the exclusive lock gives the
         // caller sole access: a unique `&mut` over it aliases nothing for
         // the duration of `fill`.
@@ -328,13 +407,17 @@ impl MappedFile {
 
     /// Fills `len` bytes at `offset` with zeros. Same contract as [`write`](Self::write).
     pub(crate) fn zero(&self, offset: u64, len: u64, alloc_end: u64) -> io::Result<()> {
+        if !self.writable {
+            return Err(self.read_only_error());
+        }
         let end = offset
             .checked_add(len)
             .filter(|&e| e <= alloc_end)
             .ok_or_else(|| io::Error::other("zeroing past the allocated end of the file"))?;
         let base = self.base_for(end)?;
-        // SAFETY: as for `write`: the range is mapped, backed by the file,
-        // above the committed end and written only by the lock holder.
+        // SAFETY: as for `write`: the range is mapped writable, backed by
+        // the file, above the committed end and written only by the lock
+        // holder.
         unsafe {
             std::ptr::write_bytes(base.add(offset as usize), 0, len as usize);
         }
@@ -400,6 +483,9 @@ impl MappedFile {
         if new_len <= old_len {
             return Ok(());
         }
+        if !self.writable {
+            return Err(self.read_only_error());
+        }
         allocate(&self.file, old_len, new_len)?;
         self.ensure_mapped(new_len)
     }
@@ -458,7 +544,8 @@ impl MappedFile {
     pub(crate) fn raise(&self, offset: usize, value: u64, ceiling: usize) -> u64 {
         let header = carboy_format::header::HEADER_SIZE;
         let Some(w) = self.word(offset as u64, header) else {
-            return 0;
+            // Misplaced, or a read-only mapping: nothing is raised.
+            return self.load(offset);
         };
         let mut current = w.load(Ordering::Acquire);
         loop {
@@ -596,10 +683,17 @@ fn reservation_for(len: u64) -> io::Result<usize> {
     usize::try_from(want).map_err(|_| io::Error::other("file too large to map"))
 }
 
-fn map_raw(file: &File, len: usize) -> io::Result<MmapRaw> {
-    // A shared, read-write, file-backed mapping that may extend past the end
-    // of the file; pages past the end are never touched (see module docs).
-    MmapOptions::new().len(len).no_reserve_swap().map_raw(file)
+fn map_raw(file: &File, len: usize, writable: bool) -> io::Result<MmapRaw> {
+    // A shared, file-backed mapping (read-write, or read-only for a file
+    // opened only for reading) that may extend past the end of the file;
+    // pages past the end are never touched (see module docs).
+    let mut options = MmapOptions::new();
+    options.len(len).no_reserve_swap();
+    if writable {
+        options.map_raw(file)
+    } else {
+        options.map_raw_read_only(file)
+    }
 }
 
 /// The lock file: an exclusive `flock` for writers, a shared one for

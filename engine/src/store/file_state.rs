@@ -158,11 +158,36 @@ impl FileState {
         Self::from_file(file, path, refuse_cut)
     }
 
+    /// Opens the data file at `path` to look at it only: never written.
+    /// Returns the state and whether its live words are plausible.
+    pub(crate) fn open_read_only(path: &Path) -> Result<(FileState, bool)> {
+        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        Self::from_file_read_only(file, path)
+    }
+
     /// [`open`](Self::open) for a file already opened.
     pub(crate) fn from_file(
         file: File,
         path: &Path,
         refuse_cut: bool,
+    ) -> Result<(FileState, bool)> {
+        Self::from_file_as(file, path, refuse_cut, true)
+    }
+
+    /// [`from_file`](Self::from_file) for a file opened only for reading,
+    /// mapped read-only ([`MappedFile::map_read_only`]): for a pass that
+    /// only reads bytes of the log (salvage). Such a state never writes:
+    /// live words are never stored, and index slots cannot be read (their
+    /// atomics are refused), so it must not serve the store.
+    pub(crate) fn from_file_read_only(file: File, path: &Path) -> Result<(FileState, bool)> {
+        Self::from_file_as(file, path, false, false)
+    }
+
+    fn from_file_as(
+        file: File,
+        path: &Path,
+        refuse_cut: bool,
+        writable: bool,
     ) -> Result<(FileState, bool)> {
         let stat = || file.metadata().map_err(|e| Error::io("stat", path, e));
         check_regular(&stat()?.file_type(), path)?;
@@ -221,7 +246,12 @@ impl FileState {
             && words.index_offset >= HEADER_SIZE
             && words.index_offset < words.commit_end
             && words.commit_end.is_multiple_of(8);
-        let map = MappedFile::map(file, path, len).map_err(|e| Error::io("mmap", path, e))?;
+        let map = if writable {
+            MappedFile::map(file, path, len)
+        } else {
+            MappedFile::map_read_only(file, path, len)
+        }
+        .map_err(|e| Error::io("mmap", path, e))?;
         let state = FileState::new(map, header, (meta.dev(), meta.ino()));
         let plausible = plausible && state.index().is_ok();
         Ok((state, plausible))

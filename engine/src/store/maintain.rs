@@ -14,6 +14,7 @@ use super::file_state::IndexView;
 use super::index;
 use super::offsets::OffsetSet;
 use super::open::{self, NewFile, ReleaseBehind};
+use super::recovery;
 use crate::error::{Error, Result};
 use crate::options::Options;
 
@@ -95,6 +96,12 @@ fn copy_live(
             continue;
         }
         let offset = slot::offset(s);
+        if live.contains(offset) {
+            return Err(old.corruption(
+                idx.slot_offset(b),
+                format!("two slots point at the record at {offset}: the index is damaged"),
+            ));
+        }
         if !live.insert(offset) {
             return Err(old.corruption(
                 idx.slot_offset(b),
@@ -159,6 +166,11 @@ impl Store {
     fn rewrite(&self, keep: bool) -> Result<CompactReport> {
         let guard = self.shared.write_lock()?;
         let old = Arc::clone(&guard.fs);
+        // The live set comes from the index: it must agree with its count
+        // (damage from outside since the open would otherwise drop keys).
+        if let Some(why) = recovery::index_damage(&old)? {
+            recovery::reindex(&old, &why)?;
+        }
         let bound = old.commit_end();
         let idx = old.index()?;
         let generation = old.header.generation + 1;

@@ -60,6 +60,7 @@ use index::Probe;
 
 pub use group_commit::SyncStats;
 pub use maintain::{CompactReport, Stats};
+pub use recovery::{RecoveryPlan, SetAside, inspect_recovery, set_aside_files};
 pub use salvage::{SalvageReport, salvage};
 pub use snapshot::{Entries, Entry, EntryRef, Iter, Snapshot};
 pub use verify::{Problem, VerifyReport};

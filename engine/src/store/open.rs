@@ -158,10 +158,41 @@ fn open_data_locked(at: &DataAt<'_>, name: Option<&str>, opts: &Options) -> Resu
     // replaced), or two writers could run at once.
     environment::mark_and_check_presence(&fs, at.lock_path, at.slot)?;
     check_name(&fs, name)?;
-    if !plausible || opts.rebuild_index || recovery::from_another_boot(&fs) {
+    let refuse = |reason: String| Error::NeedsRecovery {
+        path: data_path.to_path_buf(),
+        reason,
+    };
+    let reboot = recovery::from_another_boot(&fs);
+    if !plausible || opts.rebuild_index || reboot {
+        if !opts.recover {
+            return Err(refuse(
+                if !plausible {
+                    "its live words are implausible"
+                } else if reboot {
+                    "it was last written before the machine rebooted"
+                } else {
+                    "an index rebuild was asked for"
+                }
+                .into(),
+            ));
+        }
         recovery::rebuild(&fs)?;
     } else {
+        if !opts.recover && recovery::writer_died(&fs) {
+            return Err(refuse("a writer died during a commit".into()));
+        }
         recovery::recover_locked(&fs)?;
+        if let Some(why) = recovery::end_damage(&fs)? {
+            if !opts.recover {
+                return Err(refuse(why));
+            }
+            recovery::rebuild(&fs)?;
+        } else if let Some(why) = recovery::index_damage(&fs)? {
+            if !opts.recover {
+                return Err(refuse(why));
+            }
+            recovery::reindex(&fs, &why)?;
+        }
     }
     // The lock file may be new (or was recreated): make its generation
     // name the file at the path.

@@ -13,8 +13,17 @@
 //!   running kernel's), or the live words are implausible: the index and
 //!   live words may be torn. [`rebuild`] scans the log from the start,
 //!   keeps every transaction whose records and commit marker verify, and
-//!   builds a fresh index after the last one.
+//!   builds a fresh index after the last one. Whatever verifying commits
+//!   lie past the point where the log stops verifying are first copied to
+//!   a *set-aside* file beside the data file ([`SetAside`]): recovery keeps
+//!   a prefix of the log, and never destroys a commit that verifies.
+//! * **The index disagrees with its own count** (slots zeroed or lost by
+//!   damage from outside, in this boot): [`reindex`] builds a fresh index
+//!   from the log, appended after it, when the whole committed log
+//!   verifies; other processes keep reading meanwhile.
 
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use carboy_format::header::{HEADER_SIZE, live};
@@ -23,6 +32,7 @@ use carboy_format::record::{self, Commit, Kind, Prefix};
 use super::file_state::{FileState, IndexView};
 use super::index::{self, Counters};
 use super::open::{ReleaseBehind, STREAM_CHUNK};
+use super::walk::{Block, Walk};
 use crate::error::{Error, Result};
 
 /// What a scan of the log found.
@@ -38,6 +48,14 @@ pub(crate) struct Scan {
     /// Where and why the scan stopped, unless it reached `limit` or a run
     /// of zeros (a clean end).
     pub(crate) stopped: Option<(u64, String)>,
+}
+
+/// What failed to verify, without the path and advice an [`Error`] adds.
+fn what(e: Error) -> String {
+    match e {
+        Error::Corruption { detail, .. } => detail,
+        e => e.to_string(),
+    }
 }
 
 /// Scans the log from its start up to `limit`, releasing the pages behind
@@ -83,7 +101,7 @@ pub(crate) fn scan(fs: &FileState, limit: u64) -> Scan {
                         txn_start = pos;
                     }
                     Err(e) => {
-                        stop(pos, e.to_string(), &mut out);
+                        stop(pos, what(e), &mut out);
                         break;
                     }
                 }
@@ -95,7 +113,7 @@ pub(crate) fn scan(fs: &FileState, limit: u64) -> Scan {
                     pos += rec.len;
                 }
                 Err(e) => {
-                    stop(pos, e.to_string(), &mut out);
+                    stop(pos, what(e), &mut out);
                     break;
                 }
             },
@@ -145,6 +163,138 @@ pub(crate) fn scan(fs: &FileState, limit: u64) -> Scan {
     out
 }
 
+/// Committed data that recovery found past the end of the log it keeps,
+/// and copied aside before reusing that space.
+///
+/// After a crash or power loss recovery keeps the longest prefix of the
+/// log that verifies (FORMAT.md §6.3). When a damaged block ends that
+/// prefix but commits that verify lie after it, those bytes are copied, at
+/// their original offsets and after a copy of the header page, into a
+/// sparse file beside the data file, named
+/// `<data file>.set-aside-<offset>-<unix ms>`, before recovery zeroes
+/// them. `carboy salvage SIDE NEW` reads every record of such a file that
+/// still verifies; [`set_aside_files`](crate::set_aside_files) lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SetAside {
+    /// Where the kept log ends: the first byte set aside.
+    pub offset: u64,
+    /// How many bytes were set aside (up to the end of the last block
+    /// that verifies).
+    pub len: u64,
+    /// Where the log stopped verifying, and why.
+    pub damage: (u64, String),
+    /// Commit markers that verify among the bytes set aside.
+    pub commits: u64,
+    /// Put and delete records that verify among them.
+    pub records: u64,
+    /// The file they were copied to (`None` in a plan not yet carried
+    /// out, see [`inspect_recovery`](crate::inspect_recovery)).
+    pub path: Option<PathBuf>,
+}
+
+/// Looks past the end of a scan for blocks that verify: commits that
+/// recovery must not destroy.
+pub(crate) fn find_set_aside(fs: &FileState, scan: &Scan, limit: u64) -> Option<SetAside> {
+    let damage = scan.stopped.clone()?;
+    let (mut commits, mut records, mut end) = (0u64, 0u64, scan.end);
+    for block in Walk::new(fs, scan.end, limit, true) {
+        match block {
+            Block::Record(off, rec) => {
+                records += 1;
+                end = end.max(off + rec.len);
+            }
+            Block::Commit(off, _) => {
+                commits += 1;
+                end = end.max(off + record::COMMIT_LEN);
+            }
+            Block::Index(..) | Block::Damaged(..) => {}
+        }
+    }
+    // Records with no commit marker after them are a torn transaction that
+    // never committed: nothing to keep.
+    (commits > 0).then(|| SetAside {
+        offset: scan.end,
+        len: end - scan.end,
+        damage,
+        commits,
+        records,
+        path: None,
+    })
+}
+
+/// Copies the header page and the bytes of `aside` (at their offsets)
+/// into a new sparse file beside the data file, and makes it durable.
+fn write_set_aside(fs: &FileState, aside: &mut SetAside, limit: u64) -> Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let data = fs.path();
+    let mut name = data.as_os_str().to_owned();
+    name.push(format!(".set-aside-{}-{now}", aside.offset));
+    let path = PathBuf::from(name);
+    let io = |op, e| Error::io(op, &path, e);
+    let file = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| io("create", e))?;
+    let page = fs
+        .map
+        .bytes(0, HEADER_SIZE, limit)
+        .ok_or_else(|| fs.corruption(0, "header page outside the file"))?;
+    file.write_all_at(page, 0).map_err(|e| io("write", e))?;
+    let end = aside.offset + aside.len;
+    let mut at = aside.offset;
+    while at < end {
+        let step = (end - at).min(STREAM_CHUNK);
+        let bytes = fs
+            .map
+            .bytes(at, step, limit)
+            .ok_or_else(|| fs.corruption(at, "set-aside range outside the file"))?;
+        file.write_all_at(bytes, at).map_err(|e| io("write", e))?;
+        at += step;
+    }
+    file.sync_all().map_err(|e| io("fsync", e))?;
+    super::open::sync_dir(&path)?;
+    aside.path = Some(path);
+    Ok(())
+}
+
+/// The set-aside files recovery left beside the data file at `data_path`
+/// (see [`SetAside`]), oldest first. Each holds commits that verified but
+/// lay past a damaged block when the log was recovered.
+pub fn set_aside_files(data_path: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+    let data_path = data_path.as_ref();
+    let (Some(dir), Some(stem)) = (data_path.parent(), data_path.file_name()) else {
+        return Ok(Vec::new());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut prefix = stem.to_owned();
+    prefix.push(".set-aside-");
+    let prefix = prefix.as_encoded_bytes().to_vec();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let name = entry.file_name();
+        if name.as_encoded_bytes().starts_with(&prefix) {
+            found.push(data_path.with_file_name(name));
+        }
+    }
+    // Named ...-<offset>-<unix ms>: by time.
+    found.sort_by_key(|p| {
+        let name = p.to_string_lossy();
+        let ms = name.rsplit('-').next().and_then(|t| t.parse::<u64>().ok());
+        (ms, p.clone())
+    });
+    Ok(found)
+}
+
 /// Reads the running kernel's boot id, when the platform has one.
 pub(crate) fn boot_id() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
@@ -163,6 +313,179 @@ pub(crate) fn from_another_boot(fs: &FileState) -> bool {
         Some((lo, hi)) => fs.load(live::BOOT_ID_LO) != lo || fs.load(live::BOOT_ID_HI) != hi,
         None => false,
     }
+}
+
+/// True when a writer died during a commit (in this boot): recovery
+/// replays what it committed, or rebuilds.
+pub(crate) fn writer_died(fs: &FileState) -> bool {
+    fs.load(live::WRITE_PENDING) != 0 || fs.load(live::INDEXED_END) != fs.commit_end()
+}
+
+/// Checks `commit_end` against the log: the block that ends there (or
+/// just before the current index block, when the last commit grew the
+/// index) must be the commit marker of transaction `txn_id`. A
+/// `commit_end` damaged to a lower, still plausible value would otherwise
+/// hide committed transactions, and the next commit would write over
+/// them. One 48-byte read. Called with the writer lock held, after
+/// [`recover_locked`]. Returns what is wrong.
+pub(crate) fn end_damage(fs: &FileState) -> Result<Option<String>> {
+    let end = fs.commit_end();
+    let txn = fs.load(live::TXN_ID);
+    let idx = fs.index()?;
+    let marker_end = if idx.offset + idx.len() == end {
+        idx.offset
+    } else {
+        end
+    };
+    let found = marker_end
+        .checked_sub(record::COMMIT_LEN)
+        .filter(|&at| at >= HEADER_SIZE)
+        .and_then(|at| fs.map.bytes(at, record::COMMIT_LEN, end))
+        .and_then(|b| Commit::decode(b).ok());
+    Ok(match found {
+        Some(c) if c.txn_id == txn => None,
+        None if txn == 0 && marker_end == HEADER_SIZE => None,
+        Some(c) => Some(format!(
+            "the committed end {end} follows the commit marker of txn {}, but the header's \
+             last txn is {txn}",
+            c.txn_id
+        )),
+        None => Some(format!(
+            "no commit marker ends at the committed end {end} (last txn {txn})"
+        )),
+    })
+}
+
+/// Checks the current index against the count the header keeps: the
+/// occupied slots must number `used_slots`, and each must point into the
+/// committed log. One sequential read of the slots (8 bytes a slot, no
+/// record is read): cheap enough for every open. Damage that zeroes slots
+/// (their keys would read as absent) or fills them with garbage is found
+/// here; a slot changed to point at another valid record is not (see
+/// DESIGN.md, "Index damage"). Called with the writer lock held, after
+/// [`recover_locked`], so the count is exact. Returns what is wrong.
+pub(crate) fn index_damage(fs: &FileState) -> Result<Option<String>> {
+    let idx = fs.index()?;
+    let bound = fs.commit_end();
+    let index_end = idx.offset + idx.len();
+    let (mut used, mut outside) = (0u64, 0u64);
+    let mut count = |s: u64| {
+        if s != carboy_format::slot::EMPTY {
+            used += 1;
+            let at = carboy_format::slot::offset(s);
+            if at < HEADER_SIZE || at >= bound {
+                outside += 1;
+            }
+        }
+    };
+    if let Some(slots) = fs.map.words(idx.slot_offset(0), idx.capacity(), index_end) {
+        slots
+            .iter()
+            .for_each(|w| count(u64::from_le(w.load(Ordering::Relaxed))));
+    } else {
+        // A read-only mapping (`inspect_recovery`): word by word.
+        for b in 0..idx.capacity() {
+            let at = idx.slot_offset(b);
+            let s = fs
+                .map
+                .load_word(at, index_end)
+                .ok_or_else(|| fs.corruption(at, "index slot outside the file"))?;
+            count(s);
+        }
+    }
+    let said = fs.load(live::USED_SLOTS);
+    Ok(if used != said {
+        Some(format!(
+            "index at {} damaged: {used} of its slots are in use, the header counts {said}",
+            idx.offset
+        ))
+    } else if outside > 0 {
+        Some(format!(
+            "index at {} damaged: {outside} slots point outside the committed log",
+            idx.offset
+        ))
+    } else {
+        None
+    })
+}
+
+/// What opening a file would do to recover it, found without changing it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryPlan {
+    /// Why the file needs recovery; `None` when an open would change
+    /// nothing (the rest then describes the log as it is).
+    pub reason: Option<String>,
+    /// Whether recovery rebuilds the index from the log (after a reboot,
+    /// implausible live words, a damaged index), rather than finishing a
+    /// dead writer's commit.
+    pub rebuilds: bool,
+    /// Where the log that verifies ends: what a rebuild keeps.
+    pub log_end: u64,
+    /// The committed end the header claims.
+    pub commit_end: u64,
+    /// Where the header says the current index is.
+    pub index_offset: u64,
+    /// Whether the index disagrees with the count the header keeps (see
+    /// [`Store::verify`](crate::Store::verify) for a full check).
+    pub index_damaged: bool,
+    /// Whether `commit_end` disagrees with the last commit marker and
+    /// `txn_id` (a rebuild then finds the log's real end).
+    pub end_damaged: bool,
+    /// Transactions and records that verify up to `log_end`.
+    pub transactions: u64,
+    /// Put and delete records among them.
+    pub records: u64,
+    /// Where, below the end of the file, the log stopped verifying, and why
+    /// (`None`: it ends in never-written space).
+    pub damage: Option<(u64, String)>,
+    /// Commits that verify past the damage, which a rebuild sets aside.
+    pub set_aside: Option<SetAside>,
+}
+
+/// Says what opening the data file at `path` would do to recover it,
+/// reading it only (no lock is taken and nothing is written). For
+/// `carboy check`, which must not change what it checks.
+pub fn inspect_recovery(path: impl AsRef<Path>) -> Result<RecoveryPlan> {
+    let path = path.as_ref();
+    let (fs, plausible) = FileState::open_read_only(path)?;
+    let file_len = file_len(&fs)?;
+    let reboot = from_another_boot(&fs);
+    let died = plausible && writer_died(&fs);
+    let trusted = plausible && !reboot && !died;
+    let end = if trusted { end_damage(&fs)? } else { None };
+    let index = if trusted && end.is_none() {
+        index_damage(&fs)?
+    } else {
+        None
+    };
+    let end_damaged = end.is_some();
+    let index_damaged = index.is_some();
+    let reason = if !plausible {
+        Some("its live words are implausible".to_string())
+    } else if reboot {
+        Some("it was last written before the machine rebooted: its index is not trusted".into())
+    } else if died {
+        Some("a writer died during a commit".into())
+    } else {
+        end.or(index)
+    };
+    let rebuilds = !plausible || reboot || (reason.is_some() && !died);
+    let scan = scan(&fs, file_len);
+    let set_aside = find_set_aside(&fs, &scan, file_len);
+    Ok(RecoveryPlan {
+        rebuilds,
+        log_end: scan.end,
+        commit_end: fs.commit_end(),
+        index_offset: fs.load(live::INDEX_OFFSET),
+        index_damaged,
+        end_damaged,
+        transactions: scan.last_txn,
+        records: scan.records,
+        damage: scan.stopped.clone(),
+        set_aside,
+        reason,
+    })
 }
 
 /// Finishes what a dead writer left. Called with the writer lock held.
@@ -279,13 +602,12 @@ fn publish_log(fs: &FileState, idx: IndexView, end: u64) -> Result<Counters> {
 /// Rebuilds the index and every live word from the log. Called with the
 /// writer lock held, when no reader can be using the file's index (after a
 /// reboot), or when every reader will reach only blocks the scan keeps.
-pub(crate) fn rebuild(fs: &FileState) -> Result<()> {
-    let file_len = fs
-        .map
-        .file()
-        .metadata()
-        .map_err(|e| Error::io("stat", fs.path(), e))?
-        .len();
+///
+/// Keeps the longest prefix of the log that verifies. Commits that verify
+/// past its end are first copied to a set-aside file (returned); if that
+/// copy cannot be made durable, nothing is changed and the error returned.
+pub(crate) fn rebuild(fs: &FileState) -> Result<Option<SetAside>> {
+    let file_len = file_len(fs)?;
     let synced = fs.load(live::SYNCED_END);
     if synced > file_len {
         return Err(fs.corruption(
@@ -307,6 +629,50 @@ pub(crate) fn rebuild(fs: &FileState) -> Result<()> {
             ),
         ));
     }
+    let mut aside = find_set_aside(fs, &scan, file_len);
+    if let Some(aside) = &mut aside {
+        write_set_aside(fs, aside, file_len)?;
+    }
+    index_after(fs, &scan, file_len, synced)?;
+    Ok(aside)
+}
+
+/// Builds a fresh index from the log, appended after it, when the index
+/// no longer matches its own count (damage from outside). Called with the
+/// writer lock held, in the boot that wrote the file: other processes may
+/// be reading, so nothing below `commit_end` may change, and the whole
+/// committed log must verify; if it does not, the file is refused.
+pub(crate) fn reindex(fs: &FileState, why: &str) -> Result<()> {
+    let commit_end = fs.commit_end();
+    let scan = scan(fs, commit_end);
+    if scan.end != commit_end {
+        let (at, what) = scan
+            .stopped
+            .unwrap_or((scan.end, "the log ends early".into()));
+        return Err(fs.corruption(
+            at,
+            format!(
+                "{why}, and the log that would rebuild it is damaged too ({what}): no index is \
+                 rebuilt while other processes may be reading"
+            ),
+        ));
+    }
+    index_after(fs, &scan, file_len(fs)?, fs.load(live::SYNCED_END))
+}
+
+fn file_len(fs: &FileState) -> Result<u64> {
+    Ok(fs
+        .map
+        .file()
+        .metadata()
+        .map_err(|e| Error::io("stat", fs.path(), e))?
+        .len())
+}
+
+/// Writes a fresh index block at the end of what `scan` kept, publishes
+/// every kept record into it, zeroes everything after it, and sets every
+/// live word.
+fn index_after(fs: &FileState, scan: &Scan, file_len: u64, synced: u64) -> Result<()> {
     let log2 = index::log2_for(scan.records);
     let idx = IndexView {
         offset: scan.end,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use carboy_format::header::HEADER_SIZE;
+use carboy_format::header::{HEADER_SIZE, live};
 use carboy_format::record::{Kind, Record};
 use carboy_format::slot;
 use parking_lot::RwLockReadGuard;
@@ -236,6 +236,10 @@ struct Walk {
     /// The bitmap word being read, and what is left of it.
     word: usize,
     rest: u64,
+    /// Occupied slots seen by the first pass, checked against the count
+    /// the header keeps when it ends: a zeroed slot would otherwise drop
+    /// its key from the walk without a word.
+    used: u64,
 }
 
 impl Default for Walk {
@@ -248,6 +252,7 @@ impl Default for Walk {
             reading: false,
             word: 0,
             rest: 0,
+            used: 0,
         }
     }
 }
@@ -311,6 +316,9 @@ impl Walk {
             if s == slot::EMPTY {
                 continue;
             }
+            if first_pass {
+                self.used += 1;
+            }
             let at = slot::offset(s);
             let outside = at < HEADER_SIZE || at >= snap.bound;
             if outside || (at >= idx.offset && at < index_end) {
@@ -337,6 +345,23 @@ impl Walk {
         self.reading = true;
         self.word = 0;
         self.rest = self.bits.first().copied().unwrap_or(0);
+        let said = fs.load(live::USED_SLOTS);
+        // (Under the shared lock the count is exact, unless a writer died
+        // mid-commit: the next writer recounts.)
+        if first_pass
+            && self.used != said
+            && fs.load(live::WRITE_PENDING) == 0
+            && fs.load(live::INDEXED_END) == fs.commit_end()
+        {
+            return Err(fs.corruption(
+                idx.offset,
+                format!(
+                    "index damaged: {} of its slots are in use, the header counts {said}: \
+                     entries are missing; reopening the namespace rebuilds the index",
+                    self.used
+                ),
+            ));
+        }
         Ok(())
     }
 

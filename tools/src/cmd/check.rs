@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use crate::cmd::Global;
 use crate::failure::Status;
-use crate::open::{self, Opening};
+use carboy::{Durability, Options};
+
+use crate::open;
 use crate::{progress, wait};
 
 /// The arguments of `carboy check`.
@@ -32,8 +34,21 @@ pub struct Args {
 /// Runs `carboy check`.
 pub fn run(args: Args, global: &Global) -> anyhow::Result<Status> {
     let file = &args.file;
-    let store = match open::existing_unexplained(file, Opening::reading(global.wait))? {
+    open::check_data_file(file)?;
+    let set_aside = carboy::set_aside_files(file).map_err(|e| open::explain(file, e))?;
+    // Opened without recovering: a check never changes what it checks.
+    let opened = wait::for_lock(file, global.wait, || {
+        Options::new()
+            .create(false)
+            .recover(false)
+            .durability(Durability::None)
+            .open(file)
+    });
+    let store = match opened {
         Ok(store) => store,
+        Err(carboy::Error::NeedsRecovery { reason, .. }) => {
+            return check_unrecovered(file, &reason, &set_aside);
+        }
         Err(e) => return corrupt_or_fail(file, e),
     };
     // Wait for other processes' locks here, where the watchdog can see it,
@@ -48,7 +63,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<Status> {
         Ok(report) => report,
         Err(e) => return corrupt_or_fail(file, e),
     };
-    if report.is_clean() {
+    if report.is_clean() && set_aside.is_empty() {
         println!(
             "{}: clean: {} records in {} transactions, {} index slots, {} live keys",
             file.display(),
@@ -62,12 +77,105 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<Status> {
     for problem in &report.problems {
         println!("{problem}");
     }
-    let n = report.problems.len();
+    report_set_aside(&set_aside);
+    let n = report.problems.len() + set_aside.len();
     eprintln!(
         "carboy: {}: {n} problem{} found; `carboy salvage {} NEW` builds a clean file from \
          every record that still verifies",
         file.display(),
         if n == 1 { "" } else { "s" },
+        file.display()
+    );
+    Ok(Status::Problem)
+}
+
+/// Set-aside files are findings: commits an earlier recovery moved out.
+fn report_set_aside(set_aside: &[PathBuf]) {
+    for side in set_aside {
+        println!(
+            "{}: commits set aside by an earlier recovery (`carboy salvage {} NEW` reads \
+             them back)",
+            side.display(),
+            side.display()
+        );
+    }
+}
+
+/// The check of a file that needs recovery: what recovery would keep and
+/// set aside, from a read-only walk of its log. The index is not checked
+/// (recovery rebuilds it).
+fn check_unrecovered(
+    file: &std::path::Path,
+    reason: &str,
+    set_aside: &[PathBuf],
+) -> anyhow::Result<Status> {
+    let spinner = progress::spinner(&format!("checking {}", file.display()));
+    let plan = carboy::inspect_recovery(file);
+    spinner.finish_and_clear();
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(e) => return corrupt_or_fail(file, e),
+    };
+    let mut problems = set_aside.len();
+    if plan.end_damaged {
+        problems += 1;
+        println!(
+            "offset {}: {reason}",
+            carboy_format::header::live::COMMIT_END
+        );
+    }
+    if plan.index_damaged {
+        problems += 1;
+        println!("offset {}: {reason}", plan.index_offset);
+    }
+    if let Some((at, why)) = &plan.damage {
+        problems += 1;
+        println!(
+            "offset {at}: the log stops verifying here ({why}); recovery keeps the {} \
+             transactions before offset {}",
+            plan.transactions, plan.log_end
+        );
+    }
+    if let Some(aside) = &plan.set_aside {
+        problems += 1;
+        println!(
+            "offset {}: {} bytes past the damage hold {} commits ({} records) that verify: \
+             recovery copies them to {}.set-aside-{}-<time> before reusing the space",
+            aside.offset,
+            aside.len,
+            aside.commits,
+            aside.records,
+            file.display(),
+            aside.offset
+        );
+    }
+    report_set_aside(set_aside);
+    eprintln!(
+        "carboy: {}: needs recovery ({reason}); this check changed nothing. The next command \
+         that opens it (`carboy stat {}`) recovers it{}",
+        file.display(),
+        file.display(),
+        if plan.rebuilds {
+            ", rebuilding its index from the log"
+        } else {
+            ""
+        }
+    );
+    if problems == 0 {
+        println!(
+            "{}: the log verifies: {} records in {} transactions (index not checked: recovery \
+             rebuilds it)",
+            file.display(),
+            plan.records,
+            plan.transactions
+        );
+        return Ok(Status::Ok);
+    }
+    eprintln!(
+        "carboy: {}: {problems} problem{} found; `carboy salvage {} NEW` builds a clean file \
+         from every record that still verifies",
+        file.display(),
+        if problems == 1 { "" } else { "s" },
         file.display()
     );
     Ok(Status::Problem)

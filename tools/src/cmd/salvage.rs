@@ -14,11 +14,18 @@ use crate::progress;
     about = "Build a new, clean file from every record of a damaged one that still verifies",
     long_about = "\
         Build a new, clean file OUT from every record of FILE that still verifies and \
-        belongs to a committed transaction; the newest record of each key wins, deleted keys \
-        stay deleted.\n\n\
-        FILE is only read (its header must be intact: it holds the hash key). OUT must not \
-        exist. Prints how many keys were kept and every damaged byte range skipped. Check \
-        the result, then move it into place while no process uses the namespace.",
+        belongs to a committed transaction (a commit marker that verifies follows it); the \
+        newest such record of each key wins, and a key whose newest one is a delete stays \
+        deleted.\n\n\
+        The whole file after the header page is read, up to its length: after any damaged \
+        range (flipped bytes, garbage, zeros) salvage resynchronizes and keeps every later \
+        record that verifies. Zeros running to the end of the file are where the log ends, \
+        not damage.\n\n\
+        FILE is only read, without a lock: read access is enough (its header must be \
+        intact: it holds the hash key). OUT must not exist. Prints how many keys were kept, \
+        how many stay deleted, how many records were dropped for want of a commit marker, \
+        and every damaged byte range skipped (offset and length). Check the result, then \
+        move it into place while no process uses the namespace.",
     after_help = "\
 Examples:
   carboy salvage users.carboy users.salvaged.carboy
@@ -58,6 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         report.records,
         file.display()
     );
+    println!("  deleted keys (left out): {}", report.deleted_keys);
     println!(
         "  records without a commit marker (dropped): {}",
         report.uncommitted_records
