@@ -132,6 +132,22 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The path of a namespace's data file or lock file names something
+    /// other than a regular file (or a symbolic link to one): a FIFO, a
+    /// socket, a device or a directory. carboy refuses it before reading
+    /// from it, since reading a FIFO would block and reading a device could
+    /// act on it.
+    #[error(
+        "{path}: is {kind}, not a regular file; a namespace's data file and lock file must be \
+         regular files (move whatever is at this path away)"
+    )]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead: "a FIFO", "a socket", "a character device",
+        /// "a block device", "a directory" or "an unknown kind of file".
+        kind: &'static str,
+    },
     /// The file needs recovery (after a reboot, a writer's death, or damage
     /// to its index) and the open was told not to change it
     /// ([`Options::recover`](crate::Options::recover)).

@@ -191,7 +191,16 @@ fn directory_is_refused() {
     let path = dir.path().join("a-directory");
     std::fs::create_dir(&path).unwrap();
     let err = refused(&path, &Options::new());
-    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::NotRegularFile {
+                kind: "a directory",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(path.is_dir());
 }
 

@@ -680,3 +680,63 @@ fn a_namespace_in_a_read_only_directory_works_but_cannot_compact() {
     expect_value(&a.ask("verify"), "0", "verify");
     a.quit();
 }
+
+/// `open` on another thread, with a deadline: a call that blocks fails
+/// the test instead of hanging it.
+fn open_with_deadline(path: &Path, options: Options) -> carboy::Result<Store> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(options.open(&owned));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("opening {} blocked", path.display()))
+}
+
+#[test]
+fn a_fifo_socket_or_device_as_data_or_lock_file_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mkfifo = |path: &Path| {
+        let status = Command::new("mkfifo").arg(path).status().unwrap();
+        assert!(status.success(), "mkfifo {}", path.display());
+    };
+    let fifo = dir.path().join("fifo.carboy");
+    mkfifo(&fifo);
+    let socket = dir.path().join("socket.carboy");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let device = dir.path().join("device.carboy");
+    std::os::unix::fs::symlink("/dev/null", &device).unwrap();
+    for (path, kind) in [
+        (&fifo, "a FIFO"),
+        (&socket, "a socket"),
+        (&device, "a character device"),
+    ] {
+        for create in [false, true] {
+            let err = open_with_deadline(path, Options::new().create(create))
+                .expect_err("a special data file is refused");
+            match &err {
+                Error::NotRegularFile { path: p, kind: k } => {
+                    assert_eq!(p, path, "{err}");
+                    assert_eq!(*k, kind, "{err}");
+                }
+                other => panic!("{}: expected NotRegularFile, got {other:?}", path.display()),
+            }
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
+    }
+
+    // The lock file: a FIFO where FILE.lock should be.
+    let path = populated(dir.path());
+    let lock = lock_path(&path);
+    std::fs::remove_file(&lock).unwrap();
+    mkfifo(&lock);
+    for options in [Options::new(), Options::new().create(false)] {
+        let err = open_with_deadline(&path, options).expect_err("a FIFO lock file is refused");
+        assert_eq!(error_kind(&err), "NotRegularFile", "{err}");
+        assert_names_path(&err, &lock);
+    }
+    // Put back a regular lock file: the namespace opens as before.
+    std::fs::remove_file(&lock).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.get(b"before/3").unwrap().as_deref(), Some(&b"v"[..]));
+}

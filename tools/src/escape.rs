@@ -21,6 +21,32 @@ pub fn quoted(bytes: &[u8]) -> String {
     out
 }
 
+/// Bytes of a key or operand that a message shows before it cuts the rest.
+pub const SHOWN: usize = 64;
+
+/// [`quoted`] for a message: at most the first [`SHOWN`] bytes (cut
+/// before a UTF-8 sequence rather than inside it), and for a longer input
+/// `…` and its length, so that a 100 KB key does not flood the terminal.
+///
+/// ```text
+/// b"user:1"          -> "user:1"
+/// [b'k'; 100_000]    -> "kkk…k"… (100000 bytes)   (64 k's)
+/// ```
+pub fn shortened(bytes: &[u8]) -> String {
+    if bytes.len() <= SHOWN {
+        return quoted(bytes);
+    }
+    let mut end = SHOWN;
+    // Back off to the lead byte of a sequence the cut would split.
+    while end > SHOWN - 3 && bytes[end] & 0xc0 == 0x80 {
+        end -= 1;
+    }
+    if bytes[end] & 0xc0 == 0x80 {
+        end = SHOWN; // not UTF-8 there anyway: cut where it falls
+    }
+    format!("{}… ({} bytes)", quoted(&bytes[..end]), bytes.len())
+}
+
 /// `bytes` escaped like [`quoted`], without the quotes (so a `"` is left
 /// as it is): one line whatever the bytes.
 pub fn bare(bytes: &[u8]) -> String {
@@ -96,5 +122,28 @@ mod tests {
         assert_eq!(quoted(b"\x00\xff\x1b[2J"), r#""\0\xff\u{1b}[2J""#);
         assert_eq!(quoted("a\u{202e}b".as_bytes()), r#""a\u{202e}b""#);
         assert_eq!(bare(b"say \"hi\"\t\xc3"), r#"say "hi"\t\xc3"#);
+    }
+
+    #[test]
+    fn long_input_is_cut_for_messages() {
+        assert_eq!(shortened(b"user:1"), r#""user:1""#);
+        let exact = vec![b'k'; SHOWN];
+        assert_eq!(shortened(&exact), quoted(&exact));
+        let long = vec![b'k'; 100_000];
+        let shown = shortened(&long);
+        assert_eq!(shown, format!("\"{}\"… (100000 bytes)", "k".repeat(SHOWN)));
+        // A cut inside a two-byte character moves before it.
+        let mut text = vec![b'a'; SHOWN - 1];
+        text.extend("é and more".as_bytes());
+        assert_eq!(
+            shortened(&text),
+            format!("\"{}\"… ({} bytes)", "a".repeat(SHOWN - 1), text.len())
+        );
+        // Binary input is cut where it falls, and escaped.
+        let binary = vec![0xff; 200];
+        assert_eq!(
+            shortened(&binary),
+            format!("\"{}\"… (200 bytes)", "\\xff".repeat(SHOWN))
+        );
     }
 }

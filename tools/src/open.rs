@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
@@ -128,16 +129,10 @@ fn parent_dir(path: &Path) -> PathBuf {
 /// Checks that `path` exists, is a regular file, and starts with a valid
 /// carboy header, without creating or changing anything.
 pub fn check_data_file(path: &Path) -> anyhow::Result<()> {
-    let meta = std::fs::metadata(path).map_err(|e| missing_or_io(path, e))?;
-    if meta.is_dir() {
-        return Err(advise(
-            anyhow!("{}: is a directory, not a carboy data file", path.display()),
-            "give the path of a namespace's data file (NAME.carboy) inside it",
-        ));
-    }
+    let (file, meta) = open_for_reading(path)?;
     let mut page = Vec::with_capacity(HEADER_SIZE as usize);
-    File::open(path)
-        .and_then(|f| f.take(HEADER_SIZE).read_to_end(&mut page))
+    file.take(HEADER_SIZE)
+        .read_to_end(&mut page)
         .map_err(|e| missing_or_io(path, e))?;
     let header = Header::decode(&page);
     if let Err(e) = header {
@@ -155,6 +150,55 @@ pub fn check_data_file(path: &Path) -> anyhow::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Opens `path` read-only after checking that it is a regular file (or a
+/// symbolic link to one), and returns it with its metadata. Anything else
+/// is refused before it is opened: reading a FIFO blocks until a writer
+/// comes, and opening a device can act on it. The open is non-blocking and
+/// the opened file is checked again, so a FIFO put at the path meanwhile
+/// is refused too rather than waited on.
+pub fn open_for_reading(path: &Path) -> anyhow::Result<(File, std::fs::Metadata)> {
+    let meta = std::fs::metadata(path).map_err(|e| missing_or_io(path, e))?;
+    refuse_special(path, &meta)?;
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| missing_or_io(path, e))?;
+    let meta = file.metadata().map_err(|e| missing_or_io(path, e))?;
+    refuse_special(path, &meta)?;
+    Ok((file, meta))
+}
+
+/// An error unless `meta` is a regular file's.
+fn refuse_special(path: &Path, meta: &std::fs::Metadata) -> anyhow::Result<()> {
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return Ok(());
+    }
+    if kind.is_dir() {
+        return Err(advise(
+            anyhow!("{}: is a directory, not a carboy data file", path.display()),
+            "give the path of a namespace's data file (NAME.carboy) inside it",
+        ));
+    }
+    let what = if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else {
+        "something other than a regular file"
+    };
+    Err(advise(
+        anyhow!("{}: is {what}, not a carboy data file", path.display()),
+        "give the path of a namespace's data file (a regular file, such as NAME.carboy); \
+         carboy does not read from pipes or devices",
+    ))
 }
 
 /// Advice for a path that names no file.

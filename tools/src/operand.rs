@@ -13,6 +13,7 @@ use std::path::Path;
 use anyhow::Context;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use carboy_format::record::MAX_KEY_LEN;
 
 use crate::failure::{UsageError, advise};
 
@@ -62,8 +63,8 @@ impl Encoding {
             Encoding::Hex => decode_hex(bytes).ok_or_else(|| {
                 advise(
                     UsageError(format!(
-                        "{what} `{}` is not hex",
-                        String::from_utf8_lossy(bytes)
+                        "{what} {} is not hex",
+                        crate::escape::shortened(bytes)
                     )),
                     "with --hex, give two hex digits per byte, such as 00ff",
                 )
@@ -71,8 +72,8 @@ impl Encoding {
             Encoding::Base64 => BASE64.decode(bytes).map_err(|e| {
                 advise(
                     UsageError(format!(
-                        "{what} `{}` is not base64: {e}",
-                        String::from_utf8_lossy(bytes)
+                        "{what} {} is not base64: {e}",
+                        crate::escape::shortened(bytes)
                     )),
                     "with --base64, use the standard alphabet with = padding, such as AP8=",
                 )
@@ -139,6 +140,40 @@ pub fn read(
         Source::Arg(arg) => encoding.decode(arg, what),
         Source::File(path) => std::fs::read(path).map_err(|e| crate::open::missing_or_io(path, e)),
     }
+}
+
+/// Reads a key like [`read`] and refuses one longer than the format
+/// allows (status 2), whatever the command: no such key can be stored, so
+/// `get` and `del` could only call it absent.
+pub fn read_key(
+    source: Source<'_>,
+    encoding: Encoding,
+    stdin_taken: &mut bool,
+) -> anyhow::Result<Vec<u8>> {
+    let key = read(source, encoding, "KEY", stdin_taken)?;
+    if key.len() > MAX_KEY_LEN {
+        return Err(advise(
+            UsageError(format!(
+                "KEY {} is too long: the limit is {MAX_KEY_LEN} bytes",
+                crate::escape::shortened(&key)
+            )),
+            "no key that long can be stored",
+        ));
+    }
+    Ok(key)
+}
+
+/// Refuses a `--prefix` longer than any key can be (status 2): it would
+/// match nothing.
+pub fn check_prefix(prefix: &[u8]) -> anyhow::Result<()> {
+    if prefix.len() > MAX_KEY_LEN {
+        return Err(UsageError(format!(
+            "PREFIX {} is longer than any key can be (the limit is {MAX_KEY_LEN} bytes)",
+            crate::escape::shortened(prefix)
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

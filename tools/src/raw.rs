@@ -16,8 +16,6 @@ use carboy_format::header::{HEADER_SIZE, live};
 use carboy_format::record::{self, Commit, Kind, Prefix};
 use carboy_format::{Expiry, slot};
 
-use crate::failure::advise;
-
 /// Bytes read at a time when walking the log or the slots.
 const CHUNK: u64 = 1 << 20;
 
@@ -32,16 +30,7 @@ pub struct RawFile {
 impl RawFile {
     /// Opens `path` for reading.
     pub fn open(path: &Path) -> anyhow::Result<RawFile> {
-        let file = File::open(path).map_err(|e| crate::open::missing_or_io(path, e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| crate::open::missing_or_io(path, e))?;
-        if meta.is_dir() {
-            return Err(advise(
-                anyhow!("{}: is a directory, not a carboy data file", path.display()),
-                "give the path of a namespace's data file (NAME.carboy) inside it",
-            ));
-        }
+        let (file, meta) = crate::open::open_for_reading(path)?;
         Ok(RawFile {
             file,
             path: path.to_path_buf(),

@@ -273,3 +273,172 @@ fn a_newer_format_version_says_to_upgrade() {
             "format_version  2                         BAD: this build reads versions 1 to 1",
         ));
 }
+
+/// Runs `carboy ARGS...` with a deadline: a command that blocks is killed
+/// and reported (its status is then a signal, never 3).
+fn run_with_deadline(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let start = Instant::now();
+    let out = carboy()
+        .args(args)
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().is_some(),
+        "carboy {args:?} was killed after {:?} (it blocked): {out:?}",
+        start.elapsed()
+    );
+    out
+}
+
+#[test]
+fn fifos_sockets_and_devices_are_refused_without_blocking() {
+    let (dir, _) = scratch();
+    let fifo = dir.path().join("fifo.carboy");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success(), "mkfifo");
+    let socket = dir.path().join("socket.carboy");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let device = dir.path().join("device.carboy");
+    std::os::unix::fs::symlink("/dev/null", &device).unwrap();
+    let out_file = dir.path().join("out.carboy");
+    let dump = dir.path().join("dump");
+    std::fs::write(&dump, "carboy-export 1\nend 0\n").unwrap();
+    let cases: [(&std::path::Path, &str); 3] = [
+        (&fifo, "is a FIFO (named pipe), not a carboy data file"),
+        (&socket, "is a socket, not a carboy data file"),
+        (&device, "is a character device, not a carboy data file"),
+    ];
+    for (path, message) in cases {
+        for cmd in [
+            &["stat"][..],
+            &["stat", "--json"],
+            &["header"],
+            &["dump"],
+            &["dump", "--all"],
+            &["check"],
+            &["get", "k"],
+            &["keys"],
+            &["export"],
+            &["compact"],
+            &["put", "k", "v"],
+            &["del", "k"],
+            &["import", dump.to_str().unwrap()],
+            &["salvage", out_file.to_str().unwrap()],
+        ] {
+            let (sub, rest) = cmd.split_first().unwrap();
+            let mut args: Vec<&std::ffi::OsStr> = vec![sub.as_ref(), path.as_os_str()];
+            args.extend(rest.iter().map(|a| std::ffi::OsStr::new(*a)));
+            let out = run_with_deadline(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(3), "carboy {args:?}: {stderr}");
+            assert!(stderr.contains(message), "carboy {args:?}: {stderr}");
+            assert!(
+                stderr.contains("hint: give the path of a namespace's data file"),
+                "carboy {args:?}: {stderr}"
+            );
+        }
+    }
+    assert!(!out_file.exists(), "salvage wrote nothing");
+    assert!(
+        !dir.path().join("fifo.carboy.lock").exists(),
+        "no lock file beside a FIFO"
+    );
+}
+
+#[test]
+fn a_fifo_as_the_lock_file_is_refused_without_blocking() {
+    let (dir, file) = scratch();
+    Store::open(&file).unwrap().put(b"k", b"v").unwrap();
+    let lock = dir.path().join("ns.carboy.lock");
+    std::fs::remove_file(&lock).unwrap();
+    let status = Command::new("mkfifo").arg(&lock).status().unwrap();
+    assert!(status.success(), "mkfifo");
+    for cmd in [&["get", "k"][..], &["put", "k", "w"], &["stat"], &["check"]] {
+        let (sub, rest) = cmd.split_first().unwrap();
+        let mut args: Vec<&std::ffi::OsStr> = vec![sub.as_ref(), file.as_os_str()];
+        args.extend(rest.iter().map(|a| std::ffi::OsStr::new(*a)));
+        let out = run_with_deadline(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "carboy {args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{}: is a FIFO, not a regular file",
+                lock.display()
+            )),
+            "carboy {args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_over_long_key_is_a_usage_error_shown_shortened() {
+    let (_dir, file) = scratch();
+    Store::open(&file).unwrap().put(b"k", b"v").unwrap();
+    let long = vec![b'k'; 100_000];
+    // An argument is at most 128 KiB: 70,000 bytes fit in base64.
+    let long_base64 = "a2tr".repeat(70_002 / 3);
+    let shown = |len: usize| format!("\"{}\"… ({len} bytes)", "k".repeat(64));
+    for (cmd, stdin, len) in [
+        (&["get", "-"][..], true, 100_000),
+        (&["del", "-"], true, 100_000),
+        (&["put", "-", "v"], true, 100_000),
+        (&["get", "--base64", &long_base64], false, 70_002),
+        (&["del", "--base64", &long_base64], false, 70_002),
+        (&["put", "--base64", &long_base64, "dg=="], false, 70_002),
+        (
+            &["keys", "--base64", "--prefix", &long_base64],
+            false,
+            70_002,
+        ),
+    ] {
+        let (sub, rest) = cmd.split_first().unwrap();
+        let out = carboy()
+            .arg(sub)
+            .arg(&file)
+            .args(rest)
+            .write_stdin(if stdin { long.clone() } else { Vec::new() })
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let head: String = stderr.chars().take(300).collect();
+        assert_eq!(out.status.code(), Some(2), "{sub}: {head}");
+        assert!(stderr.contains(&shown(len)), "{sub}: {head}");
+        assert!(stderr.contains("the limit is 65535 bytes"), "{sub}: {head}");
+        assert!(
+            stderr.len() < 1_000,
+            "{sub}: {} bytes on stderr",
+            stderr.len()
+        );
+    }
+    // The longest key the format allows is still an ordinary absent key,
+    // and the message shows it cut short too.
+    let longest = vec![b'k'; 65_535];
+    let out = carboy()
+        .args(["get"])
+        .arg(&file)
+        .arg("-")
+        .write_stdin(longest)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let head: String = stderr.chars().take(300).collect();
+    assert_eq!(out.status.code(), Some(1), "{head}");
+    assert!(
+        stderr.contains(&format!("no key \"{}\"… (65535 bytes)", "k".repeat(64))),
+        "{head}"
+    );
+    // A long argument that is not hex is cut short in its message too.
+    let junk = "z".repeat(100_000);
+    let out = carboy()
+        .args(["get", "--hex"])
+        .arg(&file)
+        .arg(&junk)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let head: String = stderr.chars().take(300).collect();
+    assert_eq!(out.status.code(), Some(2), "{head}");
+    assert!(stderr.len() < 1_000, "{} bytes on stderr", stderr.len());
+    assert!(stderr.contains("… (100000 bytes) is not hex"), "{head}");
+}

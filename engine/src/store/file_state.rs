@@ -1,8 +1,8 @@
 //! One opened data file: its mapping, its header, and checked reads of its
 //! records and index.
 
-use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::fs::{File, FileType, OpenOptions};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -59,6 +59,62 @@ pub(crate) struct LiveWords {
     pub(crate) index_offset: u64,
 }
 
+/// Refuses a path that names an existing FIFO, socket, device or
+/// directory (following symbolic links) with [`Error::NotRegularFile`],
+/// before anything opens it: opening a FIFO for reading blocks until a
+/// writer comes, and opening a device can act on it. A path that does not
+/// exist, or cannot be looked at, passes: the open that follows reports it.
+pub(crate) fn refuse_special(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) => check_regular(&meta.file_type(), path),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Opens `path` with `options` and `O_NONBLOCK`, so that a FIFO put at the
+/// path after [`refuse_special`] looked cannot block the open; pass the
+/// file to [`settle_regular`] next.
+pub(crate) fn open_nonblocking(options: &OpenOptions, path: &Path) -> std::io::Result<File> {
+    let mut options = options.clone();
+    options.custom_flags(libc::O_NONBLOCK);
+    options.open(path)
+}
+
+/// Checks that a file [`open_nonblocking`] opened is a regular file, and
+/// clears `O_NONBLOCK` from it again.
+pub(crate) fn settle_regular(file: File, path: &Path) -> Result<File> {
+    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    check_regular(&meta.file_type(), path)?;
+    let flags = rustix::fs::fcntl_getfl(&file).map_err(|e| Error::io("fcntl", path, e.into()))?;
+    rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)
+        .map_err(|e| Error::io("fcntl", path, e.into()))?;
+    Ok(file)
+}
+
+/// [`Error::NotRegularFile`] unless `kind` is a regular file's.
+fn check_regular(kind: &FileType, path: &Path) -> Result<()> {
+    if kind.is_file() {
+        return Ok(());
+    }
+    let kind = if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "an unknown kind of file"
+    };
+    Err(Error::NotRegularFile {
+        path: path.to_path_buf(),
+        kind,
+    })
+}
+
 impl FileState {
     /// The state of a mapped file whose header is `header`.
     pub(crate) fn new(map: MappedFile, header: Header, dev_ino: (u64, u64)) -> FileState {
@@ -81,20 +137,24 @@ impl FileState {
     /// committed end during this boot is refused with
     /// [`Error::FileTruncated`] before it is mapped, rather than reported
     /// implausible (a rebuild would silently drop what was cut).
+    ///
+    /// Anything but a regular file (a FIFO, socket or device) is refused
+    /// with [`Error::NotRegularFile`] without blocking: see
+    /// [`refuse_special`] and [`open_nonblocking`].
     pub(crate) fn open(path: &Path, refuse_cut: bool) -> Result<(FileState, bool)> {
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Error::NotFound {
-                        path: path.to_path_buf(),
-                    }
-                } else {
-                    Error::io("open", path, e)
+        refuse_special(path)?;
+        let mut options = File::options();
+        options.read(true).write(true);
+        let file = open_nonblocking(&options, path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound {
+                    path: path.to_path_buf(),
                 }
-            })?;
+            } else {
+                Error::io("open", path, e)
+            }
+        })?;
+        let file = settle_regular(file, path)?;
         Self::from_file(file, path, refuse_cut)
     }
 
@@ -130,6 +190,7 @@ impl FileState {
         writable: bool,
     ) -> Result<(FileState, bool)> {
         let stat = || file.metadata().map_err(|e| Error::io("stat", path, e));
+        check_regular(&stat()?.file_type(), path)?;
         let mut page = vec![0u8; HEADER_SIZE.min(stat()?.len()) as usize];
         file.read_exact_at(&mut page, 0)
             .map_err(|e| Error::io("read header of", path, e))?;

@@ -15,7 +15,7 @@ use carboy_format::record::{self, Commit};
 use carboy_format::{FORMAT_VERSION, lockfile};
 use parking_lot::{Mutex, RwLock};
 
-use super::file_state::{FileState, IndexView};
+use super::file_state::{self, FileState, IndexView};
 use super::index::{self, Counters};
 use super::{Shared, environment, recovery};
 use crate::error::{Error, Result};
@@ -297,9 +297,13 @@ fn open_lock_file(
     data_path: &Path,
     create: bool,
 ) -> Result<(LockFile, (u64, u64), bool)> {
+    // A FIFO, socket or device at the path is refused, and the opens are
+    // non-blocking so that one put there meanwhile cannot block them.
+    file_state::refuse_special(lock_path)?;
     let mut oo = File::options();
     oo.read(true).write(true);
-    let file = match oo.open(lock_path) {
+    let open = |oo: &std::fs::OpenOptions| file_state::open_nonblocking(oo, lock_path);
+    let file = match open(&oo) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if !create && !data_path.exists() {
@@ -307,17 +311,18 @@ fn open_lock_file(
                     path: data_path.to_path_buf(),
                 });
             }
-            match oo.clone().create_new(true).open(lock_path) {
+            match open(oo.clone().create_new(true)) {
                 Ok(file) => file,
                 // Another process created it meanwhile.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => oo
-                    .open(lock_path)
-                    .map_err(|e| Error::io("open lock file", lock_path, e))?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    open(&oo).map_err(|e| Error::io("open lock file", lock_path, e))?
+                }
                 Err(e) => return Err(Error::io("create lock file", lock_path, e)),
             }
         }
         Err(e) => return Err(Error::io("open lock file", lock_path, e)),
     };
+    let file = file_state::settle_regular(file, lock_path)?;
     let meta = file
         .metadata()
         .map_err(|e| Error::io("stat", lock_path, e))?;

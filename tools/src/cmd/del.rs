@@ -40,12 +40,7 @@ pub struct Args {
 
 /// Runs `carboy del`.
 pub fn run(args: Args, global: &Global) -> anyhow::Result<Status> {
-    let key = operand::read(
-        Source::Arg(&args.key),
-        args.encoding.encoding(),
-        "KEY",
-        &mut false,
-    )?;
+    let key = operand::read_key(Source::Arg(&args.key), args.encoding.encoding(), &mut false)?;
     let store = open::existing(&args.file, Opening::writing(global.wait, args.sync))?;
     let explain = |e| open::explain(&args.file, e);
     let mut txn =
@@ -60,7 +55,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<Status> {
         return Err(Absent(format!(
             "{}: no key {} (nothing deleted; --force makes this not an error)",
             args.file.display(),
-            crate::escape::quoted(&key)
+            crate::escape::shortened(&key)
         ))
         .into());
     }

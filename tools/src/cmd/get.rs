@@ -37,7 +37,7 @@ pub struct Args {
 /// Runs `carboy get`.
 pub fn run(args: Args, global: &Global) -> anyhow::Result<Status> {
     let encoding = args.encoding.encoding();
-    let key = operand::read(Source::Arg(&args.key), encoding, "KEY", &mut false)?;
+    let key = operand::read_key(Source::Arg(&args.key), encoding, &mut false)?;
     let store = open::existing(&args.file, Opening::reading(global.wait))?;
     let value = store
         .get(&key)
@@ -46,7 +46,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<Status> {
             Absent(format!(
                 "{}: no key {}",
                 args.file.display(),
-                escape::quoted(&key)
+                escape::shortened(&key)
             ))
         })?;
     let mut out = std::io::stdout().lock();

@@ -49,7 +49,11 @@ pub struct Args {
 pub fn run(args: Args, global: &Global) -> anyhow::Result<Status> {
     let encoding = args.encoding.encoding();
     let prefix = match &args.prefix {
-        Some(p) => encoding.decode(p, "PREFIX")?,
+        Some(p) => {
+            let prefix = encoding.decode(p, "PREFIX")?;
+            crate::operand::check_prefix(&prefix)?;
+            prefix
+        }
         None => Vec::new(),
     };
     let store = open::existing(&args.file, Opening::reading(global.wait))?;

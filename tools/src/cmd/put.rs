@@ -55,7 +55,7 @@ pub struct Args {
 pub fn run(args: Args, global: &Global) -> anyhow::Result<Status> {
     let encoding = args.encoding.encoding();
     let mut stdin_taken = false;
-    let key = operand::read(Source::Arg(&args.key), encoding, "KEY", &mut stdin_taken)?;
+    let key = operand::read_key(Source::Arg(&args.key), encoding, &mut stdin_taken)?;
     let source = match (&args.value, &args.value_file) {
         (Some(v), _) => Source::Arg(v),
         (None, Some(path)) => Source::File(path),
