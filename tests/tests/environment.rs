@@ -723,6 +723,20 @@ fn a_fifo_socket_or_device_as_data_or_lock_file_is_a_typed_error() {
             }
             assert!(err.to_string().contains("not a regular file"), "{err}");
         }
+        // The calls that only read the file refuse it as well.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (src, out) = (path.to_path_buf(), dir.path().join("never.carboy"));
+        std::thread::spawn(move || {
+            let salvaged = carboy::salvage(&src, &out).map(drop);
+            let inspected = carboy::inspect_recovery(&src).map(drop);
+            let _ = tx.send((salvaged, inspected));
+        });
+        let (salvaged, inspected) = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("salvage or inspect of {} blocked", path.display()));
+        for err in [salvaged.unwrap_err(), inspected.unwrap_err()] {
+            assert_eq!(error_kind(&err), "NotRegularFile", "{err}");
+        }
     }
 
     // The lock file: a FIFO where FILE.lock should be.

@@ -91,6 +91,22 @@ pub(crate) fn settle_regular(file: File, path: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// Opens the regular file at `path` for reading only, refusing a FIFO,
+/// socket, device or directory without blocking.
+pub(crate) fn open_for_reading(path: &Path) -> Result<File> {
+    refuse_special(path)?;
+    let file = open_nonblocking(File::options().read(true), path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound {
+                path: path.to_path_buf(),
+            }
+        } else {
+            Error::io("open", path, e)
+        }
+    })?;
+    settle_regular(file, path)
+}
+
 /// [`Error::NotRegularFile`] unless `kind` is a regular file's.
 fn check_regular(kind: &FileType, path: &Path) -> Result<()> {
     if kind.is_file() {
@@ -161,8 +177,7 @@ impl FileState {
     /// Opens the data file at `path` to look at it only: never written.
     /// Returns the state and whether its live words are plausible.
     pub(crate) fn open_read_only(path: &Path) -> Result<(FileState, bool)> {
-        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-        Self::from_file_read_only(file, path)
+        Self::from_file_read_only(open_for_reading(path)?, path)
     }
 
     /// [`open`](Self::open) for a file already opened.

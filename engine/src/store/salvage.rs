@@ -75,7 +75,7 @@ pub fn salvage(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> Result<SalvageRe
         ));
     }
     // Read-only, and mapped read-only: salvage needs only read access.
-    let file = std::fs::File::open(src).map_err(|e| Error::io("open", src, e))?;
+    let file = super::file_state::open_for_reading(src)?;
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat", src, e))?
