@@ -348,14 +348,17 @@ pub struct Walk<'a> {
     limit: u64,
     stop_at_zeros: bool,
     bad_from: Option<u64>,
+    /// Whether the run from `bad_from` is zeros only, so far.
+    bad_is_zeros: bool,
     queued: Option<Block>,
     done: bool,
 }
 
 impl<'a> Walk<'a> {
-    /// A walk of `raw`'s log below `limit`. With `stop_at_zeros`, an
-    /// all-zero block prefix (outside a damaged run) ends the walk: that is
-    /// where the log ends when `commit_end` cannot be trusted.
+    /// A walk of `raw`'s log below `limit`. With `stop_at_zeros`, zeros
+    /// that run to `limit` end the walk quietly: that is where the log ends
+    /// when `commit_end` cannot be trusted. Zeros followed by a block that
+    /// verifies are damage, reported like any other.
     pub fn new(raw: &'a RawFile, limit: u64, stop_at_zeros: bool) -> Walk<'a> {
         Walk {
             window: Window::new(raw),
@@ -363,6 +366,7 @@ impl<'a> Walk<'a> {
             limit: limit.min(raw.len()),
             stop_at_zeros,
             bad_from: None,
+            bad_is_zeros: false,
             queued: None,
             done: false,
         }
@@ -422,19 +426,23 @@ impl Iterator for Walk<'_> {
             if pos.saturating_add(record::PREFIX_LEN as u64) > self.limit {
                 self.done = true;
                 let start = self.bad_from.take()?;
+                if self.stop_at_zeros && self.bad_is_zeros {
+                    return None;
+                }
                 return Some(Ok(Block::Damaged {
                     offset: start,
                     len: self.limit.max(pos) - start,
                 }));
             }
-            if self.stop_at_zeros && self.bad_from.is_none() {
-                match self
-                    .window
-                    .bytes(pos, record::PREFIX_LEN as u64, self.limit)
-                {
-                    Ok(Some(head)) if head.iter().all(|&b| b == 0) => {
-                        self.done = true;
-                        return None;
+            if self.stop_at_zeros {
+                match self.window.bytes(pos, carboy_format::ALIGN, self.limit) {
+                    Ok(Some(word)) if word.iter().all(|&b| b == 0) => {
+                        if self.bad_from.is_none() {
+                            self.bad_from = Some(pos);
+                            self.bad_is_zeros = true;
+                        }
+                        self.pos = pos + carboy_format::ALIGN;
+                        continue;
                     }
                     Ok(_) => {}
                     Err(e) => return Some(Err(e)),
@@ -457,7 +465,10 @@ impl Iterator for Walk<'_> {
                     return Some(Ok(block));
                 }
                 Ok(None) => {
-                    self.bad_from.get_or_insert(pos);
+                    if self.bad_from.is_none() {
+                        self.bad_from = Some(pos);
+                    }
+                    self.bad_is_zeros = false;
                     self.pos = pos + carboy_format::ALIGN;
                 }
             }

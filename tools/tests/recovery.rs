@@ -258,3 +258,28 @@ fn stat_after_index_damage_reports_the_rebuilt_index() {
     assert_eq!(read_live_word(&path, live::USED_SLOTS), 300);
     assert!(json.contains("\"damaged_slots\":0"), "{json}");
 }
+
+#[test]
+fn dump_all_walks_past_a_zeroed_record_when_the_committed_end_is_invalid() {
+    let (_dir, path) = scratch();
+    let victim = four_transactions(&path);
+    zero(&path, victim, 56);
+    write_live_word(&path, live::COMMIT_END, 12345);
+    let out = carboy()
+        .arg("dump")
+        .arg("--all")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = stdout_of_lossy(&out);
+    assert!(
+        text.contains(&format!("{victim}  damaged              56 bytes")),
+        "{text}"
+    );
+    // Every later block is shown, up to the delete of k2; the zeros after
+    // the log are not damage.
+    assert!(text.contains("\"k1\": \"new\""), "{text}");
+    assert!(text.contains("txn 4"), "{text}");
+    assert_eq!(text.matches("damaged").count(), 1, "{text}");
+}

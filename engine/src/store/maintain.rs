@@ -169,7 +169,7 @@ impl Store {
         // The live set comes from the index: it must agree with its count
         // (damage from outside since the open would otherwise drop keys).
         if let Some(why) = recovery::index_damage(&old)? {
-            recovery::reindex(&old, &why)?;
+            recovery::reindex(&old, &why, false)?;
         }
         let bound = old.commit_end();
         let idx = old.index()?;

@@ -186,12 +186,12 @@ fn open_data_locked(at: &DataAt<'_>, name: Option<&str>, opts: &Options) -> Resu
             if !opts.recover {
                 return Err(refuse(why));
             }
-            recovery::rebuild(&fs)?;
+            recovery::reindex(&fs, &why, true)?;
         } else if let Some(why) = recovery::index_damage(&fs)? {
             if !opts.recover {
                 return Err(refuse(why));
             }
-            recovery::reindex(&fs, &why)?;
+            recovery::reindex(&fs, &why, false)?;
         }
     }
     // The lock file may be new (or was recreated): make its generation

@@ -48,6 +48,9 @@ pub(crate) struct Scan {
     /// Where and why the scan stopped, unless it reached `limit` or a run
     /// of zeros (a clean end).
     pub(crate) stopped: Option<(u64, String)>,
+    /// Where it met a run of zeros, if it did: the end of the log, unless
+    /// blocks that verify follow (zeroed damage).
+    pub(crate) zeros_at: Option<u64>,
 }
 
 /// What failed to verify, without the path and advice an [`Error`] adds.
@@ -79,7 +82,8 @@ pub(crate) fn scan(fs: &FileState, limit: u64) -> Scan {
             break;
         };
         if head.iter().all(|&b| b == 0) {
-            break; // a clean end: never-written space
+            out.zeros_at = Some(pos);
+            break; // a clean end: never-written space (or zeroed damage)
         }
         let prefix = match Prefix::decode(head) {
             Ok(p) => p,
@@ -196,13 +200,18 @@ pub struct SetAside {
 /// Looks past the end of a scan for blocks that verify: commits that
 /// recovery must not destroy.
 pub(crate) fn find_set_aside(fs: &FileState, scan: &Scan, limit: u64) -> Option<SetAside> {
-    let damage = scan.stopped.clone()?;
-    let (mut commits, mut records, mut end) = (0u64, 0u64, scan.end);
+    // The committed end the header claims (after a crash, possibly stale):
+    // records below it were committed even if their marker is damaged.
+    let claimed = fs.commit_end();
+    let (mut commits, mut records, mut claimed_records, mut end) = (0u64, 0u64, 0u64, scan.end);
     for block in Walk::new(fs, scan.end, limit, true) {
         match block {
             Block::Record(off, rec) => {
                 records += 1;
                 end = end.max(off + rec.len);
+                if off + rec.len <= claimed {
+                    claimed_records += 1;
+                }
             }
             Block::Commit(off, _) => {
                 commits += 1;
@@ -211,9 +220,17 @@ pub(crate) fn find_set_aside(fs: &FileState, scan: &Scan, limit: u64) -> Option<
             Block::Index(..) | Block::Damaged(..) => {}
         }
     }
-    // Records with no commit marker after them are a torn transaction that
-    // never committed: nothing to keep.
-    (commits > 0).then(|| SetAside {
+    // Records with no commit marker after them, past the end the header
+    // claims, are a torn transaction that never committed: nothing to keep.
+    if commits == 0 && claimed_records == 0 {
+        return None;
+    }
+    let damage = match (&scan.stopped, scan.zeros_at) {
+        (Some(stopped), _) => stopped.clone(),
+        (None, Some(at)) => (at, "zeroed bytes where the log goes on".to_string()),
+        (None, None) => (scan.end, "the log ends early".to_string()),
+    };
+    Some(SetAside {
         offset: scan.end,
         len: end - scan.end,
         damage,
@@ -342,18 +359,49 @@ pub(crate) fn end_damage(fs: &FileState) -> Result<Option<String>> {
         .filter(|&at| at >= HEADER_SIZE)
         .and_then(|at| fs.map.bytes(at, record::COMMIT_LEN, end))
         .and_then(|b| Commit::decode(b).ok());
-    Ok(match found {
-        Some(c) if c.txn_id == txn => None,
-        None if txn == 0 && marker_end == HEADER_SIZE => None,
-        Some(c) => Some(format!(
+    if let Some(c) = found
+        && c.txn_id != txn
+    {
+        return Ok(Some(format!(
             "the committed end {end} follows the commit marker of txn {}, but the header's \
              last txn is {txn}",
             c.txn_id
-        )),
-        None => Some(format!(
-            "no commit marker ends at the committed end {end} (last txn {txn})"
-        )),
-    })
+        )));
+    }
+    // (A marker that does not verify there is damage to the log, which
+    // `verify` reports; no reason to doubt the live words.)
+    //
+    // Above the committed end lie only blocks of transactions that never
+    // committed (dropped, or cut short by an error before the commit
+    // point): their markers, if any, carry the next id. A marker there that
+    // verifies with an id already committed means the end was lowered.
+    let file_len = file_len(fs)?;
+    let mut pos = end;
+    while let Ok(p) = fs.prefix(pos, file_len) {
+        match p.kind {
+            Kind::Commit => {
+                let marker = fs
+                    .map
+                    .bytes(pos, record::COMMIT_LEN, file_len)
+                    .and_then(|b| Commit::decode(b).ok());
+                match marker {
+                    Some(c) if c.txn_id <= txn && c.txn_id > 0 => {
+                        return Ok(Some(format!(
+                            "the commit marker of txn {} at {pos} lies above the committed \
+                             end {end} (last txn {txn}): the end hides committed transactions",
+                            c.txn_id
+                        )));
+                    }
+                    _ => break,
+                }
+            }
+            Kind::Put | Kind::Delete if fs.record(pos, file_len).is_ok() => {}
+            Kind::Index if fs.index_at(pos, file_len).is_ok() => {}
+            _ => break,
+        }
+        pos += p.block_len();
+    }
+    Ok(None)
 }
 
 /// Checks the current index against the count the header keeps: the
@@ -482,7 +530,10 @@ pub fn inspect_recovery(path: impl AsRef<Path>) -> Result<RecoveryPlan> {
         end_damaged,
         transactions: scan.last_txn,
         records: scan.records,
-        damage: scan.stopped.clone(),
+        damage: scan
+            .stopped
+            .clone()
+            .or_else(|| set_aside.as_ref().map(|a| a.damage.clone())),
         set_aside,
         reason,
     })
@@ -618,7 +669,11 @@ pub(crate) fn rebuild(fs: &FileState) -> Result<Option<SetAside>> {
         ));
     }
     let scan = scan(fs, file_len);
-    if let Some((at, why)) = &scan.stopped
+    let stopped = scan.stopped.clone().or_else(|| {
+        scan.zeros_at
+            .map(|at| (at, "zeroed bytes inside the log".to_string()))
+    });
+    if let Some((at, why)) = &stopped
         && *at < synced
     {
         return Err(fs.corruption(
@@ -638,26 +693,30 @@ pub(crate) fn rebuild(fs: &FileState) -> Result<Option<SetAside>> {
 }
 
 /// Builds a fresh index from the log, appended after it, when the index
-/// no longer matches its own count (damage from outside). Called with the
-/// writer lock held, in the boot that wrote the file: other processes may
-/// be reading, so nothing below `commit_end` may change, and the whole
-/// committed log must verify; if it does not, the file is refused.
-pub(crate) fn reindex(fs: &FileState, why: &str) -> Result<()> {
+/// no longer matches its own count, or the committed end its log (damage
+/// from outside). Called with the writer lock held, in the boot that wrote
+/// the file: other processes may be reading, so nothing below `commit_end`
+/// may change, and the whole committed log must verify; if it does not,
+/// the file is refused. With `past_end`, the log is read on past
+/// `commit_end` (which hides committed transactions), else up to it.
+pub(crate) fn reindex(fs: &FileState, why: &str, past_end: bool) -> Result<()> {
     let commit_end = fs.commit_end();
-    let scan = scan(fs, commit_end);
-    if scan.end != commit_end {
+    let file_len = file_len(fs)?;
+    let scan = scan(fs, if past_end { file_len } else { commit_end });
+    if scan.end < commit_end || (!past_end && scan.end != commit_end) {
         let (at, what) = scan
             .stopped
+            .or_else(|| scan.zeros_at.map(|at| (at, "zeroed bytes".into())))
             .unwrap_or((scan.end, "the log ends early".into()));
         return Err(fs.corruption(
             at,
             format!(
-                "{why}, and the log that would rebuild it is damaged too ({what}): no index is \
+                "{why}, and the log that would rebuild it is damaged too ({what}): nothing is \
                  rebuilt while other processes may be reading"
             ),
         ));
     }
-    index_after(fs, &scan, file_len(fs)?, fs.load(live::SYNCED_END))
+    index_after(fs, &scan, file_len, fs.load(live::SYNCED_END))
 }
 
 fn file_len(fs: &FileState) -> Result<u64> {

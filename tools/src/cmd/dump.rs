@@ -157,7 +157,7 @@ fn all(file: &Path, json: bool) -> anyhow::Result<Status> {
     let (limit, until_zeros, why) = raw::log_limit(&raw, &page);
     if let Some(why) = &why {
         eprintln!(
-            "carboy: {}: {why}; walking the log up to the first all-zero block instead",
+            "carboy: {}: {why}; walking the whole file instead (zeros that run to its end end the log)",
             file.display()
         );
         status = Status::Problem;
