@@ -89,12 +89,17 @@ pub mod live {
     pub const BOOT_ID_LO: usize = COUNTER_LINE + 32;
     /// Second half of that boot id.
     pub const BOOT_ID_HI: usize = COUNTER_LINE + 40;
+    /// Wrapping sum of every slot of the current index, valid only while
+    /// `slot_sum_txn` equals `txn_id` (FORMAT.md §2.2, §4.4).
+    pub const SLOT_SUM: usize = COUNTER_LINE + 48;
+    /// The `txn_id` at which `slot_sum` was last made exact.
+    pub const SLOT_SUM_TXN: usize = COUNTER_LINE + 56;
 
     /// One past the last live word.
     pub const END: usize = BASE + 192;
 
     /// Every live word: its offset and its name in FORMAT.md.
-    pub const ALL: [(usize, &str); 15] = [
+    pub const ALL: [(usize, &str); 17] = [
         (INDEX_OFFSET, "index_offset"),
         (SUPERSEDED, "superseded"),
         (COMMIT_END, "commit_end"),
@@ -110,6 +115,8 @@ pub mod live {
         (DEAD_BYTES, "dead_bytes"),
         (BOOT_ID_LO, "boot_id_lo"),
         (BOOT_ID_HI, "boot_id_hi"),
+        (SLOT_SUM, "slot_sum"),
+        (SLOT_SUM_TXN, "slot_sum_txn"),
     ];
 }
 
@@ -261,6 +268,7 @@ mod tests {
         assert_eq!(OFF_NAME + MAX_NAME_LEN, 1090);
         assert_eq!(live::BASE, 1536);
         assert_eq!(live::BOOT_ID_HI + 8, live::COUNTER_LINE + 48);
+        assert_eq!(live::SLOT_SUM_TXN + 8, live::END);
     }
 
     #[test]

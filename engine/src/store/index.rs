@@ -115,6 +115,9 @@ pub(crate) struct Counters {
     pub(crate) used_slots: i64,
     pub(crate) expiring_keys: i64,
     pub(crate) dead_bytes: i64,
+    /// Change to the wrapping sum of the slots (`slot_sum`, FORMAT.md
+    /// §4.4), wrapping.
+    pub(crate) slot_sum: u64,
 }
 
 impl Counters {
@@ -171,10 +174,13 @@ pub(crate) fn publish_record(
             if old_rec.kind == Kind::Put {
                 counters.dead_bytes += old_rec.len as i64;
             }
+            let was = u64::from_le(slot.load(Ordering::Relaxed));
+            counters.slot_sum = counters.slot_sum.wrapping_add(value).wrapping_sub(was);
             slot.store(value.to_le(), Ordering::Release);
         }
         Probe::Vacant { slot } => {
             counters.used_slots += 1;
+            counters.slot_sum = counters.slot_sum.wrapping_add(value);
             slot.store(value.to_le(), Ordering::Release);
         }
         Probe::Full => {
@@ -189,11 +195,17 @@ pub(crate) fn publish_record(
 }
 
 /// Copies every slot of `old` whose record is a put into the empty table
-/// `new` (both below `bound`), returning the number of slots used.
-pub(crate) fn rehash(fs: &FileState, old: IndexView, new: IndexView, bound: u64) -> Result<u64> {
+/// `new` (both below `bound`), returning the number of slots used and
+/// their wrapping sum.
+pub(crate) fn rehash(
+    fs: &FileState,
+    old: IndexView,
+    new: IndexView,
+    bound: u64,
+) -> Result<(u64, u64)> {
     let new_end = new.offset + new.len();
     let mask = new.capacity() - 1;
-    let mut used = 0;
+    let (mut used, mut sum) = (0, 0u64);
     for entry in entries(fs, old, bound) {
         let (s, rec) = entry?;
         if rec.kind != Kind::Put {
@@ -210,12 +222,13 @@ pub(crate) fn rehash(fs: &FileState, old: IndexView, new: IndexView, bound: u64)
             if word.load(Ordering::Relaxed) == 0 {
                 word.store(s.to_le(), Ordering::Relaxed);
                 used += 1;
+                sum = sum.wrapping_add(s);
                 break;
             }
             bucket = (bucket + 1) & mask;
         }
     }
-    Ok(used)
+    Ok((used, sum))
 }
 
 /// Every occupied slot of `idx`, in slot order, with its record (verified,

@@ -687,6 +687,7 @@ impl NewFile {
         fs.store(live::USED_SLOTS, counters.used_slots.max(0) as u64);
         fs.store(live::EXPIRING_KEYS, counters.expiring_keys.max(0) as u64);
         fs.store(live::DEAD_BYTES, marker_len);
+        super::writer::set_slot_sum(&fs, counters.slot_sum, u64::from(marker_len > 0));
         if let Some((lo, hi)) = recovery::boot_id() {
             fs.store(live::BOOT_ID_LO, lo);
             fs.store(live::BOOT_ID_HI, hi);

@@ -416,8 +416,9 @@ pub(crate) fn index_damage(fs: &FileState) -> Result<Option<String>> {
     let idx = fs.index()?;
     let bound = fs.commit_end();
     let index_end = idx.offset + idx.len();
-    let (mut used, mut outside) = (0u64, 0u64);
+    let (mut used, mut outside, mut sum) = (0u64, 0u64, 0u64);
     let mut count = |s: u64| {
+        sum = sum.wrapping_add(s);
         if s != carboy_format::slot::EMPTY {
             used += 1;
             let at = carboy_format::slot::offset(s);
@@ -442,6 +443,9 @@ pub(crate) fn index_damage(fs: &FileState) -> Result<Option<String>> {
         }
     }
     let said = fs.load(live::USED_SLOTS);
+    let txn = fs.load(live::TXN_ID);
+    let sum_exact = fs.load(live::SLOT_SUM_TXN) == txn;
+    let sum_said = fs.load(live::SLOT_SUM);
     Ok(if used != said {
         Some(format!(
             "index at {} damaged: {used} of its slots are in use, the header counts {said}",
@@ -452,7 +456,18 @@ pub(crate) fn index_damage(fs: &FileState) -> Result<Option<String>> {
             "index at {} damaged: {outside} slots point outside the committed log",
             idx.offset
         ))
+    } else if sum_exact && sum != sum_said {
+        Some(format!(
+            "index at {} damaged: its slots add up to {sum:#x}, the header says {sum_said:#x}",
+            idx.offset
+        ))
     } else {
+        if !sum_exact {
+            // Last written by a build that does not keep the sum (or never
+            // summed): from now on it is kept. (A no-op on a read-only
+            // mapping.)
+            super::writer::set_slot_sum(fs, sum, txn);
+        }
         None
     })
 }
@@ -580,13 +595,13 @@ fn replay(fs: &FileState, from: u64, to: u64) -> Result<()> {
     for off in offsets {
         index::publish(fs, idx, off, to, &mut ignored)?;
     }
-    recount(fs, idx, to)?;
     // The dead writer may have stopped between storing `commit_end` and
     // `txn_id`: the log, not the live word, says which transaction is last.
     if let Some(marker) = last_commit {
         fs.store(live::TXN_ID, marker.txn_id);
         fs.store(live::LAST_COMMIT_MS, marker.unix_ms);
     }
+    recount(fs, idx, to)?;
     fs.store(live::INDEXED_END, to);
     Ok(())
 }
@@ -594,9 +609,11 @@ fn replay(fs: &FileState, from: u64, to: u64) -> Result<()> {
 /// Recomputes the counter live words from the index.
 fn recount(fs: &FileState, idx: IndexView, bound: u64) -> Result<()> {
     let (mut live_keys, mut used, mut expiring, mut live_bytes) = (0u64, 0u64, 0u64, 0u64);
+    let mut sum = 0u64;
     for entry in index::entries(fs, idx, bound) {
-        let (_, rec) = entry?;
+        let (s, rec) = entry?;
         used += 1;
+        sum = sum.wrapping_add(s);
         if rec.kind == Kind::Put {
             live_keys += 1;
             live_bytes += rec.len;
@@ -613,6 +630,8 @@ fn recount(fs: &FileState, idx: IndexView, bound: u64) -> Result<()> {
         live::DEAD_BYTES,
         total.saturating_sub(live_bytes + idx.len()),
     );
+    // As of the last transaction in the log, which the caller has stored.
+    super::writer::set_slot_sum(fs, sum, fs.load(live::TXN_ID));
     Ok(())
 }
 
@@ -789,6 +808,7 @@ fn index_after(fs: &FileState, scan: &Scan, file_len: u64, synced: u64) -> Resul
     fs.store(live::USED_SLOTS, counters.used_slots.max(0) as u64);
     fs.store(live::EXPIRING_KEYS, counters.expiring_keys.max(0) as u64);
     fs.store(live::DEAD_BYTES, counters.dead_bytes.max(0) as u64);
+    super::writer::set_slot_sum(fs, counters.slot_sum, scan.last_txn);
     fs.store(live::INDEXED_END, end);
     fs.store(live::WRITE_PENDING, 0);
     if let Some((lo, hi)) = boot_id() {

@@ -240,6 +240,8 @@ struct Walk {
     /// the header keeps when it ends: a zeroed slot would otherwise drop
     /// its key from the walk without a word.
     used: u64,
+    /// And their wrapping sum, checked against `slot_sum` (FORMAT.md §4.4).
+    sum: u64,
 }
 
 impl Default for Walk {
@@ -253,6 +255,7 @@ impl Default for Walk {
             word: 0,
             rest: 0,
             used: 0,
+            sum: 0,
         }
     }
 }
@@ -318,6 +321,7 @@ impl Walk {
             }
             if first_pass {
                 self.used += 1;
+                self.sum = self.sum.wrapping_add(s);
             }
             let at = slot::offset(s);
             let outside = at < HEADER_SIZE || at >= snap.bound;
@@ -346,19 +350,26 @@ impl Walk {
         self.word = 0;
         self.rest = self.bits.first().copied().unwrap_or(0);
         let said = fs.load(live::USED_SLOTS);
+        let sum_said =
+            (fs.load(live::SLOT_SUM_TXN) == fs.load(live::TXN_ID)).then(|| fs.load(live::SLOT_SUM));
         // (Under the shared lock the count is exact, unless a writer died
         // mid-commit: the next writer recounts.)
         if first_pass
-            && self.used != said
+            && (self.used != said || sum_said.is_some_and(|s| s != self.sum))
             && fs.load(live::WRITE_PENDING) == 0
             && fs.load(live::INDEXED_END) == fs.commit_end()
         {
             return Err(fs.corruption(
                 idx.offset,
                 format!(
-                    "index damaged: {} of its slots are in use, the header counts {said}: \
-                     entries are missing; reopening the namespace rebuilds the index",
-                    self.used
+                    "index damaged: {} of its slots are in use, the header counts {said}{}: \
+                     entries may be missing; reopening the namespace rebuilds the index",
+                    self.used,
+                    if self.used == said {
+                        ", and they do not add up to the sum it keeps"
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }
@@ -585,7 +596,10 @@ mod tests {
                 .iter()
                 .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
                 .collect();
-            assert_eq!(errors.len(), 2, "window {window_len}: {errors:?}");
+            // Each slot where it is met, then the sum of the slots at the
+            // end of the first pass.
+            assert_eq!(errors.len(), 3, "window {window_len}: {errors:?}");
+            assert!(errors[2].contains("do not add up"), "{errors:?}");
             assert!(
                 errors
                     .iter()

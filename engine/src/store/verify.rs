@@ -207,10 +207,11 @@ impl Store {
 
         // 3. The index: every slot no key's probe found is wrong; the
         //    counters must match what the slots hold.
-        let mut used = 0u64;
+        let (mut used, mut sum) = (0u64, 0u64);
         for b in 0..idx.capacity() {
             let s = index::load_slot(fs, idx, b)?;
             report.slots += 1;
+            sum = sum.wrapping_add(s);
             if s == slot::EMPTY {
                 continue;
             }
@@ -268,6 +269,16 @@ impl Store {
                 format!(
                     "live_keys says {}, the index holds {indexed}",
                     fs.load(live::LIVE_KEYS)
+                ),
+            );
+        }
+        if fs.load(live::SLOT_SUM_TXN) == fs.load(live::TXN_ID) && fs.load(live::SLOT_SUM) != sum {
+            problem(
+                &mut report,
+                live::SLOT_SUM as u64,
+                format!(
+                    "slot_sum says {:#x}, the slots add up to {sum:#x}",
+                    fs.load(live::SLOT_SUM)
                 ),
             );
         }

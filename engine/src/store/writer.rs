@@ -411,6 +411,10 @@ impl<'s> Transaction<'s> {
         let old_idx = fs.index()?;
         let used = fs.load(live::USED_SLOTS);
         let mut counters = Counters::default();
+        // The slot sum goes on being exact if it was (or a new index is
+        // built, whose sum the rehash finds).
+        let sum_exact = fs.load(live::SLOT_SUM_TXN) == fs.load(live::TXN_ID);
+        let mut sum_base = None;
         let mut idx = old_idx;
         let new_keys = self.pending.keys() as u64;
         if index::needs_growth(old_idx, used, new_keys) {
@@ -429,7 +433,8 @@ impl<'s> Transaction<'s> {
                     )
                 })
                 .map_err(|e| Error::io("write", fs.path(), e))?;
-            let new_used = index::rehash(&fs, old_idx, new_idx, self.start)?;
+            let (new_used, new_sum) = index::rehash(&fs, old_idx, new_idx, self.start)?;
+            sum_base = Some(new_sum);
             counters.used_slots = new_used as i64 - used as i64;
             counters.dead_bytes += old_idx.len() as i64;
             end += new_idx.len();
@@ -459,6 +464,10 @@ impl<'s> Transaction<'s> {
         }
         counters.dead_bytes += (self.dead + record::COMMIT_LEN) as i64;
         apply_counters(&fs, counters);
+        let base = sum_base.or(sum_exact.then(|| fs.load(live::SLOT_SUM)));
+        if let Some(base) = base {
+            set_slot_sum(&fs, base.wrapping_add(counters.slot_sum), txn_id);
+        }
         fs.store(live::INDEXED_END, end);
         fs.store(live::WRITE_PENDING, 0);
         if self.durability == Durability::Sync {
@@ -503,6 +512,13 @@ pub(crate) fn apply_counters(fs: &FileState, c: Counters) {
     add(live::USED_SLOTS, c.used_slots);
     add(live::EXPIRING_KEYS, c.expiring_keys);
     add(live::DEAD_BYTES, c.dead_bytes);
+}
+
+/// Stores the exact sum of the current index's slots, as of `txn_id`
+/// (FORMAT.md §4.4).
+pub(crate) fn set_slot_sum(fs: &FileState, sum: u64, txn_id: u64) {
+    fs.store(live::SLOT_SUM, sum);
+    fs.store(live::SLOT_SUM_TXN, txn_id);
 }
 
 /// Refuses keys and values over the format's limits.
