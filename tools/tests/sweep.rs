@@ -18,7 +18,8 @@
 //!   (stderr `set aside`, or a `FILE.set-aside*` sidecar), the prefix
 //!   state: the truth after the transactions that lie wholly before the
 //!   first damaged byte.
-//! - R3: `check` changes no byte outside the live words. Its detection
+//! - R3: `check` changes no byte outside the live words, and never exits 0
+//!   after damage to bytes a checksum covers. Its detection
 //!   rate (exit 1 on damage to verified bytes) is reported.
 //! - R4: a write (`compact`, `put`) that succeeds loses nothing (truth, or
 //!   with a set-aside the prefix state, and the sidecar must salvage to the
@@ -541,6 +542,8 @@ struct Sweep {
     /// Damage to verified bytes, and how often `check` exited 1 on it.
     verified_damage: u64,
     detected: u64,
+    /// Of those, how often it refused the file (exit 3: a damaged header).
+    refused: u64,
     /// Damage to unverified bytes only, and how often `check` exited 1.
     unverified_damage: u64,
     unverified_flagged: u64,
@@ -894,9 +897,17 @@ fn sweep_file(sweep: &mut Sweep, case: &Case<'_>, rng: &mut Rng) {
             ),
         );
     }
+    if d.verified_hit && ran.code == Some(0) {
+        sweep.violation(
+            "R3",
+            case,
+            "check exited 0 after damage to bytes a checksum covers".into(),
+        );
+    }
     if d.verified_hit {
         sweep.verified_damage += 1;
         sweep.detected += u64::from(ran.code == Some(1));
+        sweep.refused += u64::from(ran.code == Some(3));
     } else {
         sweep.unverified_damage += 1;
         sweep.unverified_flagged += u64::from(ran.code == Some(1));
@@ -1256,10 +1267,12 @@ fn summary(
     };
     let _ = writeln!(
         s,
-        "check exit 1 on damage to verified bytes: {}/{} ({}); on other damage: {}/{}",
+        "check on damage to verified bytes: exit 1 {}/{}, refused (exit 3) {}, found in all \
+         {}; on other damage: exit 1 {}/{}",
         sweep.detected,
         sweep.verified_damage,
-        rate(sweep.detected, sweep.verified_damage),
+        sweep.refused,
+        rate(sweep.detected + sweep.refused, sweep.verified_damage),
         sweep.unverified_flagged,
         sweep.unverified_damage
     );
