@@ -59,7 +59,19 @@ fn an_open_rebuilds_an_index_that_lost_slots() {
     zero(&path, index + 1024, 1024);
     let store = Store::open(&path).unwrap();
     assert_ne!(read_live_word(&path, live::INDEX_OFFSET), index);
+    let repairs = store.repairs();
+    assert_eq!(repairs.len(), 1, "{repairs:?}");
+    assert!(
+        repairs[0].starts_with(&format!("index at {index} damaged: ")),
+        "{repairs:?}"
+    );
     assert_all(&store, 300);
+    // A handle opened later in the process is told too; a clean file
+    // reports nothing.
+    assert_eq!(Store::open(&path).unwrap().repairs(), repairs);
+    let clean = dir.path().join("clean.carboy");
+    three_hundred(&clean);
+    assert!(Store::open(&clean).unwrap().repairs().is_empty());
     assert!(store.verify().unwrap().is_clean());
 }
 

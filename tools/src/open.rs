@@ -67,15 +67,23 @@ pub fn existing_unexplained(path: &Path, how: Opening) -> anyhow::Result<carboy:
             .durability(how.durability)
             .open(path)
     });
-    if opened.is_ok() {
-        warn_set_aside(path);
+    if let Ok(store) = &opened {
+        warn_recovery(path, store);
     }
     Ok(opened)
 }
 
-/// Says on stderr that recovery set commits aside beside `path` (this
-/// time or earlier): the file's answers are those of the log it kept, and
-/// what verified past its damage waits in the set-aside files.
+/// Says on stderr what opening `path` repaired (an index rebuilt from the
+/// log, commits set aside), and that set-aside files wait beside it (made
+/// this time or earlier): the file's answers are those of the log it kept.
+pub fn warn_recovery(path: &Path, store: &Store) {
+    for repair in store.repairs() {
+        eprintln!("carboy: warning: {}: {repair}", path.display());
+    }
+    warn_set_aside(path);
+}
+
+/// The set-aside files beside `path`, one warning each.
 pub fn warn_set_aside(path: &Path) {
     for side in carboy::set_aside_files(path).unwrap_or_default() {
         eprintln!(
@@ -113,8 +121,8 @@ pub fn or_create(path: &Path, how: Opening) -> anyhow::Result<Store> {
             .durability(how.durability)
             .open(path)
     });
-    if opened.is_ok() {
-        warn_set_aside(path);
+    if let Ok(store) = &opened {
+        warn_recovery(path, store);
     }
     opened.map_err(|e| explain(path, e))
 }

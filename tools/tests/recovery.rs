@@ -221,9 +221,19 @@ fn zeroed_index_slots_are_found_by_check_and_rebuilt_on_open_so_no_key_is_lost()
         "check changed the file"
     );
 
-    // keys, export: every key (the open rebuilt the index from the log).
-    let keys = ok_stdout(carboy().arg("keys").arg(&path));
-    assert_eq!(keys.lines().count(), 300, "{keys}");
+    // keys, export: every key (the open rebuilt the index from the log,
+    // and says so).
+    let out = carboy().arg("keys").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(stdout_of_lossy(&out).lines().count(), 300, "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!(
+            "warning: {}: index at {index} damaged",
+            path.display()
+        )) && said.contains("the index was rebuilt from the log"),
+        "{said}"
+    );
     std::fs::write(&path, &damaged).unwrap();
     let export = ok_stdout(carboy().arg("export").arg(&path));
     assert_eq!(export.lines().count(), 302, "{export}");

@@ -102,6 +102,8 @@ pub(crate) struct Shared {
     handles: std::sync::atomic::AtomicUsize,
     /// This process's side of group commit (`group_commit.rs`).
     group: group_commit::GroupCommit,
+    /// What opening the namespace in this process repaired.
+    repairs: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -527,6 +529,17 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// What opening this namespace in this process repaired, one sentence
+    /// each: an index rebuilt from the log because it disagreed with the
+    /// count or sum the header keeps, or because the live words were
+    /// implausible; commits set aside by recovery after a reboot (see
+    /// [`SetAside`]). Empty when nothing was repaired, including after an
+    /// ordinary reboot or a dead writer's commit finished. Tools print it;
+    /// services may log it.
+    pub fn repairs(&self) -> Vec<String> {
+        self.shared.repairs.lock().clone()
     }
 
     pub(crate) fn clock(&self) -> &dyn Clock {

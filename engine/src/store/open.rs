@@ -73,6 +73,7 @@ pub(crate) fn open_shared(
     lock.lock_exclusive()
         .map_err(|e| Error::io("lock", &lock_path, e))?;
     let slot = environment::presence_slot(key);
+    let mut repairs = Vec::new();
     let opened = environment::check_lock_file(&lock, &lock_path).and_then(|()| {
         let at = DataAt {
             lock: &lock,
@@ -81,7 +82,7 @@ pub(crate) fn open_shared(
             data_path,
             new_lock_file: initialized,
         };
-        open_data_locked(&at, name, opts)
+        open_data_locked(&at, name, opts, &mut repairs)
     });
     let _ = lock.unlock();
     let fs = opened?;
@@ -103,6 +104,7 @@ pub(crate) fn open_shared(
         me: me.clone(),
         handles: std::sync::atomic::AtomicUsize::new(0),
         group: Default::default(),
+        repairs: Mutex::new(repairs),
     });
     registry.insert(key, Arc::downgrade(&shared));
     Ok((shared, true))
@@ -124,7 +126,12 @@ struct DataAt<'a> {
 /// it if it is missing and `opts` allow), after making sure no other
 /// process uses it through another lock file, and finishes whatever a dead
 /// writer left.
-fn open_data_locked(at: &DataAt<'_>, name: Option<&str>, opts: &Options) -> Result<FileState> {
+fn open_data_locked(
+    at: &DataAt<'_>,
+    name: Option<&str>,
+    opts: &Options,
+    repairs: &mut Vec<String>,
+) -> Result<FileState> {
     let data_path = at.data_path;
     remove_stale_temp_files(data_path);
     let exists = data_path
@@ -176,7 +183,27 @@ fn open_data_locked(at: &DataAt<'_>, name: Option<&str>, opts: &Options) -> Resu
                 .into(),
             ));
         }
-        recovery::rebuild(&fs)?;
+        let aside = recovery::rebuild(&fs)?;
+        if !plausible {
+            repairs
+                .push("its live words were implausible: the index was rebuilt from the log".into());
+        }
+        if let Some(aside) = aside {
+            repairs.push(format!(
+                "recovery kept the log up to offset {} and set aside {} bytes holding {} \
+                 commits that verify past damage at offset {} ({}) in {}",
+                aside.offset,
+                aside.len,
+                aside.commits,
+                aside.damage.0,
+                aside.damage.1,
+                aside
+                    .path
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ));
+        }
     } else {
         if !opts.recover && recovery::writer_died(&fs) {
             return Err(refuse("a writer died during a commit".into()));
@@ -187,11 +214,13 @@ fn open_data_locked(at: &DataAt<'_>, name: Option<&str>, opts: &Options) -> Resu
                 return Err(refuse(why));
             }
             recovery::reindex(&fs, &why, true)?;
+            repairs.push(format!("{why}: the index was rebuilt from the log"));
         } else if let Some(why) = recovery::index_damage(&fs)? {
             if !opts.recover {
                 return Err(refuse(why));
             }
             recovery::reindex(&fs, &why, false)?;
+            repairs.push(format!("{why}: the index was rebuilt from the log"));
         }
     }
     // The lock file may be new (or was recreated): make its generation
@@ -241,7 +270,7 @@ impl Shared {
                 data_path: &self.data_path,
                 new_lock_file: false,
             };
-            open_data_locked(&at, name, opts)
+            open_data_locked(&at, name, opts, &mut self.repairs.lock())
         });
         match reopened {
             Ok(fs) => {
