@@ -94,8 +94,15 @@ pub(crate) fn settle_regular(file: File, path: &Path) -> Result<File> {
 /// Opens the regular file at `path` for reading only, refusing a FIFO,
 /// socket, device or directory without blocking.
 pub(crate) fn open_for_reading(path: &Path) -> Result<File> {
+    open_regular(File::options().read(true), path)
+}
+
+/// Opens the regular file at `path` with `options`, refusing a FIFO,
+/// socket, device or directory without blocking; a missing file is
+/// [`Error::NotFound`].
+fn open_regular(options: &OpenOptions, path: &Path) -> Result<File> {
     refuse_special(path)?;
-    let file = open_nonblocking(File::options().read(true), path).map_err(|e| {
+    let file = open_nonblocking(options, path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::NotFound {
                 path: path.to_path_buf(),
@@ -158,19 +165,7 @@ impl FileState {
     /// with [`Error::NotRegularFile`] without blocking: see
     /// [`refuse_special`] and [`open_nonblocking`].
     pub(crate) fn open(path: &Path, refuse_cut: bool) -> Result<(FileState, bool)> {
-        refuse_special(path)?;
-        let mut options = File::options();
-        options.read(true).write(true);
-        let file = open_nonblocking(&options, path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::NotFound {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                Error::io("open", path, e)
-            }
-        })?;
-        let file = settle_regular(file, path)?;
+        let file = open_regular(File::options().read(true).write(true), path)?;
         Self::from_file(file, path, refuse_cut)
     }
 
