@@ -10,11 +10,15 @@ use crate::name::NameError;
 /// A specialized `Result` for carboy operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in the store.
+/// Everything that can go wrong in carboy: the store, the cache layer and
+/// the locks.
 ///
-/// Every variant names the file it concerns; corruption names the byte
-/// offset too. `Display` says what happened and, where there is one, what
-/// to do about it.
+/// Each variant's fields say what it carries: the file involved where
+/// there is one (every store error about a file names it; corruption names
+/// the byte offset too), the namespace, setting or lock otherwise. `Display`
+/// says what happened and, where there is one, what to do about it. Match
+/// on [`Error::kind`] to branch on the kind of failure without naming the
+/// fields.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -354,7 +358,112 @@ pub enum Error {
     },
 }
 
+/// The kind of an [`Error`], without its fields: what callers and tests
+/// match on (like [`std::io::ErrorKind`]). One kind per variant, same name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An operating-system call failed.
+    Io,
+    /// Not a carboy data file of a version this build reads.
+    NotCarboy,
+    /// Bytes carboy wrote no longer verify.
+    Corruption,
+    /// A key over the limit.
+    KeyTooLong,
+    /// A value over the limit.
+    ValueTooLong,
+    /// A namespace name that cannot be used.
+    InvalidName,
+    /// The file belongs to another namespace.
+    NameMismatch,
+    /// Writes refused after an earlier write failure.
+    Latched,
+    /// The file would grow past what the format addresses.
+    FileTooLarge,
+    /// The call would wait for a lock the calling thread holds.
+    WouldDeadlock,
+    /// An option with a value carboy cannot use.
+    InvalidOption,
+    /// A FIFO, socket, device or directory where a file belongs.
+    NotRegularFile,
+    /// The file needs recovery, and the open was told not to change it.
+    NeedsRecovery,
+    /// The data file does not exist.
+    NotFound,
+    /// A cache setting carboy cannot use.
+    InvalidSetting,
+    /// A cache backend type nothing registered.
+    UnknownBackend,
+    /// A cache region the settings do not define.
+    UnknownRegion,
+    /// A name or key carboy reserves.
+    Reserved,
+    /// A cache value the codec could not encode.
+    Encode,
+    /// A cache backend failed.
+    Backend,
+    /// A read lock holder asked for the write lock.
+    LockUpgrade,
+    /// Locking or unlocking a stripe failed.
+    StripeLock,
+    /// The system refused access.
+    PermissionDenied,
+    /// The lock carboy needs is not supported here.
+    LockUnsupported,
+    /// The lock file was removed or replaced.
+    LockFileReplaced,
+    /// The data file was removed or replaced by another program.
+    DataFileReplaced,
+    /// The data file was truncated below its committed log.
+    FileTruncated,
+    /// A Sync commit was applied but its sync failed.
+    CommitNotDurable,
+}
+
 impl Error {
+    /// The kind of this error: a small `Copy` value to match on.
+    ///
+    /// ```
+    /// use carboy::{ErrorKind, Options};
+    /// let dir = tempfile::tempdir()?;
+    /// let err = Options::new().create(false).open(dir.path().join("none.carboy")).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Io,
+            Error::NotCarboy { .. } => ErrorKind::NotCarboy,
+            Error::Corruption { .. } => ErrorKind::Corruption,
+            Error::KeyTooLong { .. } => ErrorKind::KeyTooLong,
+            Error::ValueTooLong { .. } => ErrorKind::ValueTooLong,
+            Error::InvalidName { .. } => ErrorKind::InvalidName,
+            Error::NameMismatch { .. } => ErrorKind::NameMismatch,
+            Error::Latched { .. } => ErrorKind::Latched,
+            Error::FileTooLarge { .. } => ErrorKind::FileTooLarge,
+            Error::WouldDeadlock { .. } => ErrorKind::WouldDeadlock,
+            Error::InvalidOption { .. } => ErrorKind::InvalidOption,
+            Error::NotRegularFile { .. } => ErrorKind::NotRegularFile,
+            Error::NeedsRecovery { .. } => ErrorKind::NeedsRecovery,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::InvalidSetting { .. } => ErrorKind::InvalidSetting,
+            Error::UnknownBackend { .. } => ErrorKind::UnknownBackend,
+            Error::UnknownRegion { .. } => ErrorKind::UnknownRegion,
+            Error::Reserved { .. } => ErrorKind::Reserved,
+            Error::Encode { .. } => ErrorKind::Encode,
+            Error::Backend { .. } => ErrorKind::Backend,
+            Error::LockUpgrade { .. } => ErrorKind::LockUpgrade,
+            Error::StripeLock { .. } => ErrorKind::StripeLock,
+            Error::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+            Error::LockUnsupported { .. } => ErrorKind::LockUnsupported,
+            Error::LockFileReplaced { .. } => ErrorKind::LockFileReplaced,
+            Error::DataFileReplaced { .. } => ErrorKind::DataFileReplaced,
+            Error::FileTruncated { .. } => ErrorKind::FileTruncated,
+            Error::CommitNotDurable { .. } => ErrorKind::CommitNotDurable,
+        }
+    }
+
     /// An I/O error of `op` on `path`; [`Error::PermissionDenied`] when the
     /// system refused access.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
@@ -388,5 +497,41 @@ impl Error {
     /// [`Error::Corruption`] and [`Error::FileTruncated`].
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corruption { .. } | Error::FileTruncated { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_variants() {
+        let io = || io::Error::other("x");
+        let cases = [
+            (Error::io("open", "/p", io()), ErrorKind::Io),
+            (
+                Error::io(
+                    "open",
+                    "/p",
+                    io::Error::from(io::ErrorKind::PermissionDenied),
+                ),
+                ErrorKind::PermissionDenied,
+            ),
+            (Error::corruption("/p", 8, "bad"), ErrorKind::Corruption),
+            (Error::KeyTooLong { len: 9, max: 8 }, ErrorKind::KeyTooLong),
+            (
+                Error::NeedsRecovery {
+                    path: "/p".into(),
+                    reason: "r".into(),
+                },
+                ErrorKind::NeedsRecovery,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+            // The kind's name is the variant's, as Debug spells both.
+            let debug = format!("{err:?}");
+            assert!(debug.starts_with(&format!("{kind:?}")), "{debug}");
+        }
     }
 }

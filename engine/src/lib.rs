@@ -146,7 +146,7 @@ pub use carboy_macros::cache_region;
 /// ```
 pub use carboy_macros::cached;
 pub use clock::{Clock, MockClock, SystemClock};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use options::{Durability, Options};
 pub use store::{
     CompactReport, Entries, Entry, EntryRef, Iter, Problem, RecoveryPlan, SalvageReport, SetAside,
