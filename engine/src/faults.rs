@@ -19,6 +19,7 @@
 use std::io;
 
 /// A storage operation that can be made to fail.
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Op {
@@ -46,6 +47,7 @@ pub enum Op {
 }
 
 /// Decides, for each operation, whether it fails (and with what).
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
 pub type Hook = Box<dyn Fn(Op) -> Option<io::Error> + Send + Sync>;
 
 #[cfg(feature = "fault-injection")]
