@@ -56,7 +56,7 @@ mod faults;
 #[allow(unsafe_code)]
 mod file;
 pub mod name;
-mod options;
+
 mod store;
 pub mod sync;
 
@@ -152,12 +152,12 @@ pub use carboy_macros::cache_region;
 pub use carboy_macros::cached;
 pub use clock::{Clock, MockClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
-pub use options::{Durability, Options};
 pub use store::{
     CompactReport, Entries, Entry, EntryRef, Iter, Problem, RecoveryPlan, SalvageReport, SetAside,
     Snapshot, Stats, Store, SyncStats, Transaction, ValueRef, VerifyReport, inspect_recovery,
     salvage, set_aside_files,
 };
+pub use store::{Durability, Options};
 
 /// The README's Rust example, compiled and run as a doctest so that it
 /// cannot drift from the API.

@@ -242,7 +242,7 @@ impl FileState {
             && words.commit_end.is_multiple_of(8);
         if refuse_cut
             && cut
-            && super::recovery::boot_id() == Some((word(live::BOOT_ID_LO), word(live::BOOT_ID_HI)))
+            && super::boot::boot_id() == Some((word(live::BOOT_ID_LO), word(live::BOOT_ID_HI)))
         {
             return Err(Error::FileTruncated {
                 path: path.to_path_buf(),

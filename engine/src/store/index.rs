@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use carboy_format::header::live;
 use carboy_format::record::{Kind, Record};
 use carboy_format::slot;
 
@@ -192,6 +193,13 @@ pub(crate) fn publish_record(
         counters.dead_bytes += rec.len as i64;
     }
     Ok(())
+}
+
+/// Stores the exact sum of the current index's slots, as of `txn_id`
+/// (FORMAT.md §4.4).
+pub(crate) fn set_slot_sum(fs: &FileState, sum: u64, txn_id: u64) {
+    fs.store(live::SLOT_SUM, sum);
+    fs.store(live::SLOT_SUM_TXN, txn_id);
 }
 
 /// Copies every slot of `old` whose record is a put into the empty table

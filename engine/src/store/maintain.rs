@@ -12,11 +12,11 @@ use super::Store;
 use super::file_state::FileState;
 use super::file_state::IndexView;
 use super::index;
+use super::new_file::{self, NewFile, ReleaseBehind};
 use super::offsets::OffsetSet;
-use super::open::{self, NewFile, ReleaseBehind};
-use super::recovery;
+use super::options::Options;
+use super::{open_checks, recovery};
 use crate::error::{Error, Result};
-use crate::options::Options;
 
 /// Figures about a namespace file, from its live words.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,14 +168,14 @@ impl Store {
         let old = Arc::clone(&guard.fs);
         // The live set comes from the index: it must agree with its count
         // (damage from outside since the open would otherwise drop keys).
-        if let Some(why) = recovery::index_damage(&old)? {
+        if let Some(why) = open_checks::index_damage(&old)? {
             recovery::reindex(&old, &why, false)?;
         }
         let bound = old.commit_end();
         let idx = old.index()?;
         let generation = old.header.generation + 1;
         let path = self.shared.data_path.clone();
-        let tmp = open::temp_path(&path, "compact")?;
+        let tmp = new_file::temp_path(&path, "compact")?;
         let opts = Options::new()
             .clock(Arc::clone(&self.clock))
             .expected_keys(0);
@@ -211,7 +211,7 @@ impl Store {
         }
         // After the rename, a failed directory sync leaves it unknown
         // whether the new file survives power loss: latch.
-        open::sync_dir(&path).map_err(|e| self.shared.latch_err(e))?;
+        new_file::sync_dir(&path).map_err(|e| self.shared.latch_err(e))?;
         old.store(live::SUPERSEDED, 1);
         let (fresh, _) = FileState::open(&path, true)?;
         let bytes_after = fresh.commit_end();

@@ -11,14 +11,25 @@
 //! | `group_commit.rs` | making Sync commits durable, sharing one `fdatasync` among many |
 //! | `lease.rs` | keeping the writer lock between commits while nobody waits |
 //! | `reentry.rs` | refusing calls that would wait for the calling thread itself |
-//! | `recovery.rs` | log scans, dead-writer replay, index rebuild |
-//! | `open.rs` | lock file, creation, registry, following compactions |
+//! | `options.rs` | [`Options`] and [`Durability`]: how a store is opened |
+//! | `scan.rs` | reading the log back as recovery does |
+//! | `recovery.rs` | dead-writer replay, index rebuild |
+//! | `open_checks.rs` | what an open checks before trusting a file (committed end, index count and sum) and the read-only [`inspect_recovery`] |
+//! | `set_aside.rs` | commits recovery copies aside before reusing their space |
+//! | `boot.rs` | the boot id that tells a reboot |
+//! | `open.rs` | lock file, registry, recovery on open, following compactions |
+//! | `new_file.rs` | files built beside their path and renamed into place; temporary paths; streaming passes that release the pages behind them |
 //! | `environment.rs` | noticing files removed, replaced or truncated under the store |
 //! | `snapshot.rs` | consistent reads and iteration under a shared lock |
 //! | `maintain.rs` | compaction, statistics |
 //! | `verify.rs` | deep verification |
 //! | `walk.rs` | walking a damaged log block by block |
 //! | `salvage.rs` | a clean file from a damaged one |
+//! | `offsets.rs`, `pending.rs` | offset sets and per-key newest records for streaming passes; a transaction's pending writes |
+//!
+//! `options.rs` and `mod.rs` name each other (`Options::open` builds a
+//! [`Store`], as `std::fs::OpenOptions::open` builds a `File`); no other
+//! two files of the store import each other.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -32,24 +43,28 @@ use carboy_format::header::live;
 use carboy_format::record::Kind;
 use parking_lot::{Mutex, RwLock};
 
-use crate::Durability;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::file::LockFile;
-use crate::options::Options;
 
+mod boot;
 mod environment;
 mod file_state;
 mod group_commit;
 mod index;
 mod lease;
 mod maintain;
+mod new_file;
 mod offsets;
 mod open;
+mod open_checks;
+mod options;
 mod pending;
 mod recovery;
 mod reentry;
 mod salvage;
+mod scan;
+mod set_aside;
 mod snapshot;
 mod verify;
 mod walk;
@@ -60,8 +75,10 @@ use index::Probe;
 
 pub use group_commit::SyncStats;
 pub use maintain::{CompactReport, Stats};
-pub use recovery::{RecoveryPlan, SetAside, inspect_recovery, set_aside_files};
+pub use open_checks::{RecoveryPlan, inspect_recovery};
+pub use options::{Durability, Options};
 pub use salvage::{SalvageReport, salvage};
+pub use set_aside::{SetAside, set_aside_files};
 pub use snapshot::{Entries, Entry, EntryRef, Iter, Snapshot};
 pub use verify::{Problem, VerifyReport};
 pub use writer::Transaction;
@@ -520,7 +537,7 @@ impl Store {
                 .map
                 .sync()
                 .map_err(|e| Error::io("fsync", guard.fs.path(), e))?;
-            open::sync_dir(&self.shared.data_path)
+            new_file::sync_dir(&self.shared.data_path)
         });
         match result {
             Ok(()) => Ok(cause),

@@ -7,11 +7,11 @@ use carboy_format::header::HEADER_SIZE;
 use carboy_format::record::{self, Kind};
 
 use super::file_state::FileState;
+use super::new_file::{self, ReleaseBehind};
 use super::offsets::{NewestByKey, OffsetSet};
-use super::open::{self, ReleaseBehind};
+use super::options::Options;
 use super::walk::{Block, Walk, release_reads_behind};
 use crate::error::{Error, Result};
-use crate::options::Options;
 
 /// What [`salvage`](crate::salvage) recovered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -117,7 +117,7 @@ pub fn salvage(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> Result<SalvageRe
     let opts = Options::new().expected_keys(0);
     let mut block = Vec::new();
     let mut deleted_keys = 0;
-    report.keys = open::create_file_with(dst, &fs.header.name, 0, &opts, |out| {
+    report.keys = new_file::create_file_with(dst, &fs.header.name, 0, &opts, |out| {
         let mut kept = 0;
         let mut behind = ReleaseBehind::new(HEADER_SIZE);
         for offset in order.iter() {

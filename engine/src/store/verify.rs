@@ -6,8 +6,8 @@ use carboy_format::slot;
 
 use super::Store;
 use super::index::{self, Probe};
+use super::new_file::ReleaseBehind;
 use super::offsets::{NewestByKey, OffsetSet};
-use super::open::ReleaseBehind;
 use super::walk::{Block, Walk, release_reads_behind};
 use crate::error::Result;
 

@@ -6,8 +6,8 @@ use carboy_format::header::HEADER_SIZE;
 use carboy_format::record::{self, Commit, Kind, Prefix};
 
 use super::file_state::FileState;
+use super::new_file::STREAM_CHUNK;
 use super::offsets::NewestByKey;
-use super::open::STREAM_CHUNK;
 
 /// One block found by walking a log byte by byte where it is damaged.
 pub(crate) enum Block<'a> {

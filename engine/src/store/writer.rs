@@ -37,7 +37,7 @@ use parking_lot::RwLockWriteGuard;
 use super::Shared;
 use super::file_state::{FileState, IndexView};
 use super::index::{self, Counters, Probe};
-use super::open::STREAM_CHUNK;
+use super::new_file::STREAM_CHUNK;
 use super::pending::{Pending, PendingSet};
 use crate::Durability;
 use crate::clock::Clock;
@@ -466,7 +466,7 @@ impl<'s> Transaction<'s> {
         apply_counters(&fs, counters);
         let base = sum_base.or(sum_exact.then(|| fs.load(live::SLOT_SUM)));
         if let Some(base) = base {
-            set_slot_sum(&fs, base.wrapping_add(counters.slot_sum), txn_id);
+            index::set_slot_sum(&fs, base.wrapping_add(counters.slot_sum), txn_id);
         }
         fs.store(live::INDEXED_END, end);
         fs.store(live::WRITE_PENDING, 0);
@@ -512,13 +512,6 @@ pub(crate) fn apply_counters(fs: &FileState, c: Counters) {
     add(live::USED_SLOTS, c.used_slots);
     add(live::EXPIRING_KEYS, c.expiring_keys);
     add(live::DEAD_BYTES, c.dead_bytes);
-}
-
-/// Stores the exact sum of the current index's slots, as of `txn_id`
-/// (FORMAT.md §4.4).
-pub(crate) fn set_slot_sum(fs: &FileState, sum: u64, txn_id: u64) {
-    fs.store(live::SLOT_SUM, sum);
-    fs.store(live::SLOT_SUM_TXN, txn_id);
 }
 
 /// Refuses keys and values over the format's limits.

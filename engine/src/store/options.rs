@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::Store;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::store::Store;
 
 /// What a commit promises once it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
