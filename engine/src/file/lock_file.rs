@@ -15,10 +15,7 @@ use std::time::Duration;
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::range_lock::{RangeLock, lock_byte, unlock_byte};
-
-/// The count that makes `FUTEX_WAKE` wake every waiter. The kernel reads
-/// the count as a signed int: `u32::MAX` would be -1, which wakes one.
-const WAKE_ALL: u32 = i32::MAX as u32;
+use super::sys;
 
 /// The lock file: an exclusive `flock` for writers, a shared one for
 /// snapshots, and a mapped first page holding the generation word.
@@ -124,27 +121,14 @@ impl LockFile {
     /// Wakes every thread (of any process) sleeping in
     /// [`wait_until_wanted`](Self::wait_until_wanted), so that it looks again.
     pub(crate) fn wake_lease_holders(&self) {
-        let _ = rustix::thread::futex::wake(
-            self.wanted(),
-            rustix::thread::futex::Flags::empty(),
-            WAKE_ALL,
-        );
+        sys::futex_wake_all(self.wanted());
     }
 
     /// Waits until another process wants the lock, or `timeout` passes.
     pub(crate) fn wait_until_wanted(&self, timeout: Duration) {
-        let ts = rustix::thread::futex::Timespec {
-            tv_sec: timeout.as_secs() as i64,
-            tv_nsec: timeout.subsec_nanos().into(),
-        };
         // Returns at once if the word is already nonzero; spurious wakes
         // and errors only make the caller look again.
-        let _ = rustix::thread::futex::wait(
-            self.wanted(),
-            rustix::thread::futex::Flags::empty(),
-            0,
-            Some(&ts),
-        );
+        sys::futex_wait(self.wanted(), 0, timeout);
     }
 
     /// Blocks until this process holds the exclusive lock, telling a
@@ -160,11 +144,7 @@ impl LockFile {
     /// blocks for the lock.
     fn announce_and(&self, wait: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
         self.wanted().fetch_add(1, Ordering::AcqRel);
-        let _ = rustix::thread::futex::wake(
-            self.wanted(),
-            rustix::thread::futex::Flags::empty(),
-            WAKE_ALL,
-        );
+        sys::futex_wake_all(self.wanted());
         let result = wait();
         self.wanted().fetch_sub(1, Ordering::AcqRel);
         result
@@ -244,22 +224,12 @@ impl SyncWord<'_> {
     /// (`FUTEX_WAIT`, shared between processes). Returns early when woken,
     /// interrupted, or when the word already differs; the caller looks again.
     pub(crate) fn wait(self, expected: u32, timeout: Duration) {
-        let ts = rustix::thread::futex::Timespec {
-            tv_sec: timeout.as_secs() as i64,
-            tv_nsec: timeout.subsec_nanos().into(),
-        };
-        let _ = rustix::thread::futex::wait(
-            self.0,
-            rustix::thread::futex::Flags::empty(),
-            expected.to_le(),
-            Some(&ts),
-        );
+        sys::futex_wait(self.0, expected.to_le(), timeout);
     }
 
     /// Wakes every thread, of any process, sleeping in [`wait`](Self::wait)
     /// on this word.
     pub(crate) fn wake_all(self) {
-        let _ =
-            rustix::thread::futex::wake(self.0, rustix::thread::futex::Flags::empty(), WAKE_ALL);
+        sys::futex_wake_all(self.0);
     }
 }

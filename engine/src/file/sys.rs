@@ -1,12 +1,15 @@
 //! The file layer's plain system calls, which touch no mapping: growing a
 //! file with real blocks (`fallocate`), log-only syncs (`pwritev2` with
-//! `RWF_DSYNC`), renaming a file into place, syncing a directory.
+//! `RWF_DSYNC`), renaming a file into place, syncing a directory, and
+//! waiting on and waking futex words shared between processes.
 //!
 //! No `unsafe` here: each call goes through `rustix` or `std`.
 
 use std::fs::File;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
 
 /// Extends `file` from `old_len` to `new_len` with allocated blocks.
 pub(crate) fn allocate(file: &File, old_len: u64, new_len: u64) -> io::Result<()> {
@@ -73,4 +76,30 @@ pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     crate::faults::check(crate::faults::Op::Fsync)?;
     File::open(dir)?.sync_all()
+}
+
+/// The count that makes `FUTEX_WAKE` wake every waiter. The kernel reads
+/// the count as a signed int: `u32::MAX` would be -1, which wakes one.
+const WAKE_ALL: u32 = i32::MAX as u32;
+
+/// Sleeps while `word` still holds the raw bits `expected`, at most
+/// `timeout` (`FUTEX_WAIT`, shared between processes). Returns at once if
+/// the word already differs; spurious wakes, interruptions and errors only
+/// make the caller look again.
+pub(super) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = rustix::thread::futex::Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    let _ = rustix::thread::futex::wait(
+        word,
+        rustix::thread::futex::Flags::empty(),
+        expected,
+        Some(&ts),
+    );
+}
+
+/// Wakes every thread, of any process, sleeping in [`futex_wait`] on `word`.
+pub(super) fn futex_wake_all(word: &AtomicU32) {
+    let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), WAKE_ALL);
 }
