@@ -1,7 +1,7 @@
 //! Byte-range locks on an open file description: Linux's `F_OFD_SETLK`,
 //! `F_OFD_SETLKW` and `F_OFD_GETLK` (Linux 3.15 and later). They back
 //! [`crate::sync::StripeLocks`] (one exclusive byte per stripe) and the data
-//! file's presence marks (shared bytes far past the data; see `mod.rs`).
+//! file's presence marks (shared bytes far past the data; see `presence.rs`).
 //!
 //! Unlike classic POSIX record locks (`F_SETLK`), which belong to a process
 //! and vanish when *any* descriptor of the file is closed, these belong to
