@@ -1,5 +1,34 @@
 //! carboy: an embedded key-value store for caching.
 //!
+//! Three entry points, one on top of the other:
+//!
+//! | entry point | what it is |
+//! |---|---|
+//! | [`Store`] | bytes in one file, shared by threads and processes: lock-free point reads, transactions, expiry |
+//! | [`cache::CacheManager`] | typed values in namespaces and regions, expiry, one creator per key across processes, invalidation (Beaker's cache layer) |
+//! | [`sync`] | the building blocks: name locks, `flock` file locks, striped cross-process locks, create-once maps |
+//!
+//! ```
+//! # let dir = tempfile::tempdir()?;
+//! // The cache: one creator per key, in every thread and process.
+//! let manager = carboy::cache::CacheManager::builder().backend("file").data_dir(dir.path()).build()?;
+//! let users = manager.get_cache("users")?;
+//! let name: String = users.get_or_create("user:1", || Ok::<_, std::io::Error>("alice".into()))?;
+//! # assert_eq!(name, "alice");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ```
+//! use carboy::sync::{FileLock, Synchronizer};
+//! # let dir = tempfile::tempdir()?;
+//! // A lock one process at a time holds, gone with its process.
+//! let lock = FileLock::open(dir.path(), "nightly-report")?;
+//! let _held = lock.write()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## The store
+//!
 //! A *namespace* is one file in carboy's own hash-file format, memory-mapped
 //! and shared by many threads and processes at once:
 //!

@@ -172,7 +172,7 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or("—".into(), |r| format!("{r:.2}×"))
 }
 
-/// One target of issue 6 and whether this run meets it.
+/// One target and whether this run meets it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Target {
     pub workload: String,
@@ -543,7 +543,7 @@ pub fn markdown(run: &Run) -> String {
     }
 
     // Targets.
-    let _ = writeln!(s, "\n## Targets of issue 6, as measured in this run\n");
+    let _ = writeln!(s, "\n## Targets, as measured in this run\n");
     let _ = writeln!(s, "| workload | target | measured | holds |");
     let _ = writeln!(s, "|---|---|---|---|");
     for t in targets(run) {
