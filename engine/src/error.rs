@@ -181,7 +181,8 @@ pub enum Error {
     /// A cache backend type name that nothing registered.
     #[error(
         "unknown cache backend type {name:?} (known: {known}); register it with \
-         carboy::cache::register_backend"
+         carboy::cache::register_backend, or give its factory to the manager with \
+         CacheManagerBuilder::backend_factory"
     )]
     UnknownBackend {
         /// The name asked for.

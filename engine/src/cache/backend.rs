@@ -1,6 +1,7 @@
-//! The storage behind a cache namespace: the [`Backend`] trait (Beaker's
-//! `NamespaceManager`), the factories that open backends by type name, and
-//! the process-wide registry of those names.
+//! The contract between the cache and its storage: the [`Backend`] trait
+//! (Beaker's `NamespaceManager`), the [`BackendFactory`] that opens one
+//! namespace of it, and the types they exchange. The process-wide registry
+//! of backend type names is in `registry.rs`.
 //!
 //! A backend stores opaque bytes under opaque keys. Everything a cache adds
 //! (the value envelope with its times, the codec, invalidation markers, the
@@ -11,13 +12,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Deref;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
-
 use crate::clock::Clock;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Bytes fetched from a backend, borrowed where the backend can lend them.
 ///
@@ -197,7 +196,9 @@ impl BackendConfig {
 }
 
 /// Opens the namespaces of one backend type. Register one under a type
-/// name with [`register_backend`] so that `cache.type = <name>` finds it.
+/// name with [`register_backend`](super::register_backend) so that
+/// `cache.type = <name>` finds it, or hand it to one manager with
+/// [`CacheManagerBuilder::backend_factory`](super::CacheManagerBuilder::backend_factory).
 pub trait BackendFactory: Send + Sync + fmt::Debug {
     /// Opens (or creates) `namespace`.
     fn open(&self, namespace: &str, config: &BackendConfig) -> Result<Arc<dyn Backend>>;
@@ -215,69 +216,4 @@ pub trait BackendFactory: Send + Sync + fmt::Debug {
         let _ = config;
         Ok(())
     }
-}
-
-type Registry = RwLock<BTreeMap<String, Arc<dyn BackendFactory>>>;
-
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        let mut map: BTreeMap<String, Arc<dyn BackendFactory>> = BTreeMap::new();
-        map.insert("memory".into(), Arc::new(super::memory::MemoryFactory));
-        map.insert("file".into(), Arc::new(super::file::FileFactory));
-        RwLock::new(map)
-    })
-}
-
-/// Registers `factory` under the backend type name `name`, for every
-/// [`CacheManager`](super::CacheManager) built afterwards (Beaker's
-/// backend entry points, dogpile's `register_backend`).
-///
-/// Names are case-sensitive. Registering a name again replaces the
-/// earlier factory, except for the built-in `memory` and `file`, which
-/// are refused with [`Error::Reserved`].
-///
-/// ```
-/// use std::sync::Arc;
-/// use carboy::cache::{Backend, BackendConfig, BackendFactory, register_backend};
-///
-/// #[derive(Debug)]
-/// struct Scratch;
-/// impl BackendFactory for Scratch {
-///     fn open(&self, ns: &str, config: &BackendConfig) -> carboy::Result<Arc<dyn Backend>> {
-///         // A memory backend under another name, for the example.
-///         carboy::cache::MemoryFactory.open(ns, config)
-///     }
-/// }
-/// register_backend("scratch", Arc::new(Scratch))?;
-/// let manager = carboy::cache::CacheManager::builder().backend("scratch").build()?;
-/// manager.get_cache("ns")?.set("k", &1u32)?;
-/// # Ok::<(), carboy::Error>(())
-/// ```
-pub fn register_backend(name: &str, factory: Arc<dyn BackendFactory>) -> Result<()> {
-    if name == "memory" || name == "file" {
-        return Err(Error::Reserved {
-            what: "backend type",
-            name: name.to_string(),
-            reason: "the built-in backends cannot be replaced",
-        });
-    }
-    if name.is_empty() {
-        return Err(Error::InvalidSetting {
-            setting: "cache.type".into(),
-            value: String::new(),
-            reason: "a backend type name cannot be empty".into(),
-        });
-    }
-    registry().write().insert(name.to_string(), factory);
-    Ok(())
-}
-
-/// The factory registered under `name`.
-pub(crate) fn factory(name: &str) -> Result<Arc<dyn BackendFactory>> {
-    let map = registry().read();
-    map.get(name).cloned().ok_or_else(|| Error::UnknownBackend {
-        name: name.to_string(),
-        known: map.keys().cloned().collect::<Vec<_>>().join(", "),
-    })
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use super::backend::Backend;
+use super::backend::BackendFactory;
 use super::namespace::{Cache, Invalidation, MarkerSlot, Namespace, Shared};
-use super::settings::{self, CacheConfig, Overrides};
+use super::settings::{self, BackendChoice, CacheConfig, Overrides};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
@@ -270,7 +271,7 @@ impl Region {
 ///
 /// | setting | default |
 /// |---|---|
-/// | [`backend`](CacheManagerBuilder::backend) | `memory` |
+/// | [`backend`](CacheManagerBuilder::backend) or [`backend_factory`](CacheManagerBuilder::backend_factory) | `memory` |
 /// | [`data_dir`](CacheManagerBuilder::data_dir) | none (required by `file`) |
 /// | [`lock_dir`](CacheManagerBuilder::lock_dir) | the data directory |
 /// | [`expire`](CacheManagerBuilder::expire) | none: values stay fresh until invalidated |
@@ -304,9 +305,36 @@ pub struct RegionSettings(Overrides);
 
 macro_rules! setters {
     ($($wrap:tt)*) => {
-        /// The backend type (`memory`, `file`, or a registered name).
+        /// The backend type (`memory`, `file`, or a name given to
+        /// [`register_backend`](super::register_backend)). Replaces an
+        /// earlier [`backend_factory`](Self::backend_factory).
         pub fn backend(mut self, kind: &str) -> Self {
-            self.$($wrap)*.kind = Some(kind.to_string());
+            self.$($wrap)*.kind = Some(BackendChoice::Named(kind.to_string()));
+            self
+        }
+
+        /// A backend given by its factory, for this manager only: the
+        /// process-wide registry is neither read nor changed. `name` is the
+        /// backend's type name in messages and in
+        /// [`BackendConfig::kind`](super::BackendConfig::kind). Replaces an
+        /// earlier [`backend`](Self::backend).
+        ///
+        /// Namespaces opened through the same `Arc` (by the defaults and by
+        /// regions, with equal storage settings) are the same stored
+        /// namespace; two factories are two backends, whatever their names.
+        ///
+        /// ```
+        /// use std::sync::Arc;
+        /// use carboy::cache::{CacheManager, MemoryFactory};
+        ///
+        /// let manager = CacheManager::builder()
+        ///     .backend_factory("scratch", Arc::new(MemoryFactory))
+        ///     .build()?;
+        /// manager.get_cache("ns")?.set("k", &1u32)?;
+        /// # Ok::<(), carboy::Error>(())
+        /// ```
+        pub fn backend_factory(mut self, name: &str, factory: Arc<dyn BackendFactory>) -> Self {
+            self.$($wrap)*.kind = Some(BackendChoice::Given(name.to_string(), factory));
             self
         }
 

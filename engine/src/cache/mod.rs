@@ -66,14 +66,14 @@ mod manager;
 pub mod memo;
 mod memory;
 mod namespace;
+mod registry;
 mod settings;
 
-pub use backend::{
-    Backend, BackendConfig, BackendFactory, CreationGuard, Fetched, UpdateFn, register_backend,
-};
+pub use backend::{Backend, BackendConfig, BackendFactory, CreationGuard, Fetched, UpdateFn};
 pub use codec::{Codec, Postcard};
 pub use file::{FileBackend, FileFactory};
 pub use key::{CacheKey, DEFAULT_KEY_LENGTH, Serialized, lock_hash};
 pub use manager::{CacheManager, CacheManagerBuilder, Region, RegionSettings, install, installed};
 pub use memory::{Bound, MemoryBackend, MemoryFactory};
 pub use namespace::{Cache, CachedValue, CreateError, Invalidation};
+pub use registry::register_backend;
