@@ -9,7 +9,8 @@ use parking_lot::{Mutex, RwLock};
 
 use super::backend::Backend;
 use super::backend::BackendFactory;
-use super::namespace::{Cache, Invalidation, MarkerSlot, Namespace, Shared};
+use super::markers::{Invalidation, MarkerSlot};
+use super::namespace::{Cache, Namespace, Shared};
 use super::settings::{self, BackendChoice, CacheConfig, Overrides};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};

@@ -58,22 +58,27 @@
 
 mod backend;
 mod codec;
+mod create;
 mod envelope;
 mod file;
 mod flight;
 mod key;
 mod manager;
+mod markers;
 pub mod memo;
 mod memory;
 mod namespace;
+mod policy;
 mod registry;
 mod settings;
 
 pub use backend::{Backend, BackendConfig, BackendFactory, CreationGuard, Fetched, UpdateFn};
 pub use codec::{Codec, Postcard};
+pub use create::CreateError;
 pub use file::{FileBackend, FileFactory};
 pub use key::{CacheKey, DEFAULT_KEY_LENGTH, Serialized, lock_hash};
 pub use manager::{CacheManager, CacheManagerBuilder, Region, RegionSettings, install, installed};
+pub use markers::Invalidation;
 pub use memory::{Bound, MemoryBackend, MemoryFactory};
-pub use namespace::{Cache, CachedValue, CreateError, Invalidation};
+pub use namespace::{Cache, CachedValue};
 pub use registry::register_backend;

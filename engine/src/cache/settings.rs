@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::backend::{BackendConfig, BackendFactory};
 use super::key::DEFAULT_KEY_LENGTH;
-use super::namespace::Policy;
+use super::policy::Policy;
 use super::registry;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
