@@ -227,6 +227,18 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A cache backend was asked for an optional operation that it does not
+    /// offer (see [`Capabilities`](crate::cache::Capabilities)).
+    #[error(
+        "cache backend {backend} cannot {operation} (it does not declare this capability; \
+         see carboy::cache::Capabilities for what the cache does without it)"
+    )]
+    Unsupported {
+        /// The backend (its Rust type name, or its type name in settings).
+        backend: String,
+        /// What was asked ("list keys", "update atomically", …).
+        operation: &'static str,
+    },
     /// A thread that holds a read lock asked for the write lock of the same
     /// lock ([`sync`](crate::sync)): it would wait for itself forever.
     #[error(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use super::backend::Backend;
-use super::backend::BackendFactory;
+use super::backend::{BackendFactory, OpenOptions};
 use super::markers::{Invalidation, MarkerSlot};
 use super::namespace::{Cache, Namespace, Shared};
 use super::settings::{self, BackendChoice, CacheConfig, Overrides};
@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
 /// Namespace names starting with this are carboy's own.
-pub(super) const RESERVED_NAMESPACE: &str = "carboy:";
+const RESERVED_NAMESPACE: &str = "carboy:";
 /// The namespace holding a backend's invalidation markers: `ns:<name>` for
 /// each namespace, `region:<name>` for each region.
 const MARKERS_NAMESPACE: &str = "carboy:markers";
@@ -186,10 +186,11 @@ impl CacheManager {
         if let Some(m) = markers.get(region) {
             return Ok(Arc::clone(m));
         }
-        let slot = Arc::new(MarkerSlot::new(
+        let slot = Arc::new(MarkerSlot::open(
             self.markers_backend(config)?,
             format!("region:{region}").into_bytes(),
-        ));
+            Arc::clone(&self.inner.clock),
+        )?);
         markers.insert(region.to_string(), Arc::clone(&slot));
         Ok(slot)
     }
@@ -200,7 +201,13 @@ impl CacheManager {
         if let Some(b) = backends.get(&config.identity) {
             return Ok(Arc::clone(b));
         }
-        let b = config.factory.open(MARKERS_NAMESPACE, &config.backend)?;
+        // Pinned: an evicted marker would forget an invalidation. A
+        // backend that cannot promise it says so in its capabilities, and
+        // the marker slots then treat a missing marker as lost.
+        let pinned = OpenOptions::new().pinned(true);
+        let b = config
+            .factory
+            .open(MARKERS_NAMESPACE, &config.backend, &pinned)?;
         backends.insert(config.identity.clone(), Arc::clone(&b));
         Ok(b)
     }
@@ -213,11 +220,15 @@ impl CacheManager {
         if let Some(s) = opened.get(&id) {
             return Ok(Arc::clone(s));
         }
-        let backend: Arc<dyn Backend> = config.factory.open(name, &config.backend)?;
-        let marker = MarkerSlot::new(
+        let backend: Arc<dyn Backend> =
+            config
+                .factory
+                .open(name, &config.backend, &OpenOptions::new())?;
+        let marker = MarkerSlot::open(
             self.markers_backend(config)?,
             format!("ns:{name}").into_bytes(),
-        );
+            Arc::clone(&self.inner.clock),
+        )?;
         let shared = Arc::new(Shared::new(backend, marker));
         opened.insert(id, Arc::clone(&shared));
         Ok(shared)

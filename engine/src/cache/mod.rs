@@ -72,7 +72,10 @@ mod policy;
 mod registry;
 mod settings;
 
-pub use backend::{Backend, BackendConfig, BackendFactory, CreationGuard, Fetched, UpdateFn};
+pub use backend::{
+    Backend, BackendConfig, BackendFactory, Capabilities, CreationGuard, Fetched, OpenOptions,
+    UpdateFn, unsupported,
+};
 pub use codec::{Codec, Postcard};
 pub use create::CreateError;
 pub use file::{FileBackend, FileFactory};

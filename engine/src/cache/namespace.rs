@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::backend::Backend;
+use super::backend::{Backend, Capabilities};
 use super::codec::{Codec, Postcard};
 use super::envelope::{self, Meta};
 use super::flight::Flights;
@@ -40,6 +40,8 @@ pub struct CachedValue<V> {
 /// marker live here, so that they are one per stored namespace.
 pub(crate) struct Shared {
     pub backend: Arc<dyn Backend>,
+    /// The backend's capabilities, read once when it was opened.
+    pub caps: Capabilities,
     pub flights: Flights,
     pub marker: MarkerSlot,
     /// Values created but not kept (see [`Cache::store_failures`]).
@@ -49,6 +51,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(backend: Arc<dyn Backend>, marker: MarkerSlot) -> Shared {
         Shared {
+            caps: backend.capabilities(),
             backend,
             flights: Flights::default(),
             marker,
@@ -396,8 +399,18 @@ impl<C: Codec> Cache<C> {
     /// Invalidates one key: [`Hard`](Invalidation::Hard) removes it,
     /// [`Soft`](Invalidation::Soft) marks its value stale (served while one
     /// caller regenerates it).
+    ///
+    /// Marking a value stale is a read-modify-write: on a backend without
+    /// [`atomic_update`](Capabilities::atomic_update) a soft invalidation
+    /// removes the key instead (a miss rather than a stale value; never a
+    /// stale value left looking fresh by a lost write).
     pub fn invalidate(&self, key: &(impl CacheKey + ?Sized), how: Invalidation) -> Result<()> {
         let key = self.stored_key(key)?;
+        let how = if self.ns.shared.caps.atomic_update {
+            how
+        } else {
+            Invalidation::Hard
+        };
         match how {
             Invalidation::Hard => self.ns.shared.backend.remove(&key).map(|_| ()),
             Invalidation::Soft => self.ns.shared.backend.update(&key, &mut |current| {
@@ -419,13 +432,24 @@ impl<C: Codec> Cache<C> {
     }
 
     /// Every key with a value (fresh or stale), as stored (long keys
-    /// hashed).
+    /// hashed). [`Error::Unsupported`] on a backend that cannot list keys
+    /// ([`Capabilities::list_keys`]).
     pub fn keys(&self) -> Result<Vec<Vec<u8>>> {
         self.ns.shared.backend.keys()
     }
 
     /// Removes every value of this namespace (Beaker's `Cache.clear`).
+    ///
+    /// On a backend that cannot list keys ([`Capabilities::list_keys`])
+    /// the values cannot be found to be removed: the namespace is
+    /// invalidated hard instead, through its marker, so that every value
+    /// reads as a miss in every process (the backend drops the bytes when
+    /// it evicts them or they are overwritten).
     pub fn clear(&self) -> Result<()> {
-        self.ns.shared.backend.clear()
+        if self.ns.shared.caps.list_keys {
+            self.ns.shared.backend.clear()
+        } else {
+            self.invalidate_all(Invalidation::Hard)
+        }
     }
 }

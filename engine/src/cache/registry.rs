@@ -40,14 +40,19 @@ fn registry() -> &'static Registry {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use carboy::cache::{Backend, BackendConfig, BackendFactory, register_backend};
+/// use carboy::cache::{Backend, BackendConfig, BackendFactory, OpenOptions, register_backend};
 ///
 /// #[derive(Debug)]
 /// struct Scratch;
 /// impl BackendFactory for Scratch {
-///     fn open(&self, ns: &str, config: &BackendConfig) -> carboy::Result<Arc<dyn Backend>> {
+///     fn open(
+///         &self,
+///         ns: &str,
+///         config: &BackendConfig,
+///         options: &OpenOptions,
+///     ) -> carboy::Result<Arc<dyn Backend>> {
 ///         // A memory backend under another name, for the example.
-///         carboy::cache::MemoryFactory.open(ns, config)
+///         carboy::cache::MemoryFactory.open(ns, config, options)
 ///     }
 /// }
 /// register_backend("scratch", Arc::new(Scratch))?;
