@@ -71,6 +71,8 @@ mod namespace;
 mod policy;
 mod registry;
 mod settings;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use backend::{
     Backend, BackendConfig, BackendFactory, Capabilities, CreationGuard, Fetched, OpenOptions,
