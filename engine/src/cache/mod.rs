@@ -7,7 +7,7 @@
 //!                                      ├─ value envelope: created, expiry, epochs, payload (codec)
 //!                                      ├─ get_or_create: in-process single flight
 //!                                      │                 + the backend's cross-process creation lock
-//!                                      └─ Backend (memory | file | yours, by type name)
+//!                                      └─ Backend (memory | file | yours, by type name or factory)
 //! ```
 //!
 //! The pieces follow dogpile.cache's split, with Beaker's names outside:
