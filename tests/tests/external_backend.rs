@@ -66,12 +66,16 @@ impl Backend for ToyNamespace {
     }
 }
 
+/// The toy "server": namespaces by data directory (as a server address)
+/// and name.
+type Namespaces = HashMap<(Option<PathBuf>, String), Arc<ToyNamespace>>;
+
 /// Opens toy namespaces. Namespaces are shared by every manager given the
 /// same factory and `data_dir`, as a server's would be by every process.
 #[derive(Debug)]
 struct Toy {
     caps: Capabilities,
-    namespaces: Mutex<HashMap<(Option<PathBuf>, String), Arc<ToyNamespace>>>,
+    namespaces: Mutex<Namespaces>,
 }
 
 impl Toy {
