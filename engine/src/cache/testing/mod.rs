@@ -10,7 +10,7 @@
 //! a region, misses for values that no longer decode). A case that needs
 //! an optional [`Capabilities`] field runs only when the backend declares
 //! it, and must then pass; one case checks that every undeclared
-//! operation answers [`Error::Unsupported`]. Cases whose operations
+//! operation answers [`Error::Unsupported`](crate::Error::Unsupported). Cases whose operations
 //! degrade without a capability assert the degraded behaviour instead.
 //!
 //! ```toml
