@@ -185,7 +185,8 @@ pub enum Error {
     /// A cache backend type name that nothing registered.
     #[error(
         "unknown cache backend type {name:?} (known: {known}); register it with \
-         carboy::cache::register_backend"
+         carboy::cache::register_backend, or give its factory to the manager with \
+         CacheManagerBuilder::backend_factory"
     )]
     UnknownBackend {
         /// The name asked for.
@@ -229,6 +230,18 @@ pub enum Error {
         /// The backend's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A cache backend was asked for an optional operation that it does not
+    /// offer (see [`Capabilities`](crate::cache::Capabilities)).
+    #[error(
+        "cache backend {backend} cannot {operation} (it does not declare this capability; \
+         see carboy::cache::Capabilities for what the cache does without it)"
+    )]
+    Unsupported {
+        /// The backend (its Rust type name, or its type name in settings).
+        backend: String,
+        /// What was asked ("list keys", "update atomically", …).
+        operation: &'static str,
     },
     /// A thread that holds a read lock asked for the write lock of the same
     /// lock ([`sync`](crate::sync)): it would wait for itself forever.

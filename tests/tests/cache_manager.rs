@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use carboy::MockClock;
 use carboy::cache::{
-    Backend, BackendConfig, BackendFactory, CacheManager, MemoryFactory, register_backend,
+    Backend, BackendConfig, BackendFactory, CacheManager, MemoryFactory, OpenOptions,
+    register_backend,
 };
 
 #[test]
@@ -165,9 +166,14 @@ fn bounded_memory_evicts() {
 struct Counting(std::sync::atomic::AtomicUsize);
 
 impl BackendFactory for Counting {
-    fn open(&self, ns: &str, config: &BackendConfig) -> carboy::Result<Arc<dyn Backend>> {
+    fn open(
+        &self,
+        ns: &str,
+        config: &BackendConfig,
+        options: &OpenOptions,
+    ) -> carboy::Result<Arc<dyn Backend>> {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        MemoryFactory.open(ns, config)
+        MemoryFactory.open(ns, config, options)
     }
     fn options(&self) -> &'static [&'static str] {
         &["flavour"]

@@ -1,6 +1,7 @@
-//! The storage behind a cache namespace: the [`Backend`] trait (Beaker's
-//! `NamespaceManager`), the factories that open backends by type name, and
-//! the process-wide registry of those names.
+//! The contract between the cache and its storage: the [`Backend`] trait
+//! (Beaker's `NamespaceManager`), the [`BackendFactory`] that opens one
+//! namespace of it, and the types they exchange. The process-wide registry
+//! of backend type names is in `registry.rs`.
 //!
 //! A backend stores opaque bytes under opaque keys. Everything a cache adds
 //! (the value envelope with its times, the codec, invalidation markers, the
@@ -11,10 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Deref;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
-
-use parking_lot::RwLock;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -94,14 +93,136 @@ impl fmt::Debug for CreationGuard<'_> {
 /// to the next one (`None` removes the key).
 pub type UpdateFn<'f> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'f;
 
+/// What one opened backend namespace can do beyond the four required
+/// operations (`get`, `set`, `remove`, `lock_creation`), as
+/// [`Backend::capabilities`] declares it.
+///
+/// A capability is declared, never faked: a backend that lacks one answers
+/// its method with [`Error::Unsupported`], and the cache works around it
+/// as each field says. The conformance suite
+/// (`carboy::cache::testing`, feature `testing`) runs a capability's cases
+/// only when it is declared, and then requires them to pass; it also checks
+/// that an undeclared one answers `Unsupported`.
+///
+/// ```
+/// use carboy::cache::Capabilities;
+///
+/// // memcached: no key listing, no eviction promise; `cas` makes update atomic.
+/// let memcached = Capabilities::NONE.atomic_update(true);
+/// assert!(!memcached.list_keys && memcached.atomic_update);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// [`keys`](Backend::keys) lists the namespace (and so
+    /// [`clear`](Backend::clear) can empty it). Without it,
+    /// [`Cache::keys`](super::Cache::keys) answers `Unsupported` and
+    /// [`Cache::clear`](super::Cache::clear) becomes a hard invalidation of
+    /// the namespace through its marker (the values stay until the
+    /// backend drops them, but read as misses).
+    pub list_keys: bool,
+    /// [`update`](Backend::update) is an atomic read-modify-write across
+    /// every process that shares the backend. Without it, a soft
+    /// invalidation of one key removes the key (a miss instead of a stale
+    /// value), and invalidating a namespace or region writes its marker
+    /// with a get and a set, always hard: two invalidations at once may
+    /// merge into one, and either way the values read as misses.
+    pub atomic_update: bool,
+    /// [`change_stamp`](Backend::change_stamp) says cheaply whether
+    /// anything changed. Without it, the cache reads the markers on every
+    /// access instead of keeping them in memory.
+    pub change_stamp: bool,
+    /// [`lock_creation`](Backend::lock_creation) excludes across
+    /// processes (and between two callers in one process). Without it,
+    /// the cache's in-process single flight is the only lock: each process
+    /// may create a value once.
+    pub creation_locks: bool,
+    /// Entries leave this namespace only by `remove`, `update`, `clear` or
+    /// their TTL: never by eviction (an LRU, a memory limit). Asked for by
+    /// [`OpenOptions::pinned`]; see there for what the cache does without
+    /// it.
+    pub never_evicts: bool,
+    /// A TTL given to [`set`](Backend::set) runs on
+    /// [`BackendConfig::clock`] (so tests can move it). A backend whose
+    /// server keeps time leaves this off; the cache never relies on it
+    /// (expiry is also stored in each value's envelope).
+    pub expires_by_clock: bool,
+}
+
+impl Capabilities {
+    /// Nothing beyond the required operations.
+    pub const NONE: Capabilities = Capabilities {
+        list_keys: false,
+        atomic_update: false,
+        change_stamp: false,
+        creation_locks: false,
+        never_evicts: false,
+        expires_by_clock: false,
+    };
+
+    /// With [`list_keys`](Capabilities::list_keys) set to `yes`.
+    pub const fn list_keys(mut self, yes: bool) -> Capabilities {
+        self.list_keys = yes;
+        self
+    }
+
+    /// With [`atomic_update`](Capabilities::atomic_update) set to `yes`.
+    pub const fn atomic_update(mut self, yes: bool) -> Capabilities {
+        self.atomic_update = yes;
+        self
+    }
+
+    /// With [`change_stamp`](Capabilities::change_stamp) set to `yes`.
+    pub const fn change_stamp(mut self, yes: bool) -> Capabilities {
+        self.change_stamp = yes;
+        self
+    }
+
+    /// With [`creation_locks`](Capabilities::creation_locks) set to `yes`.
+    pub const fn creation_locks(mut self, yes: bool) -> Capabilities {
+        self.creation_locks = yes;
+        self
+    }
+
+    /// With [`never_evicts`](Capabilities::never_evicts) set to `yes`.
+    pub const fn never_evicts(mut self, yes: bool) -> Capabilities {
+        self.never_evicts = yes;
+        self
+    }
+
+    /// With [`expires_by_clock`](Capabilities::expires_by_clock) set to `yes`.
+    pub const fn expires_by_clock(mut self, yes: bool) -> Capabilities {
+        self.expires_by_clock = yes;
+        self
+    }
+}
+
+/// The error of an optional [`Backend`] method that the backend does not
+/// offer (see [`Capabilities`]): `operation` names the method, the
+/// backend is named by its Rust type.
+pub fn unsupported<B: ?Sized>(operation: &'static str) -> Error {
+    Error::Unsupported {
+        backend: std::any::type_name::<B>().to_string(),
+        operation,
+    }
+}
+
 /// One namespace of a cache backend: a map from byte keys to byte values.
 ///
 /// This is Beaker's `NamespaceManager`. Implementations must be safe to
 /// call from many threads at once. Every method is a single operation on
 /// the backend; the cache never needs a backend-wide lock around several.
 ///
-/// The conformance suite in `tests/tests/backend_suite.rs` is written once
-/// and runs against every built-in backend; run it against yours too.
+/// Four operations are required: [`get`](Self::get), [`set`](Self::set),
+/// [`remove`](Self::remove) and [`capabilities`](Self::capabilities) (plus
+/// [`lock_creation`](Self::lock_creation) for backends shared between
+/// processes). The others are optional, declared in [`Capabilities`]; by
+/// default they answer [`Error::Unsupported`].
+///
+/// The conformance suite is published: `carboy::cache::testing` (cargo
+/// feature `testing`) runs it against any [`BackendFactory`]; the built-in
+/// backends run it from `tests/tests/backend_suite.rs`. Run it against
+/// yours too.
 pub trait Backend: Send + Sync + fmt::Debug {
     /// The value stored under `key`, in one fetch, or `None`.
     fn get(&self, key: &[u8]) -> Result<Option<Fetched<'_>>>;
@@ -114,33 +235,50 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Removes `key`; returns whether it was present.
     fn remove(&self, key: &[u8]) -> Result<bool>;
 
+    /// What this namespace offers beyond the required operations. Read
+    /// once, when the cache opens the namespace: it must not change.
+    fn capabilities(&self) -> Capabilities;
+
     /// True when `key` has a value.
     fn contains(&self, key: &[u8]) -> Result<bool> {
         Ok(self.get(key)?.is_some())
     }
 
-    /// Every key, in no particular order.
-    fn keys(&self) -> Result<Vec<Vec<u8>>>;
+    /// Every key, in no particular order ([`Capabilities::list_keys`]).
+    fn keys(&self) -> Result<Vec<Vec<u8>>> {
+        Err(unsupported::<Self>("list keys"))
+    }
 
-    /// Removes every key of this namespace.
-    fn clear(&self) -> Result<()>;
+    /// Removes every key of this namespace ([`Capabilities::list_keys`]).
+    /// The default removes each key [`keys`](Self::keys) lists.
+    fn clear(&self) -> Result<()> {
+        for key in self.keys()? {
+            self.remove(&key)?;
+        }
+        Ok(())
+    }
 
     /// Replaces the value of `key` by `f(current)` (removes it when `f`
     /// returns `None`) atomically with respect to every other user of this
-    /// namespace, in every process that shares it. The entry keeps the
-    /// expiry its [`set`](Self::set) gave it.
+    /// namespace, in every process that shares it
+    /// ([`Capabilities::atomic_update`]). The entry keeps the expiry its
+    /// [`set`](Self::set) gave it.
     ///
     /// The cache keeps its invalidation markers with this.
-    fn update(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<()>;
+    fn update(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<()> {
+        let _ = (key, f);
+        Err(unsupported::<Self>("update atomically"))
+    }
 
     /// Takes the creation lock of `key` (`hash` is a stable 64-bit hash of
     /// it, for backends that stripe their locks). With `wait` false,
     /// returns `Ok(None)` at once when someone else holds it.
     ///
-    /// Only one holder per key at a time, across every process that shares
-    /// the backend; the lock must die with its process. The default is
-    /// [`CreationGuard::in_process`], right for backends whose data lives
-    /// in this process only.
+    /// With [`Capabilities::creation_locks`]: only one holder per key at a
+    /// time, across every process that shares the backend (and between two
+    /// callers in one process); the lock must die with its process. The
+    /// default is [`CreationGuard::in_process`], right for backends whose
+    /// data lives in this process only.
     fn lock_creation(
         &self,
         key: &[u8],
@@ -152,12 +290,55 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
 
     /// A number that changes whenever the namespace's content may have
-    /// changed, cheap to read (no system call), or `None` if the backend
-    /// cannot tell (the cache then reads its markers on every access).
+    /// changed, evictions included, cheap to read (no system call)
+    /// ([`Capabilities::change_stamp`]).
     ///
-    /// It must change only *after* the change is visible to `get`.
-    fn change_stamp(&self) -> Result<Option<u128>> {
-        Ok(None)
+    /// It must change only *after* the change is visible to `get`. The
+    /// cache keeps its invalidation markers in memory while the markers
+    /// namespace's stamp holds still: a stamp that misses a change would
+    /// let a process miss an invalidation.
+    fn change_stamp(&self) -> Result<u128> {
+        Err(unsupported::<Self>("read a change stamp"))
+    }
+}
+
+/// How the cache asks a factory to open one namespace.
+///
+/// ## Defaults
+///
+/// | field | default |
+/// |---|---|
+/// | [`pinned`](OpenOptions::pinned) | `false` |
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// Never evict an entry of this namespace. The cache asks this of its
+    /// invalidation markers' namespace (`carboy:markers`): an evicted
+    /// marker would forget an invalidation.
+    ///
+    /// A backend that can keep the promise (an unbounded memory map, a
+    /// file, a redis without an evicting `maxmemory-policy`, or with a
+    /// `volatile-*` one, since markers have no TTL) opens the namespace so
+    /// and declares [`Capabilities::never_evicts`]. One that cannot (a
+    /// memcached LRU) opens it anyway and leaves `never_evicts` false; the
+    /// cache then treats a missing marker as lost, not as "never
+    /// invalidated": it writes a new one whose epochs are the current time
+    /// (markers count in milliseconds), so every value created before is a
+    /// miss. See engine/DESIGN.md, "Invalidation markers on a backend that
+    /// evicts", for what this promises and what it does not.
+    pub pinned: bool,
+}
+
+impl OpenOptions {
+    /// The defaults: an ordinary namespace.
+    pub fn new() -> OpenOptions {
+        OpenOptions::default()
+    }
+
+    /// With [`pinned`](OpenOptions::pinned) set to `yes`.
+    pub fn pinned(mut self, yes: bool) -> OpenOptions {
+        self.pinned = yes;
+        self
     }
 }
 
@@ -197,10 +378,19 @@ impl BackendConfig {
 }
 
 /// Opens the namespaces of one backend type. Register one under a type
-/// name with [`register_backend`] so that `cache.type = <name>` finds it.
+/// name with [`register_backend`](super::register_backend) so that
+/// `cache.type = <name>` finds it, or hand it to one manager with
+/// [`CacheManagerBuilder::backend_factory`](super::CacheManagerBuilder::backend_factory).
 pub trait BackendFactory: Send + Sync + fmt::Debug {
-    /// Opens (or creates) `namespace`.
-    fn open(&self, namespace: &str, config: &BackendConfig) -> Result<Arc<dyn Backend>>;
+    /// Opens (or creates) `namespace`, as `options` ask ([`OpenOptions`]:
+    /// the cache opens its markers' namespace
+    /// [`pinned`](OpenOptions::pinned)).
+    fn open(
+        &self,
+        namespace: &str,
+        config: &BackendConfig,
+        options: &OpenOptions,
+    ) -> Result<Arc<dyn Backend>>;
 
     /// The extra settings this backend accepts beyond the common ones
     /// (`cache.url`, …); any other unknown setting is an error.
@@ -215,69 +405,4 @@ pub trait BackendFactory: Send + Sync + fmt::Debug {
         let _ = config;
         Ok(())
     }
-}
-
-type Registry = RwLock<BTreeMap<String, Arc<dyn BackendFactory>>>;
-
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        let mut map: BTreeMap<String, Arc<dyn BackendFactory>> = BTreeMap::new();
-        map.insert("memory".into(), Arc::new(super::memory::MemoryFactory));
-        map.insert("file".into(), Arc::new(super::file::FileFactory));
-        RwLock::new(map)
-    })
-}
-
-/// Registers `factory` under the backend type name `name`, for every
-/// [`CacheManager`](super::CacheManager) built afterwards (Beaker's
-/// backend entry points, dogpile's `register_backend`).
-///
-/// Names are case-sensitive. Registering a name again replaces the
-/// earlier factory, except for the built-in `memory` and `file`, which
-/// are refused with [`Error::Reserved`].
-///
-/// ```
-/// use std::sync::Arc;
-/// use carboy::cache::{Backend, BackendConfig, BackendFactory, register_backend};
-///
-/// #[derive(Debug)]
-/// struct Scratch;
-/// impl BackendFactory for Scratch {
-///     fn open(&self, ns: &str, config: &BackendConfig) -> carboy::Result<Arc<dyn Backend>> {
-///         // A memory backend under another name, for the example.
-///         carboy::cache::MemoryFactory.open(ns, config)
-///     }
-/// }
-/// register_backend("scratch", Arc::new(Scratch))?;
-/// let manager = carboy::cache::CacheManager::builder().backend("scratch").build()?;
-/// manager.get_cache("ns")?.set("k", &1u32)?;
-/// # Ok::<(), carboy::Error>(())
-/// ```
-pub fn register_backend(name: &str, factory: Arc<dyn BackendFactory>) -> Result<()> {
-    if name == "memory" || name == "file" {
-        return Err(Error::Reserved {
-            what: "backend type",
-            name: name.to_string(),
-            reason: "the built-in backends cannot be replaced",
-        });
-    }
-    if name.is_empty() {
-        return Err(Error::InvalidSetting {
-            setting: "cache.type".into(),
-            value: String::new(),
-            reason: "a backend type name cannot be empty".into(),
-        });
-    }
-    registry().write().insert(name.to_string(), factory);
-    Ok(())
-}
-
-/// The factory registered under `name`.
-pub(crate) fn factory(name: &str) -> Result<Arc<dyn BackendFactory>> {
-    let map = registry().read();
-    map.get(name).cloned().ok_or_else(|| Error::UnknownBackend {
-        name: name.to_string(),
-        known: map.keys().cloned().collect::<Vec<_>>().join(", "),
-    })
 }

@@ -89,64 +89,6 @@ impl Meta {
     }
 }
 
-/// The stored form of an invalidation marker: the current epoch, and the
-/// epochs below which values are misses (hard) or stale (soft).
-///
-/// | offset | width | field |
-/// |---:|---:|---|
-/// | 0 | 1 | version (1) |
-/// | 1 | 8 | `epoch` |
-/// | 9 | 8 | `hard` |
-/// | 17 | 8 | `soft` |
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Marker {
-    pub epoch: u64,
-    pub hard: u64,
-    pub soft: u64,
-}
-
-impl Marker {
-    const LEN: usize = 25;
-
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Marker::LEN);
-        out.push(VERSION);
-        out.extend_from_slice(&self.epoch.to_le_bytes());
-        out.extend_from_slice(&self.hard.to_le_bytes());
-        out.extend_from_slice(&self.soft.to_le_bytes());
-        out
-    }
-
-    /// The marker in `bytes`; a missing or unreadable marker is the
-    /// initial one (nothing invalidated), since a marker can only move
-    /// values towards regeneration and losing it only re-serves values
-    /// that were fresh before.
-    pub(crate) fn decode(bytes: Option<&[u8]>) -> Marker {
-        let Some(b) = bytes else {
-            return Marker::default();
-        };
-        if b.len() != Marker::LEN || b[0] != VERSION {
-            return Marker::default();
-        }
-        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
-        Marker {
-            epoch: word(1),
-            hard: word(9),
-            soft: word(17),
-        }
-    }
-
-    /// The marker after one more invalidation.
-    pub(crate) fn bumped(mut self, hard: bool) -> Marker {
-        self.epoch = self.epoch.saturating_add(1);
-        if hard {
-            self.hard = self.epoch;
-        }
-        self.soft = self.epoch;
-        self
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,16 +128,5 @@ mod tests {
                 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0
             ]
         );
-    }
-
-    #[test]
-    fn marker_bumps_and_decodes() {
-        let m = Marker::default().bumped(false);
-        assert_eq!((m.epoch, m.hard, m.soft), (1, 0, 1));
-        let m = m.bumped(true);
-        assert_eq!((m.epoch, m.hard, m.soft), (2, 2, 2));
-        assert_eq!(Marker::decode(Some(&m.encode())), m);
-        assert_eq!(Marker::decode(None), Marker::default());
-        assert_eq!(Marker::decode(Some(b"junk")), Marker::default());
     }
 }

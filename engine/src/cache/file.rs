@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backend::{Backend, BackendConfig, BackendFactory, CreationGuard, Fetched, UpdateFn};
+use super::backend::{
+    Backend, BackendConfig, BackendFactory, Capabilities, CreationGuard, Fetched, OpenOptions,
+    UpdateFn,
+};
 use crate::error::{Error, Result};
 use crate::sync::StripeLocks;
 use crate::{Durability, Expiry, Options, Store};
@@ -125,8 +128,20 @@ impl Backend for FileBackend {
         }
     }
 
-    fn change_stamp(&self) -> Result<Option<u128>> {
-        self.store.change_stamp().map(Some)
+    fn change_stamp(&self) -> Result<u128> {
+        self.store.change_stamp()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+            .list_keys(true)
+            .atomic_update(true)
+            .change_stamp(true)
+            .creation_locks(true)
+            // A namespace file keeps every entry until it is removed or
+            // its TTL passes: every namespace is pinned.
+            .never_evicts(true)
+            .expires_by_clock(true)
     }
 }
 
@@ -167,7 +182,12 @@ impl FileFactory {
 }
 
 impl BackendFactory for FileFactory {
-    fn open(&self, namespace: &str, config: &BackendConfig) -> Result<Arc<dyn Backend>> {
+    fn open(
+        &self,
+        namespace: &str,
+        config: &BackendConfig,
+        _options: &OpenOptions,
+    ) -> Result<Arc<dyn Backend>> {
         let (data, lock) = FileFactory::dirs(config)?;
         let options = FileFactory::options(config)?;
         Ok(Arc::new(FileBackend::open(

@@ -4,7 +4,7 @@
 //!
 //! This is the in-process half of the creation lock; the backend's
 //! [`lock_creation`](super::Backend::lock_creation) is the cross-process
-//! half. The algorithm that uses both is in `namespace.rs`.
+//! half. The algorithm that uses both is in `create.rs`.
 
 use std::any::Any;
 use std::collections::HashMap;

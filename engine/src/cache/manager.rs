@@ -8,13 +8,15 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use super::backend::Backend;
-use super::namespace::{Cache, Invalidation, MarkerSlot, Namespace, Shared};
-use super::settings::{self, CacheConfig, Overrides};
+use super::backend::{BackendFactory, OpenOptions};
+use super::markers::{Invalidation, MarkerSlot};
+use super::namespace::{Cache, Namespace, Shared};
+use super::settings::{self, BackendChoice, CacheConfig, Overrides};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
 /// Namespace names starting with this are carboy's own.
-pub(super) const RESERVED_NAMESPACE: &str = "carboy:";
+const RESERVED_NAMESPACE: &str = "carboy:";
 /// The namespace holding a backend's invalidation markers: `ns:<name>` for
 /// each namespace, `region:<name>` for each region.
 const MARKERS_NAMESPACE: &str = "carboy:markers";
@@ -184,10 +186,11 @@ impl CacheManager {
         if let Some(m) = markers.get(region) {
             return Ok(Arc::clone(m));
         }
-        let slot = Arc::new(MarkerSlot::new(
+        let slot = Arc::new(MarkerSlot::open(
             self.markers_backend(config)?,
             format!("region:{region}").into_bytes(),
-        ));
+            Arc::clone(&self.inner.clock),
+        )?);
         markers.insert(region.to_string(), Arc::clone(&slot));
         Ok(slot)
     }
@@ -198,7 +201,13 @@ impl CacheManager {
         if let Some(b) = backends.get(&config.identity) {
             return Ok(Arc::clone(b));
         }
-        let b = config.factory.open(MARKERS_NAMESPACE, &config.backend)?;
+        // Pinned: an evicted marker would forget an invalidation. A
+        // backend that cannot promise it says so in its capabilities, and
+        // the marker slots then treat a missing marker as lost.
+        let pinned = OpenOptions::new().pinned(true);
+        let b = config
+            .factory
+            .open(MARKERS_NAMESPACE, &config.backend, &pinned)?;
         backends.insert(config.identity.clone(), Arc::clone(&b));
         Ok(b)
     }
@@ -211,11 +220,15 @@ impl CacheManager {
         if let Some(s) = opened.get(&id) {
             return Ok(Arc::clone(s));
         }
-        let backend: Arc<dyn Backend> = config.factory.open(name, &config.backend)?;
-        let marker = MarkerSlot::new(
+        let backend: Arc<dyn Backend> =
+            config
+                .factory
+                .open(name, &config.backend, &OpenOptions::new())?;
+        let marker = MarkerSlot::open(
             self.markers_backend(config)?,
             format!("ns:{name}").into_bytes(),
-        );
+            Arc::clone(&self.inner.clock),
+        )?;
         let shared = Arc::new(Shared::new(backend, marker));
         opened.insert(id, Arc::clone(&shared));
         Ok(shared)
@@ -270,7 +283,7 @@ impl Region {
 ///
 /// | setting | default |
 /// |---|---|
-/// | [`backend`](CacheManagerBuilder::backend) | `memory` |
+/// | [`backend`](CacheManagerBuilder::backend) or [`backend_factory`](CacheManagerBuilder::backend_factory) | `memory` |
 /// | [`data_dir`](CacheManagerBuilder::data_dir) | none (required by `file`) |
 /// | [`lock_dir`](CacheManagerBuilder::lock_dir) | the data directory |
 /// | [`expire`](CacheManagerBuilder::expire) | none: values stay fresh until invalidated |
@@ -304,9 +317,36 @@ pub struct RegionSettings(Overrides);
 
 macro_rules! setters {
     ($($wrap:tt)*) => {
-        /// The backend type (`memory`, `file`, or a registered name).
+        /// The backend type (`memory`, `file`, or a name given to
+        /// [`register_backend`](super::register_backend)). Replaces an
+        /// earlier [`backend_factory`](Self::backend_factory).
         pub fn backend(mut self, kind: &str) -> Self {
-            self.$($wrap)*.kind = Some(kind.to_string());
+            self.$($wrap)*.kind = Some(BackendChoice::Named(kind.to_string()));
+            self
+        }
+
+        /// A backend given by its factory, for this manager only: the
+        /// process-wide registry is neither read nor changed. `name` is the
+        /// backend's type name in messages and in
+        /// [`BackendConfig::kind`](super::BackendConfig::kind). Replaces an
+        /// earlier [`backend`](Self::backend).
+        ///
+        /// Namespaces opened through the same `Arc` (by the defaults and by
+        /// regions, with equal storage settings) are the same stored
+        /// namespace; two factories are two backends, whatever their names.
+        ///
+        /// ```
+        /// use std::sync::Arc;
+        /// use carboy::cache::{CacheManager, MemoryFactory};
+        ///
+        /// let manager = CacheManager::builder()
+        ///     .backend_factory("scratch", Arc::new(MemoryFactory))
+        ///     .build()?;
+        /// manager.get_cache("ns")?.set("k", &1u32)?;
+        /// # Ok::<(), carboy::Error>(())
+        /// ```
+        pub fn backend_factory(mut self, name: &str, factory: Arc<dyn BackendFactory>) -> Self {
+            self.$($wrap)*.kind = Some(BackendChoice::Given(name.to_string(), factory));
             self
         }
 

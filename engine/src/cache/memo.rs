@@ -21,7 +21,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::manager::{INSTALLS, installed};
-use super::namespace::{Cache, Invalidation};
+use super::markers::Invalidation;
+use super::namespace::Cache;
 use crate::error::{Error, Result};
 
 /// Where a memoized function's values live.

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::backend::{Backend, BackendConfig, BackendFactory, Fetched, UpdateFn};
+use super::backend::{
+    Backend, BackendConfig, BackendFactory, Capabilities, Fetched, OpenOptions, UpdateFn,
+};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
@@ -56,9 +58,9 @@ pub enum Bound {
 /// Unbounded by default, like Beaker's. With `cache.max_entries` or
 /// `cache.max_bytes` it evicts with quick_cache's S3-FIFO policy (better hit
 /// rates than LRU on skewed workloads, and scan-resistant), weighing each
-/// entry by its key and value bytes. The namespaces under the reserved
-/// `carboy:` prefix (the cache's invalidation markers) are never bounded:
-/// a marker is never evicted.
+/// entry by its key and value bytes. A namespace opened
+/// [`pinned`](OpenOptions::pinned) (the cache's invalidation markers) is
+/// never bounded: a marker is never evicted.
 ///
 /// Each [`CacheManager`](super::CacheManager) opens its own memory
 /// namespaces: two managers in one process do not share them.
@@ -224,15 +226,27 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    fn change_stamp(&self) -> Result<Option<u128>> {
-        Ok(Some(u128::from(self.stamp.load(Ordering::Acquire))))
+    fn change_stamp(&self) -> Result<u128> {
+        Ok(u128::from(self.stamp.load(Ordering::Acquire)))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+            .list_keys(true)
+            .atomic_update(true)
+            .change_stamp(true)
+            // Data lives in this process: the in-process single flight is
+            // the whole lock.
+            .creation_locks(false)
+            .never_evicts(matches!(self.entries, Entries::Unbounded(_)))
+            .expires_by_clock(true)
     }
 }
 
 /// Opens [`MemoryBackend`]s: the built-in backend type `memory`.
 ///
 /// Settings: `cache.max_entries` and `cache.max_bytes` bound each
-/// namespace (both unset: unbounded).
+/// namespace except pinned ones (both unset: unbounded).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MemoryFactory;
 
@@ -271,15 +285,18 @@ impl MemoryFactory {
 }
 
 impl BackendFactory for MemoryFactory {
-    fn open(&self, namespace: &str, config: &BackendConfig) -> Result<Arc<dyn Backend>> {
+    fn open(
+        &self,
+        _namespace: &str,
+        config: &BackendConfig,
+        options: &OpenOptions,
+    ) -> Result<Arc<dyn Backend>> {
         let clock = Arc::clone(&config.clock);
         let bound = MemoryFactory::bound_of(config)?;
         Ok(Arc::new(match bound {
-            // The markers' namespace: evicting a marker would undo an
-            // invalidation.
-            Some(_) if namespace.starts_with(super::manager::RESERVED_NAMESPACE) => {
-                MemoryBackend::new(clock)
-            }
+            // Pinned (the markers' namespace): evicting a marker would
+            // undo an invalidation, so the bound does not apply.
+            Some(_) if options.pinned => MemoryBackend::new(clock),
             None => MemoryBackend::new(clock),
             Some(bound) => MemoryBackend::bounded(bound, clock),
         }))

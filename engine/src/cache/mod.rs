@@ -7,7 +7,7 @@
 //!                                      ├─ value envelope: created, expiry, epochs, payload (codec)
 //!                                      ├─ get_or_create: in-process single flight
 //!                                      │                 + the backend's cross-process creation lock
-//!                                      └─ Backend (memory | file | yours, by type name)
+//!                                      └─ Backend (memory | file | yours, by type name or factory)
 //! ```
 //!
 //! The pieces follow dogpile.cache's split, with Beaker's names outside:
@@ -58,22 +58,32 @@
 
 mod backend;
 mod codec;
+mod create;
 mod envelope;
 mod file;
 mod flight;
 mod key;
 mod manager;
+mod markers;
 pub mod memo;
 mod memory;
 mod namespace;
+mod policy;
+mod registry;
 mod settings;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use backend::{
-    Backend, BackendConfig, BackendFactory, CreationGuard, Fetched, UpdateFn, register_backend,
+    Backend, BackendConfig, BackendFactory, Capabilities, CreationGuard, Fetched, OpenOptions,
+    UpdateFn, unsupported,
 };
 pub use codec::{Codec, Postcard};
+pub use create::CreateError;
 pub use file::{FileBackend, FileFactory};
 pub use key::{CacheKey, DEFAULT_KEY_LENGTH, Serialized, lock_hash};
 pub use manager::{CacheManager, CacheManagerBuilder, Region, RegionSettings, install, installed};
+pub use markers::Invalidation;
 pub use memory::{Bound, MemoryBackend, MemoryFactory};
-pub use namespace::{Cache, CachedValue, CreateError, Invalidation};
+pub use namespace::{Cache, CachedValue};
+pub use registry::register_backend;

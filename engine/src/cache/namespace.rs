@@ -1,69 +1,25 @@
-//! One cache namespace: [`Cache`], and its creation algorithm (in its docs).
+//! One cache namespace: the [`Cache`] API (get, set, invalidate, …). The
+//! get-or-create algorithm is in `create.rs`, the invalidation markers in
+//! `markers.rs`, the region policy in `policy.rs`.
 
-use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::backend::Backend;
+use super::backend::{Backend, Capabilities};
 use super::codec::{Codec, Postcard};
-use super::envelope::{self, Marker, Meta};
-use super::flight::{Flights, Join, Outcome};
+use super::envelope::{self, Meta};
+use super::flight::Flights;
 use super::key::{self, CacheKey};
+use super::markers::{Invalidation, Marker, MarkerSlot};
+use super::policy::{self, Policy, Standing};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-
-/// How hard an invalidation is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Invalidation {
-    /// Values become misses: the next caller regenerates, and everyone
-    /// else waits for it.
-    Hard,
-    /// Values become stale: one caller regenerates while the others keep
-    /// getting the old value (unless the cache never serves stale values).
-    Soft,
-}
-
-/// The error of [`Cache::get_or_create`]: the cache failed, or the creator
-/// did. Every thread waiting on the same creation gets the same creator
-/// error, shared.
-#[derive(Debug)]
-pub enum CreateError<E> {
-    /// The backend failed (I/O, a lock, a key carboy reserves, …).
-    Cache(Error),
-    /// The creator returned this error.
-    Creator(Arc<E>),
-}
-
-impl<E: fmt::Display> fmt::Display for CreateError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CreateError::Cache(e) => write!(f, "cache: {e}"),
-            CreateError::Creator(e) => write!(f, "creating the value: {e}"),
-        }
-    }
-}
-
-impl<E: std::error::Error + 'static> std::error::Error for CreateError<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            CreateError::Cache(e) => Some(e),
-            CreateError::Creator(e) => Some(&**e),
-        }
-    }
-}
-
-impl<E> From<Error> for CreateError<E> {
-    fn from(e: Error) -> Self {
-        CreateError::Cache(e)
-    }
-}
 
 /// A cached value with its metadata, as [`Cache::get_entry`] returns it.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,83 +35,13 @@ pub struct CachedValue<V> {
     pub stale: bool,
 }
 
-/// Per-cache settings that shape how values are read and written.
-#[derive(Clone, Debug)]
-pub(crate) struct Policy {
-    pub expire: Option<Duration>,
-    pub serve_stale: bool,
-    pub stale_for: Option<Duration>,
-    pub key_length: usize,
-    pub enabled: bool,
-}
-
-/// One invalidation marker: a key in the backend's markers namespace
-/// (`carboy:markers`, beside the data namespaces, so that marker keys never
-/// share a key space with user keys), kept in memory while that
-/// namespace's change stamp holds still.
-pub(crate) struct MarkerSlot {
-    backend: Arc<dyn Backend>,
-    key: Vec<u8>,
-    cached: ArcSwapOption<(u128, Marker)>,
-}
-
-impl MarkerSlot {
-    /// The marker stored under `key` in the markers namespace `backend`.
-    pub(crate) fn new(backend: Arc<dyn Backend>, key: Vec<u8>) -> MarkerSlot {
-        MarkerSlot {
-            backend,
-            key,
-            cached: ArcSwapOption::empty(),
-        }
-    }
-
-    /// The current marker, from memory when nothing changed.
-    pub(crate) fn current(&self) -> Result<Marker> {
-        self.current_at(self.backend.change_stamp()?)
-    }
-
-    /// The current marker, given the markers namespace's change stamp read
-    /// just before.
-    fn current_at(&self, stamp: Option<u128>) -> Result<Marker> {
-        // The stamp is read before the marker: if it still matches later,
-        // the marker read after it is still current. Data writes do not
-        // move it: markers have a namespace of their own.
-        if let Some(stamp) = stamp
-            && let Some(c) = &*self.cached.load()
-            && c.0 == stamp
-        {
-            return Ok(c.1);
-        }
-        let marker = match self.backend.get(&self.key) {
-            Ok(v) => Marker::decode(v.as_deref()),
-            Err(e) if e.is_corruption() => Marker::default(),
-            Err(e) => return Err(e),
-        };
-        if let Some(stamp) = stamp {
-            self.cached.store(Some(Arc::new((stamp, marker))));
-        }
-        Ok(marker)
-    }
-
-    /// Records one more invalidation, for every process.
-    pub(crate) fn invalidate(&self, how: Invalidation) -> Result<()> {
-        self.backend.update(&self.key, &mut |current| {
-            Some(
-                Marker::decode(current)
-                    .bumped(how == Invalidation::Hard)
-                    .encode(),
-            )
-        })?;
-        self.cached.store(None);
-        Ok(())
-    }
-}
-
 /// One opened backend namespace, shared by every view of it in a
 /// manager (through a region or not): its in-process flights and its
 /// marker live here, so that they are one per stored namespace.
 pub(crate) struct Shared {
     pub backend: Arc<dyn Backend>,
+    /// The backend's capabilities, read once when it was opened.
+    pub caps: Capabilities,
     pub flights: Flights,
     pub marker: MarkerSlot,
     /// Values created but not kept (see [`Cache::store_failures`]).
@@ -165,6 +51,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(backend: Arc<dyn Backend>, marker: MarkerSlot) -> Shared {
         Shared {
+            caps: backend.capabilities(),
             backend,
             flights: Flights::default(),
             marker,
@@ -184,47 +71,16 @@ pub(crate) struct Namespace {
 }
 
 impl Namespace {
-    fn markers(&self) -> Result<(Marker, Marker)> {
-        let ns = &self.shared.marker;
-        let stamp = ns.backend.change_stamp()?;
-        let region = match &self.region {
-            // Usually both markers live in one markers namespace: one
-            // stamp read serves both.
-            Some(r) if Arc::ptr_eq(&r.backend, &ns.backend) => r.current_at(stamp)?,
-            Some(r) => r.current()?,
-            None => Marker::default(),
-        };
-        Ok((ns.current_at(stamp)?, region))
-    }
-}
-
-thread_local! {
-    /// How many creators this thread is running (nested `get_or_create`).
-    static CREATING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-fn creating_depth() -> u32 {
-    CREATING.with(|c| c.get())
-}
-
-/// Counts this thread as inside a creator until dropped (panics included).
-struct CreatingDepth;
-
-impl CreatingDepth {
-    fn enter() -> CreatingDepth {
-        CREATING.with(|c| c.set(c.get() + 1));
-        CreatingDepth
-    }
-}
-
-impl Drop for CreatingDepth {
-    fn drop(&mut self) {
-        CREATING.with(|c| c.set(c.get().saturating_sub(1)));
+    /// The namespace's marker and its region's (the initial marker
+    /// outside a region).
+    pub(super) fn markers(&self) -> Result<(Marker, Marker)> {
+        super::markers::current_pair(&self.shared.marker, self.region.as_deref())
     }
 }
 
 /// What one fetch found.
-enum Found<V> {
+/// What one fetch found.
+pub(super) enum Found<V> {
     Fresh(V),
     Stale(V),
     Missing,
@@ -288,9 +144,9 @@ enum Found<V> {
 ///
 /// [`Serialized`]: super::Serialized
 pub struct Cache<C: Codec = Postcard> {
-    ns: Arc<Namespace>,
-    policy: Policy,
-    codec: C,
+    pub(super) ns: Arc<Namespace>,
+    pub(super) policy: Policy,
+    pub(super) codec: C,
 }
 
 impl<C: Codec> Clone for Cache<C> {
@@ -367,16 +223,19 @@ impl<C: Codec> Cache<C> {
         }
     }
 
-    fn stored_key<'k>(&self, key: &'k (impl CacheKey + ?Sized)) -> Result<Cow<'k, [u8]>> {
+    pub(super) fn stored_key<'k>(
+        &self,
+        key: &'k (impl CacheKey + ?Sized),
+    ) -> Result<Cow<'k, [u8]>> {
         Ok(key::stored_key(key.key_bytes(), self.policy.key_length))
     }
 
-    fn lookup<V: DeserializeOwned>(&self, key: &[u8]) -> Result<Found<CachedValue<V>>> {
+    pub(super) fn lookup<V: DeserializeOwned>(&self, key: &[u8]) -> Result<Found<CachedValue<V>>> {
         self.lookup_under(key, self.ns.markers()?)
     }
 
     /// [`lookup`](Self::lookup) with the markers already read.
-    fn lookup_under<V: DeserializeOwned>(
+    pub(super) fn lookup_under<V: DeserializeOwned>(
         &self,
         key: &[u8],
         markers: (Marker, Marker),
@@ -420,14 +279,12 @@ impl<C: Codec> Cache<C> {
         let Some((meta, payload)) = Meta::decode(&bytes) else {
             return Ok(None);
         };
-        if meta.ns_epoch < ns.hard || meta.region_epoch < region.hard {
-            return Ok(None);
-        }
-        let stale = meta.stale
-            || meta.ns_epoch < ns.soft
-            || meta.region_epoch < region.soft
-            || (meta.ttl_ms.is_some() && meta.is_expired_at(self.ns.clock.now_unix_ms()));
-        Ok(f(&meta, stale, payload))
+        let now = || self.ns.clock.now_unix_ms();
+        Ok(match policy::standing(&meta, (ns, region), now) {
+            Standing::Miss => None,
+            Standing::Fresh => f(&meta, false, payload),
+            Standing::Stale => f(&meta, true, payload),
+        })
     }
 
     /// The fresh value of `key`, or `None` when it is missing, expired,
@@ -507,7 +364,7 @@ impl<C: Codec> Cache<C> {
 
     /// The stored form of `value`, fresh for `expire` from now: the
     /// envelope, with the codec's encoding appended to it in place.
-    fn entry<V: Serialize + ?Sized>(
+    pub(super) fn entry<V: Serialize + ?Sized>(
         &self,
         value: &V,
         expire: Option<Duration>,
@@ -528,13 +385,8 @@ impl<C: Codec> Cache<C> {
     }
 
     /// Stores `entry` (made by [`entry`](Self::entry) with `expire`).
-    fn store(&self, key: &[u8], entry: &[u8], expire: Option<Duration>) -> Result<()> {
-        // The backend may drop the entry once it is no longer of use even
-        // as a stale value.
-        let physical = match (expire, self.policy.stale_for) {
-            (Some(e), Some(s)) => Some(e.saturating_add(s)),
-            _ => None,
-        };
+    pub(super) fn store(&self, key: &[u8], entry: &[u8], expire: Option<Duration>) -> Result<()> {
+        let physical = self.policy.backend_ttl(expire);
         self.ns.shared.backend.set(key, entry, physical)
     }
 
@@ -547,8 +399,18 @@ impl<C: Codec> Cache<C> {
     /// Invalidates one key: [`Hard`](Invalidation::Hard) removes it,
     /// [`Soft`](Invalidation::Soft) marks its value stale (served while one
     /// caller regenerates it).
+    ///
+    /// Marking a value stale is a read-modify-write: on a backend without
+    /// [`atomic_update`](Capabilities::atomic_update) a soft invalidation
+    /// removes the key instead (a miss rather than a stale value; never a
+    /// stale value left looking fresh by a lost write).
     pub fn invalidate(&self, key: &(impl CacheKey + ?Sized), how: Invalidation) -> Result<()> {
         let key = self.stored_key(key)?;
+        let how = if self.ns.shared.caps.atomic_update {
+            how
+        } else {
+            Invalidation::Hard
+        };
         match how {
             Invalidation::Hard => self.ns.shared.backend.remove(&key).map(|_| ()),
             Invalidation::Soft => self.ns.shared.backend.update(&key, &mut |current| {
@@ -570,202 +432,24 @@ impl<C: Codec> Cache<C> {
     }
 
     /// Every key with a value (fresh or stale), as stored (long keys
-    /// hashed).
+    /// hashed). [`Error::Unsupported`] on a backend that cannot list keys
+    /// ([`Capabilities::list_keys`]).
     pub fn keys(&self) -> Result<Vec<Vec<u8>>> {
         self.ns.shared.backend.keys()
     }
 
     /// Removes every value of this namespace (Beaker's `Cache.clear`).
-    pub fn clear(&self) -> Result<()> {
-        self.ns.shared.backend.clear()
-    }
-
-    /// The value of `key`; when it is missing, expired or invalidated,
-    /// exactly one caller (across threads and processes) runs `create` and
-    /// stores its value, while the others get the stale value at once (if
-    /// there is one and the cache serves stale values) or wait for the new
-    /// one. See [`Cache`], "The creation algorithm".
     ///
-    /// A creator error is returned to the caller that ran it and to every
-    /// caller of this process that was waiting for it, and nothing is
-    /// stored. Once the creator has returned a value, the caller gets it
-    /// even if the cache fails to keep a copy (a full disk, a value the
-    /// codec cannot encode); such failures are counted by
-    /// [`store_failures`](Cache::store_failures). So a
-    /// [`CreateError::Cache`] always means the creator did not run. A panicking creator releases the key: the next caller
-    /// creates.
-    pub fn get_or_create<V, E, F>(
-        &self,
-        key: &(impl CacheKey + ?Sized),
-        create: F,
-    ) -> Result<V, CreateError<E>>
-    where
-        V: Serialize + DeserializeOwned,
-        E: Send + Sync + 'static,
-        F: FnOnce() -> Result<V, E>,
-    {
-        if !self.policy.enabled {
-            return create().map_err(|e| CreateError::Creator(Arc::new(e)));
+    /// On a backend that cannot list keys ([`Capabilities::list_keys`])
+    /// the values cannot be found to be removed: the namespace is
+    /// invalidated hard instead, through its marker, so that every value
+    /// reads as a miss in every process (the backend drops the bytes when
+    /// it evicts them or they are overwritten).
+    pub fn clear(&self) -> Result<()> {
+        if self.ns.shared.caps.list_keys {
+            self.ns.shared.backend.clear()
+        } else {
+            self.invalidate_all(Invalidation::Hard)
         }
-        let key = self.stored_key(key)?;
-        let mut create = Some(create);
-        loop {
-            let stale = match self.lookup::<V>(&key)? {
-                Found::Fresh(e) => return Ok(e.value),
-                Found::Stale(e) if self.policy.serve_stale => Some(e.value),
-                _ => None,
-            };
-            // `leader` is `None` only for a nested creator that went past
-            // another thread's flight (see below).
-            let (leader, guard) = match self.ns.shared.flights.join(&key) {
-                Join::Follow(follower) => {
-                    if let Some(v) = stale {
-                        return Ok(v);
-                    }
-                    // A thread inside a creator may hold creation locks
-                    // that this flight's leader waits for (two keys on one
-                    // stripe): waiting for the leader could then never end.
-                    // It takes the creation lock itself instead; the
-                    // leader re-checks under that lock, so the value is
-                    // still created once.
-                    let nested = if creating_depth() > 0 {
-                        let hash = key::lock_hash(&key);
-                        self.ns.shared.backend.lock_creation(&key, hash, true)?
-                    } else {
-                        None
-                    };
-                    match nested {
-                        Some(g) if g.is_held() => (None, g),
-                        _ => match follower.wait() {
-                            Outcome::Created(payload) => {
-                                match self.codec.decode::<V>(&payload) {
-                                    Ok(v) => return Ok(v),
-                                    // Another call site made another type:
-                                    // read the backend again.
-                                    Err(_) => continue,
-                                }
-                            }
-                            Outcome::Failed(err) => match err.downcast::<E>() {
-                                Ok(e) => return Err(CreateError::Creator(e)),
-                                Err(_) => continue,
-                            },
-                            Outcome::Retry => continue,
-                        },
-                    }
-                }
-                Join::Lead(leader) => {
-                    // Hashed only here: a hit never needs the lock.
-                    let hash = key::lock_hash(&key);
-                    let lock = self
-                        .ns
-                        .shared
-                        .backend
-                        .lock_creation(&key, hash, stale.is_none());
-                    match lock {
-                        Ok(Some(g)) => (Some(leader), g),
-                        // Another process is creating: serve the stale value.
-                        Ok(None) => match stale {
-                            Some(v) => {
-                                leader.finish(Outcome::Retry);
-                                return Ok(v);
-                            }
-                            None => continue,
-                        },
-                        Err(e) => return Err(CreateError::Cache(e)),
-                    }
-                }
-            };
-            let finish = |outcome: Outcome| {
-                if let Some(l) = leader {
-                    l.finish(outcome);
-                }
-            };
-            // Holding the lock: someone may have finished meanwhile.
-            let markers = self.ns.markers()?;
-            let (ns, region) = markers;
-            if let Found::Fresh(e) = self.lookup_under::<V>(&key, markers)? {
-                drop(guard);
-                finish(Outcome::Retry);
-                return Ok(e.value);
-            }
-            let Some(create) = create.take() else {
-                // Unreachable: every path that loops returns before
-                // running the creator. Kept as an error, not a panic.
-                return Err(CreateError::Cache(Error::InvalidOption {
-                    name: "get_or_create",
-                    reason: "creator already used".into(),
-                }));
-            };
-            let created = {
-                let _depth = CreatingDepth::enter();
-                create()
-            };
-            match created {
-                Ok(value) => {
-                    // From here on the caller gets its value whatever
-                    // happens to the copy the cache keeps: a value that
-                    // cannot be encoded or stored is counted, not lost.
-                    let expire = self.policy.expire;
-                    let entry = self.entry(&value, expire, ns.epoch, region.epoch).ok();
-                    let kept = entry
-                        .as_ref()
-                        .filter(|e| self.store(&key, e, expire).is_ok());
-                    drop(guard);
-                    if let Some(entry) = kept {
-                        // Followers decode the encoding after the envelope.
-                        finish(Outcome::Created(Arc::from(&entry[envelope::HEADER_LEN..])));
-                    } else {
-                        self.ns
-                            .shared
-                            .store_failures
-                            .fetch_add(1, Ordering::Relaxed);
-                        finish(Outcome::Retry);
-                    }
-                    return Ok(value);
-                }
-                Err(e) => {
-                    drop(guard);
-                    let e = Arc::new(e);
-                    let shared: Arc<dyn Any + Send + Sync> = e.clone();
-                    finish(Outcome::Failed(shared));
-                    return Err(CreateError::Creator(e));
-                }
-            }
-        }
-    }
-
-    /// True while a thread of this process runs the creator of `key`
-    /// (dogpile's `key_is_locked`, for this process).
-    pub fn is_creating(&self, key: &(impl CacheKey + ?Sized)) -> Result<bool> {
-        Ok(self.ns.shared.flights.in_flight(&self.stored_key(key)?))
-    }
-
-    /// How many threads of this process joined the creation of `key` in
-    /// progress, instead of creating it themselves: they either got the
-    /// stale value or are waiting for the new one. Zero when no creation
-    /// is in progress.
-    pub fn joined_creation(&self, key: &(impl CacheKey + ?Sized)) -> Result<usize> {
-        Ok(self.ns.shared.flights.followers(&self.stored_key(key)?))
-    }
-
-    /// How many values `get_or_create` created but could not keep (encode
-    /// or backend failures), in this process, since the namespace was
-    /// opened.
-    pub fn store_failures(&self) -> u64 {
-        self.ns.shared.store_failures.load(Ordering::Relaxed)
-    }
-
-    /// [`get_or_create`](Cache::get_or_create) with a creator that cannot
-    /// fail.
-    pub fn get_or_insert_with<V, F>(&self, key: &(impl CacheKey + ?Sized), create: F) -> Result<V>
-    where
-        V: Serialize + DeserializeOwned,
-        F: FnOnce() -> V,
-    {
-        self.get_or_create(key, || Ok::<V, std::convert::Infallible>(create()))
-            .map_err(|e| match e {
-                CreateError::Cache(e) => e,
-                CreateError::Creator(never) => match *never {},
-            })
     }
 }

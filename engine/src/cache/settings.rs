@@ -6,16 +6,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backend::{self, BackendConfig};
+use super::backend::{BackendConfig, BackendFactory};
 use super::key::DEFAULT_KEY_LENGTH;
-use super::namespace::Policy;
+use super::policy::Policy;
+use super::registry;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
 /// Settings that a region (or the defaults) sets; `None` inherits.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Overrides {
-    pub kind: Option<String>,
+    pub kind: Option<BackendChoice>,
     pub data_dir: Option<PathBuf>,
     pub lock_dir: Option<PathBuf>,
     pub expire: Option<Option<Duration>>,
@@ -47,14 +48,25 @@ impl Overrides {
     }
 }
 
+/// Which backend a configuration uses.
+#[derive(Clone, Debug)]
+pub(crate) enum BackendChoice {
+    /// A type name, looked up in the registry when resolved.
+    Named(String),
+    /// A factory given to the builder, with the type name it goes by in
+    /// messages; the registry is not consulted.
+    Given(String, Arc<dyn BackendFactory>),
+}
+
 /// One resolved configuration: the defaults, or a region.
 #[derive(Clone, Debug)]
 pub(crate) struct CacheConfig {
     pub backend: BackendConfig,
     pub policy: Policy,
-    /// The backend's factory, as registered when the configuration was
-    /// resolved (a later `register_backend` does not change this manager).
-    pub factory: Arc<dyn backend::BackendFactory>,
+    /// The backend's factory: the one given to the builder, or the one
+    /// registered when the configuration was resolved (a later
+    /// `register_backend` does not change this manager).
+    pub factory: Arc<dyn BackendFactory>,
     /// The backend configuration's identity: namespaces opened under equal
     /// identities are the same stored data.
     pub identity: String,
@@ -118,7 +130,7 @@ fn set_option(o: &mut Overrides, setting: &str, name: &str, value: &str) -> Resu
             if value.trim().is_empty() {
                 return Err(invalid(setting, value, "expected a backend type name"));
             }
-            o.kind = Some(value.trim().to_string());
+            o.kind = Some(BackendChoice::Named(value.trim().to_string()));
         }
         "data_dir" => o.data_dir = Some(parse_dir(setting, value)?),
         "lock_dir" => o.lock_dir = Some(parse_dir(setting, value)?),
@@ -209,8 +221,18 @@ pub(crate) fn resolve(
     clock: &Arc<dyn Clock>,
 ) -> Result<CacheConfig> {
     let o = defaults.then(over);
-    let kind = o.kind.clone().unwrap_or_else(|| "memory".to_string());
-    let factory = backend::factory(&kind)?;
+    let (kind, factory, given) = match o.kind.clone() {
+        None => ("memory".to_string(), registry::factory("memory")?, None),
+        Some(BackendChoice::Named(kind)) => {
+            let factory = registry::factory(&kind)?;
+            (kind, factory, None)
+        }
+        Some(BackendChoice::Given(kind, factory)) => {
+            // Two factories given under one name are two backends.
+            let at = Arc::as_ptr(&factory).cast::<()>() as usize;
+            (kind, factory, Some(at))
+        }
+    };
     let accepted = factory.options();
     let mut options = BTreeMap::new();
     for (name, (setting, value)) in &o.options {
@@ -241,8 +263,8 @@ pub(crate) fn resolve(
     };
     factory.check(&backend)?;
     let identity = format!(
-        "{}|{:?}|{:?}|{:?}",
-        backend.kind, backend.data_dir, backend.lock_dir, backend.options
+        "{}|{:?}|{:?}|{:?}|{:?}",
+        backend.kind, given, backend.data_dir, backend.lock_dir, backend.options
     );
     Ok(CacheConfig {
         factory,

@@ -1,0 +1,64 @@
+//! The region policy: the per-cache settings that decide how values are
+//! written (expiry, key length) and read (stale serving, on/off), and the
+//! rule that judges a stored value fresh, stale or a miss.
+
+use std::time::Duration;
+
+use super::envelope::Meta;
+use super::markers::Marker;
+
+/// Per-cache settings that shape how values are read and written.
+#[derive(Clone, Debug)]
+pub(crate) struct Policy {
+    pub expire: Option<Duration>,
+    pub serve_stale: bool,
+    pub stale_for: Option<Duration>,
+    pub key_length: usize,
+    pub enabled: bool,
+}
+
+impl Policy {
+    /// How long the backend may keep an entry fresh for `expire`: until it
+    /// is of no use even as a stale value (`None`: keep it until removed).
+    pub(crate) fn backend_ttl(&self, expire: Option<Duration>) -> Option<Duration> {
+        match (expire, self.stale_for) {
+            (Some(e), Some(s)) => Some(e.saturating_add(s)),
+            _ => None,
+        }
+    }
+}
+
+/// Where a stored value stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// Served as it is.
+    Fresh,
+    /// Served while one caller regenerates it (if the cache serves stale
+    /// values); never by `get`.
+    Stale,
+    /// As if it were not there.
+    Miss,
+}
+
+/// The standing of a value with envelope `meta` under the namespace's and
+/// the region's markers: created before a hard invalidation, a miss;
+/// before a soft one, soft-invalidated itself, or past its expiry, stale.
+/// `now` (Unix ms) is read only for values that have an expiry.
+pub(crate) fn standing(
+    meta: &Meta,
+    (ns, region): (Marker, Marker),
+    now: impl FnOnce() -> u64,
+) -> Standing {
+    if meta.ns_epoch < ns.hard || meta.region_epoch < region.hard {
+        return Standing::Miss;
+    }
+    let stale = meta.stale
+        || meta.ns_epoch < ns.soft
+        || meta.region_epoch < region.soft
+        || (meta.ttl_ms.is_some() && meta.is_expired_at(now()));
+    if stale {
+        Standing::Stale
+    } else {
+        Standing::Fresh
+    }
+}
