@@ -432,6 +432,8 @@ pub enum ErrorKind {
     FileTruncated,
     /// A Sync commit was applied but its sync failed.
     CommitNotDurable,
+    /// A backend lacks an optional capability the call needs.
+    Unsupported,
 }
 
 impl Error {
@@ -474,6 +476,7 @@ impl Error {
             Error::DataFileReplaced { .. } => ErrorKind::DataFileReplaced,
             Error::FileTruncated { .. } => ErrorKind::FileTruncated,
             Error::CommitNotDurable { .. } => ErrorKind::CommitNotDurable,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
         }
     }
 
