@@ -20,17 +20,18 @@
 //! | region policy | [`CacheManager`], [`Region`] | expiry, stale serving, key length, on/off |
 //! | lock algorithm | [`Cache::get_or_create`] | fresh → return; stale → serve while one regenerates; missing → wait |
 //!
-//! What is fixed relative to Beaker and dogpile.cache:
+//! What it does (DESIGN.md, "The cache layer", compares each point with
+//! Beaker and dogpile.cache):
 //!
 //! * **A hit is one fetch**, and on the `file` backend one lock-free probe
-//!   of a mapped file (Beaker re-reads the whole pickle file).
+//!   of a mapped file.
 //! * **Creation locks are bounded**: byte-range stripes on one lock file
 //!   per namespace, which die with their process; no lock directory grows
-//!   or needs cleaning (Beaker #124).
+//!   or needs cleaning.
 //! * **Invalidation crosses processes**: markers are stored in the
-//!   backend (dogpile #138), hard or soft, per key, namespace or region.
-//! * **Stale serving is a choice** ([`Cache::serving_stale`], dogpile #264).
-//! * **Expiry is stored with each value** (Beaker's rule, dogpile #143).
+//!   backend, hard or soft, per key, namespace or region.
+//! * **Stale serving is a choice** ([`Cache::serving_stale`]).
+//! * **Expiry is stored with each value.**
 //! * **Values that no longer decode are misses**, never errors; values are
 //!   serde types through a pluggable [`Codec`] ([`Postcard`] by default),
 //!   never pickle.
@@ -65,6 +66,7 @@ mod flight;
 mod key;
 mod manager;
 mod markers;
+#[doc(hidden)]
 pub mod memo;
 mod memory;
 mod namespace;

@@ -261,7 +261,7 @@ fn flock(file: &File, path: &Path, exclusive: bool, wait: bool) -> Result<bool> 
     }
 }
 
-/// `flock` is missing here (some network filesystems: Beaker #161).
+/// `flock` is missing here (some network filesystems).
 fn is_unsupported(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Unsupported
         || matches!(e.raw_os_error(), Some(libc::ENOLCK) | Some(libc::ENOSYS))
