@@ -1,16 +1,17 @@
 //! Helpers shared by carboy's integration tests: whole-store comparisons,
 //! self-checking values for the concurrency tests, the work plan the
-//! multi-process tests and their child binary agree on, and byte-level
-//! surgery on data files.
+//! multi-process tests and their child binary agree on, byte-level
+//! surgery on data files, and the one way to run a helper process and talk
+//! to it in lines ([`child_process`]).
 //!
 //! These are test helpers: they panic, with a message saying what and
 //! where, on any failure that is not the point of the test.
-
 //!
 //! The helpers live in modules; the most used ones are re-exported here.
 
 pub mod big_file;
 mod checks;
+pub mod child_process;
 pub mod fuzzing;
 pub mod group_plan;
 pub mod kill_loop;

@@ -18,13 +18,13 @@
 //! A failed call replies `err <Variant> <message>` (see [`error_kind`]).
 
 use std::fmt::Debug;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use carboy::Error;
+
+use crate::child_process::ChildProcess;
 
 /// How long a reply may take before the test gives up on the child.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,10 +48,7 @@ pub fn error_kind(e: &Error) -> String {
 /// A child process running `carboy-test-child serve <path>`; killed
 /// when dropped.
 pub struct Served {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
-    name: String,
+    process: ChildProcess,
 }
 
 impl Served {
@@ -59,73 +56,22 @@ impl Served {
     /// `path`. Returns it and its first line: `ready`, or the error of
     /// the open.
     pub fn start(mut command: Command, path: &Path, name: &str) -> (Served, String) {
-        let mut child = command
-            .arg("serve")
-            .arg(path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{name}: cannot start the child: {e}"));
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut served = Served {
-            child,
-            stdin,
-            lines,
-            name: name.to_string(),
-        };
-        let first = served.next_line("(start)");
-        (served, first)
+        command.arg("serve").arg(path).stderr(Stdio::inherit());
+        let mut process = ChildProcess::start(command, name).with_timeout(REPLY_TIMEOUT);
+        let first = process.reply("(start)");
+        (Served { process }, first)
     }
 
     /// Sends `command`, returns the reply.
     pub fn ask(&mut self, command: &str) -> String {
-        writeln!(self.stdin, "{command}")
-            .and_then(|()| self.stdin.flush())
-            .unwrap_or_else(|e| panic!("{}: sending {command:?}: {e}", self.name));
-        self.next_line(command)
-    }
-
-    fn next_line(&mut self, command: &str) -> String {
-        match self.lines.recv_timeout(REPLY_TIMEOUT) {
-            Ok(line) => line,
-            Err(e) => {
-                let _ = self.child.kill();
-                panic!(
-                    "{}: no reply to {command:?} ({e}); the child exited with {:?}",
-                    self.name,
-                    self.child.wait()
-                )
-            }
-        }
+        self.process.say(command);
+        self.process.reply(command)
     }
 
     /// Sends `quit` and waits for the child to exit successfully.
     pub fn quit(mut self) {
-        let _ = writeln!(self.stdin, "quit").and_then(|()| self.stdin.flush());
-        let status = self.child.wait().expect("wait for the child");
-        assert!(
-            status.success(),
-            "{}: the child exited with {status}",
-            self.name
-        );
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.process.try_say("quit");
+        self.process.finish();
     }
 }
 
