@@ -7,13 +7,13 @@
 //! cached by one process is read by another; invalidations (namespace and
 //! region, hard and soft) made in one process are seen by the other.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use carboy::cache::{Cache, CacheManager, Invalidation, RegionSettings};
+use carboy_tests::child_process::ChildProcess;
 
 const CHILD: &str = env!("CARGO_BIN_EXE_carboy-cache-child");
 const PROCESSES: usize = 3;
@@ -39,39 +39,30 @@ fn run(args: &[&str]) -> String {
 
 /// Starts the dogpile children; their stdout lines arrive on the channel
 /// as (child index, line).
-fn spawn_dogpile(data: &Path, serve_stale: bool) -> (Vec<Child>, mpsc::Receiver<(usize, String)>) {
+fn spawn_dogpile(
+    data: &Path,
+    serve_stale: bool,
+) -> (Vec<ChildProcess>, mpsc::Receiver<(usize, String)>) {
     let (tx, rx) = mpsc::channel();
-    let mut children = Vec::new();
-    for i in 0..PROCESSES {
-        let mut child = Command::new(CHILD)
-            .args([
+    let children = (0..PROCESSES)
+        .map(|i| {
+            let mut command = Command::new(CHILD);
+            command.args([
                 "dogpile",
                 data.to_str().unwrap(),
                 &THREADS.to_string(),
                 if serve_stale { "1" } else { "0" },
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send((i, line)).is_err() {
-                    break;
-                }
-            }
-        });
-        children.push(child);
-    }
+            ]);
+            ChildProcess::start_sharing(command, &format!("dogpile child {i}"), i, &tx)
+        })
+        .collect();
     (children, rx)
 }
 
 /// Collects the children's lines, letting the creator finish (a line on
 /// its stdin) once `ready(lines so far)` holds; returns every line.
 fn drive(
-    mut children: Vec<Child>,
+    mut children: Vec<ChildProcess>,
     rx: mpsc::Receiver<(usize, String)>,
     ready: impl Fn(&[String]) -> bool,
 ) -> Vec<String> {
@@ -98,14 +89,12 @@ fn drive(
             && !released
             && ready(&lines)
         {
-            let stdin = children[c].stdin.as_mut().unwrap();
-            stdin.write_all(b"go\n").unwrap();
-            stdin.flush().unwrap();
+            children[c].say("go");
             released = true;
         }
     }
-    for mut c in children {
-        assert!(c.wait().unwrap().success());
+    for c in children {
+        c.finish();
     }
     lines
 }

@@ -8,13 +8,11 @@
 //!
 //! `CARBOY_GC_KILLS` sets the number of kills of the last test (default 40).
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use carboy::{Options, Store};
+use carboy_tests::child_process::ChildProcess;
 use carboy_tests::{assert_clean, decode_counter, group_plan, parse_versioned, show, splitmix};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_carboy-test-child");
@@ -22,81 +20,6 @@ const CHILD: &str = env!("CARGO_BIN_EXE_carboy-test-child");
 /// Longest the test waits for any one thing a child should do; only a
 /// child that is stuck (the failure these tests look for) reaches it.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A child process whose stdout lines arrive on a channel, so that the
-/// test can wait for one with a deadline.
-struct Running {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    what: String,
-}
-
-impl Running {
-    fn spawn(args: &[&str]) -> Running {
-        let mut child = Command::new(CHILD)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {CHILD} {args:?}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            what: args.join(" "),
-        }
-    }
-
-    /// Writes the start line.
-    fn go(&mut self) {
-        let stdin = self.stdin.as_mut().expect("stdin still open");
-        stdin
-            .write_all(b"go\n")
-            .and_then(|()| stdin.flush())
-            .unwrap_or_else(|e| panic!("{}: writing the start line: {e}", self.what));
-    }
-
-    /// The next line, or `None` once the child closed stdout.
-    fn next_line(&self) -> Option<String> {
-        match self.lines.recv_timeout(DEADLINE) {
-            Ok(line) => Some(line),
-            Err(RecvTimeoutError::Disconnected) => None,
-            Err(RecvTimeoutError::Timeout) => {
-                panic!("{}: no output for {DEADLINE:?}: stuck", self.what)
-            }
-        }
-    }
-
-    /// Waits for the child to exit successfully; returns the lines it
-    /// printed that were not read yet.
-    fn finish(mut self) -> Vec<String> {
-        drop(self.stdin.take());
-        let mut rest = Vec::new();
-        while let Some(line) = self.next_line() {
-            rest.push(line);
-        }
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "{} failed: {status}", self.what);
-        rest
-    }
-
-    fn kill(mut self) -> Vec<String> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.lines.try_iter().collect()
-    }
-}
 
 /// The (commits, fsyncs) of a child's last line.
 fn stats_of(lines: &[String], what: &str) -> (u64, u64) {
@@ -120,13 +43,13 @@ fn one_fsync_covers_the_commits_of_two_other_processes() {
 
     // A commits, becomes the leader and stops just before its fdatasync,
     // holding the sync lock.
-    let mut a = Running::spawn(&["sync-held", p, "a"]);
-    assert_eq!(a.next_line().as_deref(), Some("syncing"), "{}", a.what);
+    let mut a = ChildProcess::run(CHILD, &["sync-held", p, "a"]);
+    assert_eq!(a.next_line().as_deref(), Some("syncing"), "{}", a.what());
     // B and C commit meanwhile. Once their keys are visible they are past
     // their commit points, waiting for a sync: A's end was taken before
     // them, and the sync lock is A's.
-    let b = Running::spawn(&["sync-put", p, "b"]);
-    let c = Running::spawn(&["sync-put", p, "c"]);
+    let b = ChildProcess::run(CHILD, &["sync-put", p, "b"]);
+    let c = ChildProcess::run(CHILD, &["sync-put", p, "c"]);
     let started = Instant::now();
     while !(store.contains(b"b").unwrap() && store.contains(b"c").unwrap()) {
         assert!(
@@ -136,7 +59,7 @@ fn one_fsync_covers_the_commits_of_two_other_processes() {
         std::thread::sleep(Duration::from_millis(1));
     }
     // A syncs; then one of B and C syncs for both.
-    a.go();
+    a.say("go");
     let (a_commits, a_syncs) = stats_of(&a.finish(), "A");
     let (b_commits, b_syncs) = stats_of(&b.finish(), "B");
     let (c_commits, c_syncs) = stats_of(&c.finish(), "C");
@@ -163,15 +86,20 @@ fn concurrent_sync_commits_are_all_kept_and_share_fsyncs() {
     let p = path.to_str().unwrap();
     drop(create(&path));
 
-    let mut children: Vec<Running> = (0..CHILDREN)
-        .map(|c| Running::spawn(&["sync-commits", p, &c.to_string(), "1", &COMMITS.to_string()]))
+    let mut children: Vec<ChildProcess> = (0..CHILDREN)
+        .map(|c| {
+            ChildProcess::run(
+                CHILD,
+                &["sync-commits", p, &c.to_string(), "1", &COMMITS.to_string()],
+            )
+        })
         .collect();
     for child in &mut children {
-        child.go();
+        child.say("go");
     }
     let (mut commits, mut syncs) = (0, 0);
     for (c, child) in children.into_iter().enumerate() {
-        let what = child.what.clone();
+        let what = child.what().to_string();
         let lines = child.finish();
         let acks: Vec<u64> = lines
             .iter()
@@ -222,23 +150,26 @@ fn killed_sync_committers_do_not_stall_the_others() {
     let p = path.to_str().unwrap();
     drop(create(&path));
     let spawn = |c: u32, first: u64| {
-        let mut child =
-            Running::spawn(&["sync-commits", p, &c.to_string(), &first.to_string(), "0"]);
-        child.go();
+        let mut child = ChildProcess::run(
+            CHILD,
+            &["sync-commits", p, &c.to_string(), &first.to_string(), "0"],
+        );
+        child.say("go");
         child
     };
     // Newest acknowledged version of each child's key.
     let mut acked = vec![0u64; CHILDREN as usize];
-    let mut children: Vec<Option<Running>> = (0..CHILDREN).map(|c| Some(spawn(c, 1))).collect();
+    let mut children: Vec<Option<ChildProcess>> =
+        (0..CHILDREN).map(|c| Some(spawn(c, 1))).collect();
     let mut rng = 0x6C0_FFEE_u64;
     // Reads acknowledgements of child `c` until `more` new ones came.
-    let await_acks = |child: &Running, acked: &mut u64, more: u64| {
+    let await_acks = |child: &mut ChildProcess, acked: &mut u64, more: u64| {
         for _ in 0..more {
             let line = child
                 .next_line()
-                .unwrap_or_else(|| panic!("{} stopped", child.what));
+                .unwrap_or_else(|| panic!("{} stopped", child.what()));
             *acked = group_plan::parse_ack(&line)
-                .unwrap_or_else(|| panic!("{}: unexpected line {line:?}", child.what));
+                .unwrap_or_else(|| panic!("{}: unexpected line {line:?}", child.what()));
         }
     };
     for round in 0..kills() {
@@ -246,21 +177,21 @@ fn killed_sync_committers_do_not_stall_the_others() {
         // Kill it at a random point: after 0 to 4 more acknowledgements,
         // and a random few hundred microseconds (into its next commit,
         // its fsync, or its wait for another's).
-        let child = children[victim].take().expect("running");
-        await_acks(&child, &mut acked[victim], splitmix(&mut rng) % 5);
+        let mut child = children[victim].take().expect("running");
+        await_acks(&mut child, &mut acked[victim], splitmix(&mut rng) % 5);
         std::thread::sleep(Duration::from_micros(splitmix(&mut rng) % 800));
-        for line in child.kill() {
+        for line in child.kill().1 {
             if let Some(v) = group_plan::parse_ack(&line) {
                 acked[victim] = v;
             }
         }
         // The others go on: past what they had printed already, each
         // acknowledges two more commits.
-        for (c, other) in children.iter().enumerate() {
+        for (c, other) in children.iter_mut().enumerate() {
             if let Some(other) = other {
-                for line in other.lines.try_iter() {
+                for line in other.pending_lines() {
                     acked[c] = group_plan::parse_ack(&line)
-                        .unwrap_or_else(|| panic!("{}: unexpected line {line:?}", other.what));
+                        .unwrap_or_else(|| panic!("{}: unexpected line {line:?}", other.what()));
                 }
                 await_acks(other, &mut acked[c], 2);
             }
@@ -269,7 +200,7 @@ fn killed_sync_committers_do_not_stall_the_others() {
         eprint!("{}", if round % 10 == 9 { "|" } else { "." });
     }
     for (c, child) in children.into_iter().enumerate() {
-        for line in child.expect("running").kill() {
+        for line in child.expect("running").kill().1 {
             if let Some(v) = group_plan::parse_ack(&line) {
                 acked[c] = v;
             }

@@ -4,127 +4,37 @@
 //! stripes are held at once, and a lock held by a SIGKILLed process is free
 //! right after, with no file to clean.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use carboy::sync::{FileLock, StripeLocks, Synchronizer};
+use carboy_tests::child_process::ChildProcess;
 
 const CHILD: &str = env!("CARGO_BIN_EXE_carboy-test-child");
 
-/// Longest the test waits for a child's next line or its exit.
+/// Longest the test waits for a child to block on a lock.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A running child process whose stdout lines arrive on a channel (read by
-/// a thread), so that every wait for it has a deadline.
-struct Helper {
-    what: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
+/// Starts the child binary with `args`, its stderr kept for failure
+/// messages.
+fn spawn(args: &[&str]) -> ChildProcess {
+    let mut command = Command::new(CHILD);
+    command.args(args).stderr(Stdio::piped());
+    ChildProcess::start(command, &format!("carboy-test-child {}", args.join(" ")))
 }
 
-impl Helper {
-    fn spawn(args: &[&str]) -> Helper {
-        let what = format!("carboy-test-child {}", args.join(" "));
-        let mut child = Command::new(CHILD)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Helper {
-            what,
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    /// Waits for the child's next line and asserts it is `want`.
-    fn expect_line(&mut self, want: &str) {
-        match self.lines.recv_timeout(DEADLINE) {
-            Ok(line) => assert_eq!(line, want, "{} said something else", self.what),
-            Err(e) => {
-                let _ = self.child.kill();
-                let out = self.child.wait_with_output_now();
-                panic!("{}: no line {want:?} ({e:?}); stderr: {out}", self.what);
-            }
-        }
-    }
-
-    /// Sends a line on the child's stdin (a start or release signal).
-    fn say(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin already closed");
-        writeln!(stdin, "{line}").unwrap_or_else(|e| panic!("{}: write stdin: {e}", self.what));
-        stdin.flush().unwrap();
-    }
-
-    /// Waits (with the deadline) for the child to exit successfully; returns
-    /// its last line of output.
-    fn finish(mut self) -> String {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + DEADLINE;
-        let mut last = String::new();
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => last = line,
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.child.kill();
-                    panic!("{} still running after {DEADLINE:?}; killed it", self.what);
-                }
-            }
-        }
-        let status = self.child.wait().expect("wait for child");
-        assert!(
-            status.success(),
-            "{} failed ({status}); last line {last:?}; stderr: {}",
-            self.what,
-            self.child.wait_with_output_now()
-        );
-        last
-    }
-
-    /// Kills the child with SIGKILL and reaps it.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL the child");
-        let status = self.child.wait().expect("reap the child");
-        assert!(!status.success(), "{} exited normally", self.what);
-    }
+/// Waits for the child to exit successfully; returns its last line of
+/// output.
+fn last_line(helper: ChildProcess) -> String {
+    helper.finish().pop().unwrap_or_default()
 }
 
-trait StderrNow {
-    /// The child's stderr so far, for failure messages.
-    fn wait_with_output_now(&mut self) -> String;
-}
-
-impl StderrNow for Child {
-    fn wait_with_output_now(&mut self) -> String {
-        let mut text = String::new();
-        if let Some(mut err) = self.stderr.take() {
-            use std::io::Read;
-            let _ = err.read_to_string(&mut text);
-        }
-        text
-    }
+/// Kills the child with SIGKILL and reaps it.
+fn kill(helper: ChildProcess) {
+    let what = helper.what().to_string();
+    let (status, _) = helper.kill();
+    assert!(!status.success(), "{what} exited normally");
 }
 
 /// Arguments naming a FileLock for the child.
@@ -137,10 +47,10 @@ fn stripe_args<'a>(path: &'a str, stripes: &'a str, hash: &'a str) -> Vec<&'a st
     vec!["stripe", path, stripes, hash]
 }
 
-fn child(sub: &str, lock: &[&str]) -> Helper {
+fn child(sub: &str, lock: &[&str]) -> ChildProcess {
     let mut args = vec![sub];
     args.extend_from_slice(lock);
-    Helper::spawn(&args)
+    spawn(&args)
 }
 
 /// Runs `children` processes of `threads` threads, each thread doing
@@ -151,18 +61,18 @@ fn count_under(dir: &Path, lock: &[&str], children: u64, threads: u64, rounds: u
     std::fs::write(&counter, "").unwrap();
     let counter_arg = counter.to_str().unwrap();
     let (rounds_arg, threads_arg) = (rounds.to_string(), threads.to_string());
-    let mut helpers: Vec<Helper> = (0..children)
+    let mut helpers: Vec<ChildProcess> = (0..children)
         .map(|_| {
             let mut args = vec!["lock-count", counter_arg, &rounds_arg, &threads_arg];
             args.extend_from_slice(lock);
-            Helper::spawn(&args)
+            spawn(&args)
         })
         .collect();
     for h in &mut helpers {
         h.say("go");
     }
     for h in helpers {
-        let out = h.finish();
+        let out = last_line(h);
         assert_eq!(out, format!("counted {}", rounds * threads));
     }
     let total: u64 = std::fs::read_to_string(&counter)
@@ -217,14 +127,17 @@ fn a_held_file_lock_is_busy_for_other_processes() {
     assert!(mine.try_write().unwrap().is_none(), "write beside a writer");
     assert!(mine.try_read().unwrap().is_none(), "read beside a writer");
     for mode in ["write", "read"] {
-        let out = child("lock-try", &file_lock_args(lock_dir, "report", mode)).finish();
+        let out = last_line(child("lock-try", &file_lock_args(lock_dir, "report", mode)));
         assert_eq!(out, "busy", "a third process could {mode}");
     }
     // Another name is not affected.
-    let out = child("lock-try", &file_lock_args(lock_dir, "other", "write")).finish();
+    let out = last_line(child(
+        "lock-try",
+        &file_lock_args(lock_dir, "other", "write"),
+    ));
     assert_eq!(out, "acquired");
     writer.say("release");
-    assert_eq!(writer.finish(), "released");
+    assert_eq!(last_line(writer), "released");
     assert!(
         mine.try_write().unwrap().is_some(),
         "still held after release"
@@ -238,7 +151,10 @@ fn a_held_file_lock_is_busy_for_other_processes() {
         "readers of two processes"
     );
     assert!(mine.try_write().unwrap().is_none(), "write beside a reader");
-    let out = child("lock-try", &file_lock_args(lock_dir, "report", "read")).finish();
+    let out = last_line(child(
+        "lock-try",
+        &file_lock_args(lock_dir, "report", "read"),
+    ));
     assert_eq!(out, "acquired");
     reader.say("release");
     reader.finish();
@@ -256,7 +172,7 @@ fn stripes_exclude_across_processes_only_when_they_match() {
     // Same stripe, through another hash: busy for this process and another.
     assert!(mine.try_lock(5).unwrap().is_none());
     assert!(mine.try_lock(5 + 64).unwrap().is_none());
-    let out = child("lock-try", &stripe_args(path_arg, "64", "69")).finish();
+    let out = last_line(child("lock-try", &stripe_args(path_arg, "64", "69")));
     assert_eq!(out, "busy");
     // Another stripe: a second process holds it while the first holds 5.
     let mut second = child("lock-hold", &stripe_args(path_arg, "64", "6"));
@@ -264,7 +180,7 @@ fn stripes_exclude_across_processes_only_when_they_match() {
     assert!(mine.try_lock(6).unwrap().is_none());
     assert!(mine.try_lock(7).unwrap().is_some());
     first.say("release");
-    assert_eq!(first.finish(), "released");
+    assert_eq!(last_line(first), "released");
     assert!(mine.try_lock(5).unwrap().is_some(), "stripe 5 still held");
     second.say("release");
     second.finish();
@@ -308,8 +224,8 @@ fn locks_of_a_killed_process_are_free_at_once_with_nothing_to_clean() {
     assert!(stripes.try_lock(77).unwrap().is_none());
     assert!(file_lock.try_write().unwrap().is_none());
 
-    stripe_holder.kill();
-    file_holder.kill();
+    kill(stripe_holder);
+    kill(file_holder);
     assert!(
         stripes.try_lock(77).unwrap().is_some(),
         "the killed process's stripe is still locked"

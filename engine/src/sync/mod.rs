@@ -11,11 +11,13 @@
 //! | "only one process creates this key" (the dogpile lock) | [`StripeLocks`] | threads and processes |
 //! | a read/write lock a cache is configured with | [`Synchronizer`]: [`MutexLock`], [`FileLock`], [`NullLock`]; [`AnyLock`] to choose at run time | threads; threads and processes; nothing |
 //!
-//! **Maps.** [`SyncDict::get_or_create`] returns a key's value, or runs one
-//! caller's creator while everyone else asking for that key waits for its
-//! result: exactly one creation, whatever the contention. The `_valid_`
-//! variants treat a value that fails a check (expired) as missing. A
-//! creator that fails or panics leaves the key free for the next caller.
+//! **Maps.** [`SyncDict::get_or_insert_with`] returns a key's value, or
+//! runs one caller's creator while everyone else asking for that key waits
+//! for its result: exactly one creation, whatever the contention;
+//! [`SyncDict::get_or_create`] does the same with a creator that may fail.
+//! The `_valid_` variants treat a value that fails a check (expired) as
+//! missing. A creator that fails or panics leaves the key free for the
+//! next caller.
 //! [`WeakSyncDict`] hands out `Arc`s and forgets a value once every `Arc`
 //! is dropped. Creators run with no lock held.
 //!
@@ -66,7 +68,7 @@
 //!
 //! let key = "user:1".to_string();
 //! let hash = 0x5eed_u64; // the caller's hash of the key
-//! let value = memo.get_or_try_create(key, || {
+//! let value = memo.get_or_create(key, || {
 //!     let _stripe = creation.lock(hash)?; // other processes wait here
 //!     // ...look in the store again, else compute and store...
 //!     Ok::<_, carboy::Error>(Arc::new(b"alice".to_vec()))
@@ -90,5 +92,5 @@ pub use file_lock::{FileLock, FileLockGuard};
 pub use name_locks::{NameGuard, NameLocks, NameRwGuard, NameRwLocks};
 pub use null_lock::{NullGuard, NullLock};
 pub use stripe_locks::{StripeGuard, StripeLocks};
-pub use sync_dict::{SyncDict, WeakSyncDict};
+pub use sync_dict::{Holding, StrongValue, SyncDict, SyncDictOf, WeakSyncDict, WeakValue};
 pub use synchronizer::{AnyGuard, AnyLock, MutexGuard, MutexLock, Synchronizer};

@@ -122,7 +122,7 @@ impl StripeLocks {
             });
         }
         let path = registry_key(path.as_ref())?;
-        let shared = OPEN.get_or_try_create(path.clone(), || {
+        let shared = OPEN.get_or_create(path.clone(), || {
             drop(open_lock_file(&path)?);
             Ok::<_, Error>(Shared {
                 path: path.clone(),
