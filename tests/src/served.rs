@@ -37,12 +37,10 @@ pub fn reply<T: Debug>(result: Result<T, Error>) -> String {
     }
 }
 
-/// The name of `e`'s variant, as its `Debug` form begins (every
-/// variant has fields, so the name ends at the first ` `, `{` or `(`).
+/// The name of `e`'s kind ([`Error::kind`]), as the child reports it
+/// over its line protocol.
 pub fn error_kind(e: &Error) -> String {
-    let debug = format!("{e:?}");
-    let end = debug.find([' ', '{', '(']).unwrap_or(debug.len());
-    debug[..end].to_string()
+    format!("{:?}", e.kind())
 }
 
 /// A child process running `carboy-test-child serve <path>`; killed

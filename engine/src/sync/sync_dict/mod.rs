@@ -151,7 +151,7 @@ impl<V> Holding for WeakValue<V> {
 /// assert_eq!(calls.load(Ordering::SeqCst), 1); // created once for four threads
 ///
 /// // A value that fails the check is replaced (once).
-/// let v = dict.get_valid_or_create("answer".to_string(), |v| *v > 100, || 101);
+/// let v = dict.get_valid_or_insert_with("answer".to_string(), |v| *v > 100, || 101);
 /// assert_eq!(v, 101);
 /// assert_eq!(dict.remove("answer"), Some(101));
 /// assert!(dict.is_empty());
@@ -264,7 +264,7 @@ impl<K: Eq + Hash + Clone, H: Holding> SyncDictOf<K, H> {
     /// assert_eq!(*dict.get_or_insert_with("k", || 2), 1);
     /// ```
     pub fn get_or_insert_with(&self, key: K, create: impl FnOnce() -> H::Made) -> H::Value {
-        self.get_valid_or_create(key, |_| true, create)
+        self.get_valid_or_insert_with(key, |_| true, create)
     }
 
     /// Like [`get_or_insert_with`](Self::get_or_insert_with) with a creator
@@ -292,29 +292,7 @@ impl<K: Eq + Hash + Clone, H: Holding> SyncDictOf<K, H> {
         key: K,
         create: impl FnOnce() -> Result<H::Made, E>,
     ) -> Result<H::Value, E> {
-        self.get_valid_or_try_create(key, |_| true, create)
-    }
-
-    /// The same as [`get_or_create`](Self::get_or_create), under the name
-    /// the fallible form had before `get_or_create` took it.
-    ///
-    /// # Errors
-    ///
-    /// Whatever `create` returned, when this call ran it.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let dict = carboy::sync::SyncDict::new();
-    /// assert_eq!(dict.get_or_try_create("k", || Err("backend down")), Err("backend down"));
-    /// assert_eq!(dict.get_or_try_create("k", || Ok::<_, &str>(5)), Ok(5));
-    /// ```
-    pub fn get_or_try_create<E>(
-        &self,
-        key: K,
-        create: impl FnOnce() -> Result<H::Made, E>,
-    ) -> Result<H::Value, E> {
-        self.get_or_create(key, create)
+        self.get_valid_or_create(key, |_| true, create)
     }
 
     /// The value for `key` (for a [`WeakSyncDict`]: the live one) if there
@@ -327,27 +305,27 @@ impl<K: Eq + Hash + Clone, H: Holding> SyncDictOf<K, H> {
     /// ```
     /// let dict = carboy::sync::SyncDict::new();
     /// dict.insert("session", (1u32, "old"));
-    /// let fresh = dict.get_valid_or_create("session", |(version, _)| *version >= 2, || (2, "new"));
+    /// let fresh = dict.get_valid_or_insert_with("session", |(version, _)| *version >= 2, || (2, "new"));
     /// assert_eq!(fresh, (2, "new"));
     ///
     /// let dict = carboy::sync::WeakSyncDict::new();
     /// let old = dict.get_or_insert_with("k", || 1);
-    /// let new = dict.get_valid_or_create("k", |v| **v > 1, || 2);
+    /// let new = dict.get_valid_or_insert_with("k", |v| **v > 1, || 2);
     /// assert_eq!((*old, *new), (1, 2));
     /// ```
-    pub fn get_valid_or_create(
+    pub fn get_valid_or_insert_with(
         &self,
         key: K,
         is_valid: impl Fn(&H::Value) -> bool,
         create: impl FnOnce() -> H::Made,
     ) -> H::Value {
-        match self.get_valid_or_try_create(key, is_valid, || Ok::<H::Made, Never>(create())) {
+        match self.get_valid_or_create(key, is_valid, || Ok::<H::Made, Never>(create())) {
             Ok(value) => value,
             Err(never) => match never {},
         }
     }
 
-    /// [`get_valid_or_create`](Self::get_valid_or_create) with a creator
+    /// [`get_valid_or_insert_with`](Self::get_valid_or_insert_with) with a creator
     /// that may fail, as in [`get_or_create`](Self::get_or_create).
     ///
     /// # Errors
@@ -358,15 +336,15 @@ impl<K: Eq + Hash + Clone, H: Holding> SyncDictOf<K, H> {
     ///
     /// ```
     /// let dict = carboy::sync::SyncDict::new();
-    /// let v = dict.get_valid_or_try_create(1, |v: &u32| *v > 0, || Ok::<_, String>(3))?;
+    /// let v = dict.get_valid_or_create(1, |v: &u32| *v > 0, || Ok::<_, String>(3))?;
     /// assert_eq!(v, 3);
     ///
     /// let dict = carboy::sync::WeakSyncDict::new();
-    /// let v = dict.get_valid_or_try_create(1, |_| true, || Ok::<_, String>(3))?;
+    /// let v = dict.get_valid_or_create(1, |_| true, || Ok::<_, String>(3))?;
     /// assert_eq!(*v, 3);
     /// # Ok::<(), String>(())
     /// ```
-    pub fn get_valid_or_try_create<E>(
+    pub fn get_valid_or_create<E>(
         &self,
         key: K,
         is_valid: impl Fn(&H::Value) -> bool,

@@ -158,15 +158,6 @@ fn a_creator_error_goes_to_its_caller_and_a_waiter_creates_instead() {
 }
 
 #[test]
-fn get_or_try_create_is_get_or_create() {
-    let dict: SyncDict<&str, u32> = SyncDict::new();
-    assert_eq!(dict.get_or_try_create("k", || Err("nope")), Err("nope"));
-    assert_eq!(dict.core.slot_count(), 0);
-    assert_eq!(dict.get_or_try_create("k", || Ok::<_, &str>(3)), Ok(3));
-    assert_eq!(dict.get_or_create("k", || Err("unused")), Ok(3));
-}
-
-#[test]
 fn weak_a_failing_creator_stores_nothing() {
     let dict: WeakSyncDict<&str, u32> = WeakSyncDict::new();
     assert_eq!(dict.get_or_create("k", || Err("nope")), Err("nope"));
@@ -199,7 +190,7 @@ fn invalid_values_are_replaced_once() {
         for _ in 0..4 {
             s.spawn(|| {
                 start.wait();
-                let v = dict.get_valid_or_create(
+                let v = dict.get_valid_or_insert_with(
                     "k",
                     |v| *v >= 2,
                     || {
@@ -214,7 +205,7 @@ fn invalid_values_are_replaced_once() {
     });
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     // A valid value is returned without calling the creator.
-    assert_eq!(dict.get_valid_or_create("k", |v| *v >= 2, || 99), 2);
+    assert_eq!(dict.get_valid_or_insert_with("k", |v| *v >= 2, || 99), 2);
 }
 
 #[test]
