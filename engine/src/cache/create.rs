@@ -90,8 +90,25 @@ impl<C: Codec> Cache<C> {
     /// even if the cache fails to keep a copy (a full disk, a value the
     /// codec cannot encode); such failures are counted by
     /// [`store_failures`](Cache::store_failures). So a
-    /// [`CreateError::Cache`] always means the creator did not run. A panicking creator releases the key: the next caller
-    /// creates.
+    /// [`CreateError::Cache`] always means the creator did not run. A
+    /// panicking creator releases the key: the next caller creates.
+    ///
+    /// ```
+    /// use carboy::cache::CacheManager;
+    ///
+    /// let manager = CacheManager::builder().backend("memory").build()?;
+    /// let users = manager.get_cache("users")?;
+    /// let mut calls = 0;
+    /// for _ in 0..3 {
+    ///     let name: String = users.get_or_create("user:1", || {
+    ///         calls += 1;
+    ///         Ok::<_, std::io::Error>("alice".to_string())
+    ///     })?;
+    ///     assert_eq!(name, "alice");
+    /// }
+    /// assert_eq!(calls, 1); // created once, then hits
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get_or_create<V, E, F>(
         &self,
         key: &(impl CacheKey + ?Sized),

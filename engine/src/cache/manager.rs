@@ -105,6 +105,22 @@ impl CacheManager {
     }
 
     /// A typed builder; see [`CacheManagerBuilder`] for the defaults.
+    ///
+    /// ```
+    /// use carboy::cache::CacheManager;
+    /// use std::time::Duration;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let manager = CacheManager::builder()
+    ///     .backend("file")
+    ///     .data_dir(dir.path())
+    ///     .expire(Duration::from_secs(300))
+    ///     .build()?;
+    /// let pages = manager.get_cache("pages")?;
+    /// let html: String = pages.get_or_create("/", || Ok::<_, std::io::Error>("<h1>hi</h1>".into()))?;
+    /// assert_eq!(html, "<h1>hi</h1>");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn builder() -> CacheManagerBuilder {
         CacheManagerBuilder::default()
     }

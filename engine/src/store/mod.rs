@@ -250,13 +250,32 @@ impl fmt::Debug for ValueRef<'_> {
 
 impl Store {
     /// Opens (or creates) the namespace file at `path` with default
-    /// [`Options`].
+    /// [`Options`]. Every thread and process that opens the same file
+    /// shares it; [`Options`] sets durability, creation and the clock.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store = carboy::Store::open(dir.path().join("users.carboy"))?;
+    /// store.put(b"user:1", b"alice")?;
+    /// assert_eq!(store.get(b"user:1")?.as_deref(), Some(&b"alice"[..]));
+    /// assert!(store.get(b"user:2")?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         Options::new().open(path)
     }
 
     /// Opens (or creates) namespace `name` in the data directory `dir`
-    /// with default [`Options`].
+    /// with default [`Options`]. Any name works: it maps to a file name
+    /// that stays inside `dir` ([`name::file_name`](crate::name::file_name)).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let sessions = carboy::Store::open_namespace(dir.path(), "sessions/eu")?;
+    /// sessions.put_for(b"sid:1", b"{}", std::time::Duration::from_secs(1800))?;
+    /// assert!(sessions.contains(b"sid:1")?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_namespace(dir: impl AsRef<Path>, name: &str) -> Result<Store> {
         Options::new().open_namespace(dir, name)
     }

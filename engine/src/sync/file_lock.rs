@@ -147,15 +147,6 @@ impl FileLock {
     }
 
     /// The lock file's path (absolute).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let dir = tempfile::tempdir()?;
-    /// let lock = carboy::sync::FileLock::open(dir.path(), "a")?;
-    /// assert_eq!(lock.path(), dir.path().join("a.carboy.sync-lock"));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.shared.path

@@ -161,26 +161,12 @@ impl NameLocks {
     }
 
     /// Names whose lock is in use (held or waited for).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let locks = carboy::sync::NameLocks::new();
-    /// let _a = locks.lock("a");
-    /// assert_eq!(locks.len(), 1);
-    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         self.registry.len()
     }
 
     /// True when no name's lock is in use.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert!(carboy::sync::NameLocks::new().is_empty());
-    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -209,13 +195,6 @@ pub struct NameGuard<'a> {
 
 impl NameGuard<'_> {
     /// The name locked.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let locks = carboy::sync::NameLocks::new();
-    /// assert_eq!(locks.lock("a").name(), "a");
-    /// ```
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
@@ -415,26 +394,12 @@ impl NameRwLocks {
     }
 
     /// Names whose lock is in use (held or waited for).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let locks = carboy::sync::NameRwLocks::new();
-    /// let _r = locks.read("a");
-    /// assert_eq!(locks.len(), 1);
-    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         self.registry.len()
     }
 
     /// True when no name's lock is in use.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert!(carboy::sync::NameRwLocks::new().is_empty());
-    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -470,13 +435,6 @@ pub struct NameRwGuard<'a> {
 
 impl NameRwGuard<'_> {
     /// The name locked.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let locks = carboy::sync::NameRwLocks::new();
-    /// assert_eq!(locks.read("a").name(), "a");
-    /// ```
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name

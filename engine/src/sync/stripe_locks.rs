@@ -145,15 +145,6 @@ impl StripeLocks {
     }
 
     /// The lock file's path (absolute).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let dir = tempfile::tempdir()?;
-    /// let locks = carboy::sync::StripeLocks::open(dir.path().join("l"), 4)?;
-    /// assert_eq!(locks.path(), dir.path().join("l"));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.shared.path

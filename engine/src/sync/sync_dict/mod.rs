@@ -448,20 +448,6 @@ impl<K: Eq + Hash + Clone, H: Holding> SyncDictOf<K, H> {
     /// Values stored (for a [`WeakSyncDict`]: that someone still holds);
     /// creations in progress are not counted. Counts them one by one:
     /// O(slots), and a weak value dropped meanwhile may still be counted.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let dict = carboy::sync::SyncDict::new();
-    /// dict.insert(1, "one");
-    /// assert_eq!(dict.len(), 1);
-    ///
-    /// let dict = carboy::sync::WeakSyncDict::new();
-    /// let v = dict.insert(1, ());
-    /// assert_eq!(dict.len(), 1);
-    /// drop(v);
-    /// assert_eq!(dict.len(), 0);
-    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         self.core.len()
@@ -469,13 +455,6 @@ impl<K: Eq + Hash + Clone, H: Holding> SyncDictOf<K, H> {
 
     /// True when no value is stored (for a [`WeakSyncDict`]: when nobody
     /// holds any value of the map).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert!(carboy::sync::SyncDict::<u8, u8>::new().is_empty());
-    /// assert!(carboy::sync::WeakSyncDict::<u8, u8>::new().is_empty());
-    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
