@@ -77,6 +77,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod any_lock;
 mod file_lock;
 mod lock_files;
 mod name_locks;
@@ -88,9 +89,10 @@ mod synchronizer;
 #[cfg(test)]
 pub(crate) mod test_support;
 
+pub use any_lock::{AnyGuard, AnyLock};
 pub use file_lock::{FileLock, FileLockGuard};
 pub use name_locks::{NameGuard, NameLocks, NameRwGuard, NameRwLocks};
 pub use null_lock::{NullGuard, NullLock};
 pub use stripe_locks::{StripeGuard, StripeLocks};
 pub use sync_dict::{Holding, StrongValue, SyncDict, SyncDictOf, WeakSyncDict, WeakValue};
-pub use synchronizer::{AnyGuard, AnyLock, MutexGuard, MutexLock, Synchronizer};
+pub use synchronizer::{MutexGuard, MutexLock, Synchronizer};
