@@ -312,6 +312,9 @@ impl Walk {
         };
         let first_pass = self.window == HEADER_SIZE;
         let end = self.window.saturating_add(self.window_len).min(snap.bound);
+        // Counted in locals (kept in registers), added to `self` on the
+        // first pass only.
+        let (mut used, mut sum) = (0u64, 0u64);
         while let Some(word) = slots.get(self.bucket as usize) {
             let bucket = self.bucket;
             self.bucket += 1;
@@ -319,14 +322,14 @@ impl Walk {
             if s == slot::EMPTY {
                 continue;
             }
-            if first_pass {
-                self.used += 1;
-                self.sum = self.sum.wrapping_add(s);
-            }
+            used += 1;
+            sum = sum.wrapping_add(s);
             let at = slot::offset(s);
             let outside = at < HEADER_SIZE || at >= snap.bound;
             if outside || (at >= idx.offset && at < index_end) {
                 if first_pass {
+                    self.used += used;
+                    self.sum = self.sum.wrapping_add(sum);
                     let what = if outside {
                         "outside the committed log"
                     } else {
@@ -345,6 +348,10 @@ impl Walk {
                     *w |= 1 << (bit % 64);
                 }
             }
+        }
+        if first_pass {
+            self.used += used;
+            self.sum = self.sum.wrapping_add(sum);
         }
         self.reading = true;
         self.word = 0;
