@@ -319,11 +319,11 @@ impl Walk {
             let bucket = self.bucket;
             self.bucket += 1;
             let s = u64::from_le(word.load(Ordering::Acquire));
+            used += u64::from(s != slot::EMPTY);
+            sum = sum.wrapping_add(s);
             if s == slot::EMPTY {
                 continue;
             }
-            used += 1;
-            sum = sum.wrapping_add(s);
             let at = slot::offset(s);
             let outside = at < HEADER_SIZE || at >= snap.bound;
             if outside || (at >= idx.offset && at < index_end) {
@@ -356,18 +356,28 @@ impl Walk {
         self.reading = true;
         self.word = 0;
         self.rest = self.bits.first().copied().unwrap_or(0);
+        if first_pass {
+            self.check_count(fs, idx.offset)?;
+        }
+        Ok(())
+    }
+
+    /// Compares the slots the first pass counted and summed with what the
+    /// header keeps (kept out of [`mark`](Self::mark) and its loop).
+    #[cold]
+    #[inline(never)]
+    fn check_count(&self, fs: &FileState, index_offset: u64) -> Result<()> {
         let said = fs.load(live::USED_SLOTS);
         let sum_said =
             (fs.load(live::SLOT_SUM_TXN) == fs.load(live::TXN_ID)).then(|| fs.load(live::SLOT_SUM));
         // (Under the shared lock the count is exact, unless a writer died
         // mid-commit: the next writer recounts.)
-        if first_pass
-            && (self.used != said || sum_said.is_some_and(|s| s != self.sum))
+        if (self.used != said || sum_said.is_some_and(|s| s != self.sum))
             && fs.load(live::WRITE_PENDING) == 0
             && fs.load(live::INDEXED_END) == fs.commit_end()
         {
             return Err(fs.corruption(
-                idx.offset,
+                index_offset,
                 format!(
                     "index damaged: {} of its slots are in use, the header counts {said}{}: \
                      entries may be missing; reopening the namespace rebuilds the index",
