@@ -63,7 +63,9 @@ mod create;
 mod envelope;
 mod file;
 mod flight;
+mod helper_threads;
 mod key;
+mod lock_wait;
 mod manager;
 mod markers;
 #[doc(hidden)]
@@ -88,4 +90,5 @@ pub use manager::{CacheManager, CacheManagerBuilder, Region, RegionSettings, ins
 pub use markers::Invalidation;
 pub use memory::{Bound, MemoryBackend, MemoryFactory};
 pub use namespace::{Cache, CachedValue};
+pub use policy::{DEFAULT_LOCK_TIMEOUT, OnLockTimeout};
 pub use registry::register_backend;
