@@ -63,6 +63,8 @@ mod create;
 mod envelope;
 mod file;
 mod flight;
+#[cfg(feature = "async")]
+mod future;
 mod helper_threads;
 mod key;
 mod lock_wait;
@@ -85,6 +87,8 @@ pub use backend::{
 pub use codec::{Codec, Postcard};
 pub use create::CreateError;
 pub use file::{FileBackend, FileFactory};
+#[cfg(feature = "async")]
+pub use future::AsyncCache;
 pub use key::{CacheKey, DEFAULT_KEY_LENGTH, Serialized, lock_hash};
 pub use manager::{CacheManager, CacheManagerBuilder, Region, RegionSettings, install, installed};
 pub use markers::Invalidation;
