@@ -96,6 +96,14 @@ impl<C: Codec> Cache<C> {
     /// [`CreateError::Cache`] always means the creator did not run. A
     /// panicking creator releases the key: the next caller creates.
     ///
+    /// A caller waits for the creation lock at most `cache.lock_timeout`
+    /// ([`DEFAULT_LOCK_TIMEOUT`](super::DEFAULT_LOCK_TIMEOUT)); then
+    /// [`OnLockTimeout`] says whether it fails with
+    /// [`Error::LockTimeout`] or runs `create` without storing the value.
+    /// A creator that fails in another process stores nothing and releases
+    /// the lock: a waiter here then takes the lock and runs its own
+    /// creator (errors do not cross processes).
+    ///
     /// ```
     /// use carboy::cache::CacheManager;
     ///

@@ -19,6 +19,7 @@
 //! | value envelope | `envelope.rs` | creation time, expiry, invalidation epochs, payload |
 //! | region policy | [`CacheManager`], [`Region`] | expiry, stale serving, key length, on/off |
 //! | lock algorithm | [`Cache::get_or_create`] | fresh → return; stale → serve while one regenerates; missing → wait |
+//! | async front | `AsyncCache` (feature `async`) | the same, with future creators; waits on carboy's helper threads |
 //!
 //! What it does (DESIGN.md, "The cache layer", compares each point with
 //! Beaker and dogpile.cache):
