@@ -243,6 +243,21 @@ pub enum Error {
         /// What was asked ("list keys", "update atomically", …).
         operation: &'static str,
     },
+    /// A cache caller waited `cache.lock_timeout` for a key's creation lock
+    /// and did not get it (with `cache.on_lock_timeout = error`, the
+    /// default): the creator did not run.
+    #[error(
+        "cache namespace {namespace}: waited {waited:?} for a key's creation lock \
+         (cache.lock_timeout) while another caller held it; raise cache.lock_timeout, set \
+         cache.on_lock_timeout = create to run the creator uncached instead, or look for \
+         creators that create each other's keys in opposite orders"
+    )]
+    LockTimeout {
+        /// The cache namespace.
+        namespace: String,
+        /// How long the caller waited.
+        waited: std::time::Duration,
+    },
     /// A thread that holds a read lock asked for the write lock of the same
     /// lock ([`sync`](crate::sync)): it would wait for itself forever.
     #[error(
@@ -434,6 +449,8 @@ pub enum ErrorKind {
     CommitNotDurable,
     /// A backend lacks an optional capability the call needs.
     Unsupported,
+    /// A cache creation lock was not granted within `cache.lock_timeout`.
+    LockTimeout,
 }
 
 impl Error {
@@ -477,6 +494,7 @@ impl Error {
             Error::FileTruncated { .. } => ErrorKind::FileTruncated,
             Error::CommitNotDurable { .. } => ErrorKind::CommitNotDurable,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::LockTimeout { .. } => ErrorKind::LockTimeout,
         }
     }
 

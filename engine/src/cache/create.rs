@@ -12,9 +12,12 @@ use serde::de::DeserializeOwned;
 
 use super::codec::Codec;
 use super::envelope;
+use super::flight::Leader;
 use super::flight::{Join, Outcome};
 use super::key::{self, CacheKey};
+use super::lock_wait::{self, Lock, Wait};
 use super::namespace::{Cache, Found};
+use super::policy::OnLockTimeout;
 use crate::error::{Error, Result};
 
 /// The error of [`Cache::get_or_create`]: the cache failed, or the creator
@@ -93,6 +96,14 @@ impl<C: Codec> Cache<C> {
     /// [`CreateError::Cache`] always means the creator did not run. A
     /// panicking creator releases the key: the next caller creates.
     ///
+    /// A caller waits for the creation lock at most `cache.lock_timeout`
+    /// ([`DEFAULT_LOCK_TIMEOUT`](super::DEFAULT_LOCK_TIMEOUT)); then
+    /// [`OnLockTimeout`] says whether it fails with
+    /// [`Error::LockTimeout`] or runs `create` without storing the value.
+    /// A creator that fails in another process stores nothing and releases
+    /// the lock: a waiter here then takes the lock and runs its own
+    /// creator (errors do not cross processes).
+    ///
     /// ```
     /// use carboy::cache::CacheManager;
     ///
@@ -145,12 +156,16 @@ impl<C: Codec> Cache<C> {
                     // still created once.
                     let nested = if creating_depth() > 0 {
                         let hash = key::lock_hash(&key);
-                        self.ns.shared.backend.lock_creation(&key, hash, true)?
+                        Some(self.lock_key(&key, hash, true)?)
                     } else {
                         None
                     };
                     match nested {
-                        Some(g) if g.is_held() => (None, g),
+                        Some(Lock::Held(g)) if g.is_held() => (None, g),
+                        Some(Lock::TimedOut(waited)) => {
+                            let create = create.take();
+                            return self.after_timeout(None, waited, create);
+                        }
                         _ => match follower.wait() {
                             Outcome::Created(payload) => {
                                 match self.codec.decode::<V>(&payload) {
@@ -164,6 +179,9 @@ impl<C: Codec> Cache<C> {
                                 Ok(e) => return Err(CreateError::Creator(e)),
                                 Err(_) => continue,
                             },
+                            Outcome::TimedOut(waited) => {
+                                return Err(CreateError::Cache(self.timeout_error(waited)));
+                            }
                             Outcome::Retry => continue,
                         },
                     }
@@ -171,15 +189,14 @@ impl<C: Codec> Cache<C> {
                 Join::Lead(leader) => {
                     // Hashed only here: a hit never needs the lock.
                     let hash = key::lock_hash(&key);
-                    let lock = self
-                        .ns
-                        .shared
-                        .backend
-                        .lock_creation(&key, hash, stale.is_none());
-                    match lock {
-                        Ok(Some(g)) => (Some(leader), g),
+                    match self.lock_key(&key, hash, stale.is_none()) {
+                        Ok(Lock::Held(g)) => (Some(leader), g),
+                        Ok(Lock::TimedOut(waited)) => {
+                            let create = create.take();
+                            return self.after_timeout(Some(leader), waited, create);
+                        }
                         // Another process is creating: serve the stale value.
-                        Ok(None) => match stale {
+                        Ok(Lock::Busy) => match stale {
                             Some(v) => {
                                 leader.finish(Outcome::Retry);
                                 return Ok(v);
@@ -246,6 +263,75 @@ impl<C: Codec> Cache<C> {
                     return Err(CreateError::Creator(e));
                 }
             }
+        }
+    }
+
+    /// Takes the creation lock of `key`: waiting (up to
+    /// `cache.lock_timeout`) or only trying.
+    pub(super) fn lock_key(&self, key: &[u8], hash: u64, wait: bool) -> Result<Lock<'_>> {
+        let wait = Wait::new(wait, self.policy.lock_timeout);
+        lock_wait::lock(&self.ns.shared.backend, key, hash, wait)
+    }
+
+    /// The error of a caller that waited `waited` for a creation lock.
+    pub(super) fn timeout_error(&self, waited: std::time::Duration) -> Error {
+        Error::LockTimeout {
+            namespace: self.ns.name.clone(),
+            waited,
+        }
+    }
+
+    /// What a caller does once its wait for the creation lock timed out,
+    /// as `cache.on_lock_timeout` says: fail, or run the creator without
+    /// the lock and keep nothing. The flight's followers get the same.
+    fn after_timeout<V, E, F>(
+        &self,
+        leader: Option<Leader<'_>>,
+        waited: std::time::Duration,
+        create: Option<F>,
+    ) -> Result<V, CreateError<E>>
+    where
+        V: Serialize + DeserializeOwned,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Result<V, E>,
+    {
+        let finish = |outcome: Outcome| {
+            if let Some(l) = leader {
+                l.finish(outcome);
+            }
+        };
+        let create = match (self.policy.on_lock_timeout, create) {
+            (OnLockTimeout::Create, Some(create)) => create,
+            _ => {
+                finish(Outcome::TimedOut(waited));
+                return Err(CreateError::Cache(self.timeout_error(waited)));
+            }
+        };
+        let created = {
+            let _depth = CreatingDepth::enter();
+            create()
+        };
+        match created {
+            Ok(value) => {
+                finish(self.uncached_outcome(&value));
+                Ok(value)
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                let shared: Arc<dyn Any + Send + Sync> = e.clone();
+                finish(Outcome::Failed(shared));
+                Err(CreateError::Creator(e))
+            }
+        }
+    }
+
+    /// The flight outcome of a value created without the lock (kept
+    /// nowhere): its encoding, for the followers to decode.
+    pub(super) fn uncached_outcome<V: Serialize>(&self, value: &V) -> Outcome {
+        let mut payload = Vec::new();
+        match self.codec.encode(value, &mut payload) {
+            Ok(()) => Outcome::Created(Arc::from(payload)),
+            Err(_) => Outcome::Retry,
         }
     }
 

@@ -20,6 +20,10 @@ pub(crate) enum Outcome {
     Created(Arc<[u8]>),
     /// The creator failed with this error (an `Arc<E>`, type-erased).
     Failed(Arc<dyn Any + Send + Sync>),
+    /// The leader waited `cache.lock_timeout` (this long) for the
+    /// cross-process lock and, as `cache.on_lock_timeout = error` says,
+    /// gave up: followers fail the same way.
+    TimedOut(std::time::Duration),
     /// No value for the followers: the leader panicked, lost a race for the
     /// cross-process lock, or failed to reach the backend. Followers start
     /// over (and one of them leads).
@@ -28,7 +32,11 @@ pub(crate) enum Outcome {
 
 struct Flight {
     outcome: Mutex<Option<Outcome>>,
+    /// Blocking followers wait here.
     done: Condvar,
+    /// Async followers (feature `async`) wait here: woken with the
+    /// blocking ones, so both fronts can follow one flight.
+    wakers: Mutex<Vec<std::task::Waker>>,
     /// Threads that joined as followers.
     followers: std::sync::atomic::AtomicUsize,
 }
@@ -77,6 +85,7 @@ impl Flights {
         let flight = Arc::new(Flight {
             outcome: Mutex::new(None),
             done: Condvar::new(),
+            wakers: Mutex::new(Vec::new()),
             followers: Default::default(),
         });
         map.insert(key.to_vec(), Arc::clone(&flight));
@@ -117,6 +126,10 @@ impl Leader<'_> {
         self.flights.map.lock().remove(&self.key);
         *self.flight.outcome.lock() = Some(outcome);
         self.flight.done.notify_all();
+        let wakers = std::mem::take(&mut *self.flight.wakers.lock());
+        for waker in wakers {
+            waker.wake();
+        }
     }
 }
 
@@ -136,6 +149,25 @@ impl Follower {
             }
             self.flight.done.wait(&mut outcome);
         }
+    }
+
+    /// Waits for the leader's outcome without blocking the thread.
+    #[cfg(feature = "async")]
+    pub(crate) fn outcome(self) -> impl std::future::Future<Output = Outcome> {
+        std::future::poll_fn(move |cx| {
+            // The waker goes in before the outcome is looked at: a leader
+            // that ends in between sets the outcome first, then wakes.
+            {
+                let mut wakers = self.flight.wakers.lock();
+                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    wakers.push(cx.waker().clone());
+                }
+            }
+            match self.flight.outcome.lock().as_ref() {
+                Some(o) => std::task::Poll::Ready(o.clone()),
+                None => std::task::Poll::Pending,
+            }
+        })
     }
 }
 

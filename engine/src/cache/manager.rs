@@ -90,7 +90,8 @@ impl CacheManager {
     /// `cache.data_dir`, `cache.lock_dir`, `cache.expire` (seconds),
     /// `cache.regions` (a comma list), `cache.<region>.<setting>`,
     /// `cache.key_length`, `cache.enabled`, plus carboy's
-    /// `cache.serve_stale` and `cache.stale_for`, and the backend's own
+    /// `cache.serve_stale`, `cache.stale_for`, `cache.lock_timeout` and
+    /// `cache.on_lock_timeout`, and the backend's own
     /// settings (`cache.durability` for `file`, `cache.max_entries` or
     /// `cache.max_bytes` for `memory`). `beaker.cache.` works as a prefix
     /// too; keys with neither prefix are ignored, so a whole application
@@ -307,6 +308,8 @@ impl Region {
 /// | [`enabled`](CacheManagerBuilder::enabled) | `true` |
 /// | [`serve_stale`](CacheManagerBuilder::serve_stale) | `true` |
 /// | [`stale_for`](CacheManagerBuilder::stale_for) | none: stale values are kept until overwritten |
+/// | [`lock_timeout`](CacheManagerBuilder::lock_timeout) | 60 s ([`DEFAULT_LOCK_TIMEOUT`](super::DEFAULT_LOCK_TIMEOUT)) |
+/// | [`on_lock_timeout`](CacheManagerBuilder::on_lock_timeout) | [`OnLockTimeout::Error`](super::OnLockTimeout::Error) |
 /// | [`clock`](CacheManagerBuilder::clock) | [`SystemClock`] |
 ///
 /// ```
@@ -413,6 +416,29 @@ macro_rules! setters {
         /// the backend drops it.
         pub fn stale_for(mut self, grace: Duration) -> Self {
             self.$($wrap)*.stale_for = Some(Some(grace));
+            self
+        }
+
+        /// How long `get_or_create` waits for a key's creation lock held
+        /// by another caller (`cache.lock_timeout`, in seconds there)
+        /// before it does what [`on_lock_timeout`](Self::on_lock_timeout)
+        /// says.
+        pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+            self.$($wrap)*.lock_timeout = Some(Some(timeout));
+            self
+        }
+
+        /// Wait for creation locks as long as it takes
+        /// (`cache.lock_timeout = none`): a lock cycle then never ends.
+        pub fn no_lock_timeout(mut self) -> Self {
+            self.$($wrap)*.lock_timeout = Some(None);
+            self
+        }
+
+        /// What a caller does once it waited
+        /// [`lock_timeout`](Self::lock_timeout) (`cache.on_lock_timeout`).
+        pub fn on_lock_timeout(mut self, action: super::OnLockTimeout) -> Self {
+            self.$($wrap)*.on_lock_timeout = Some(action);
             self
         }
 

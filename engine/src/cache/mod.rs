@@ -19,6 +19,7 @@
 //! | value envelope | `envelope.rs` | creation time, expiry, invalidation epochs, payload |
 //! | region policy | [`CacheManager`], [`Region`] | expiry, stale serving, key length, on/off |
 //! | lock algorithm | [`Cache::get_or_create`] | fresh → return; stale → serve while one regenerates; missing → wait |
+//! | async front | `AsyncCache` (feature `async`) | the same, with future creators; waits on carboy's helper threads |
 //!
 //! What it does (DESIGN.md, "The cache layer", compares each point with
 //! Beaker and dogpile.cache):
@@ -63,7 +64,11 @@ mod create;
 mod envelope;
 mod file;
 mod flight;
+#[cfg(feature = "async")]
+mod future;
+mod helper_threads;
 mod key;
+mod lock_wait;
 mod manager;
 mod markers;
 #[doc(hidden)]
@@ -83,9 +88,12 @@ pub use backend::{
 pub use codec::{Codec, Postcard};
 pub use create::CreateError;
 pub use file::{FileBackend, FileFactory};
+#[cfg(feature = "async")]
+pub use future::AsyncCache;
 pub use key::{CacheKey, DEFAULT_KEY_LENGTH, Serialized, lock_hash};
 pub use manager::{CacheManager, CacheManagerBuilder, Region, RegionSettings, install, installed};
 pub use markers::Invalidation;
 pub use memory::{Bound, MemoryBackend, MemoryFactory};
 pub use namespace::{Cache, CachedValue};
+pub use policy::{DEFAULT_LOCK_TIMEOUT, OnLockTimeout};
 pub use registry::register_backend;

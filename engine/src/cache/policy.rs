@@ -15,6 +15,30 @@ pub(crate) struct Policy {
     pub stale_for: Option<Duration>,
     pub key_length: usize,
     pub enabled: bool,
+    /// How long a caller waits for a key's creation lock (`None`: forever).
+    pub lock_timeout: Option<Duration>,
+    pub on_lock_timeout: OnLockTimeout,
+}
+
+/// `cache.lock_timeout` when nothing sets it: long enough for any creator
+/// that should be cached, short enough that a lock cycle (two processes'
+/// nested creators taking keys in opposite orders) ends on its own.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a caller of `get_or_create` does when it waited
+/// `cache.lock_timeout` for a key's creation lock without getting it
+/// (setting `cache.on_lock_timeout`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnLockTimeout {
+    /// Fail with [`Error::LockTimeout`](crate::Error::LockTimeout) (as
+    /// [`CreateError::Cache`](super::CreateError::Cache)): the creator does
+    /// not run. The default, and `cache.on_lock_timeout = error`.
+    #[default]
+    Error,
+    /// Run the creator without the lock and return its value without
+    /// storing it (the lock's holder stores its own). `create`.
+    Create,
 }
 
 impl Policy {

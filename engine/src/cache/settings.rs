@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::backend::{BackendConfig, BackendFactory};
 use super::key::DEFAULT_KEY_LENGTH;
-use super::policy::Policy;
+use super::policy::{DEFAULT_LOCK_TIMEOUT, OnLockTimeout, Policy};
 use super::registry;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -24,6 +24,8 @@ pub(crate) struct Overrides {
     pub key_length: Option<usize>,
     pub serve_stale: Option<bool>,
     pub stale_for: Option<Option<Duration>>,
+    pub lock_timeout: Option<Option<Duration>>,
+    pub on_lock_timeout: Option<OnLockTimeout>,
     /// Backend-specific settings by short name, with the full setting
     /// name they came from (for error messages).
     pub options: BTreeMap<String, (String, String)>,
@@ -43,6 +45,8 @@ impl Overrides {
             key_length: over.key_length.or(self.key_length),
             serve_stale: over.serve_stale.or(self.serve_stale),
             stale_for: over.stale_for.or(self.stale_for),
+            lock_timeout: over.lock_timeout.or(self.lock_timeout),
+            on_lock_timeout: over.on_lock_timeout.or(self.on_lock_timeout),
             options,
         }
     }
@@ -136,6 +140,14 @@ fn set_option(o: &mut Overrides, setting: &str, name: &str, value: &str) -> Resu
         "lock_dir" => o.lock_dir = Some(parse_dir(setting, value)?),
         "expire" => o.expire = Some(parse_secs(setting, value)?),
         "stale_for" => o.stale_for = Some(parse_secs(setting, value)?),
+        "lock_timeout" => o.lock_timeout = Some(parse_secs(setting, value)?),
+        "on_lock_timeout" => {
+            o.on_lock_timeout = Some(match value.trim().to_ascii_lowercase().as_str() {
+                "error" => OnLockTimeout::Error,
+                "create" => OnLockTimeout::Create,
+                _ => return Err(invalid(setting, value, "expected error or create")),
+            })
+        }
         "enabled" => o.enabled = Some(parse_bool(setting, value)?),
         "serve_stale" => o.serve_stale = Some(parse_bool(setting, value)?),
         "key_length" => match value.trim().parse::<usize>() {
@@ -242,7 +254,8 @@ pub(crate) fn resolve(
                 value,
                 format!(
                     "unknown setting for backend {kind:?} (common settings: type, data_dir, \
-                     lock_dir, expire, enabled, key_length, serve_stale, stale_for, regions; \
+                     lock_dir, expire, enabled, key_length, serve_stale, stale_for, lock_timeout, \
+                     on_lock_timeout, regions; \
                      this backend also takes: {})",
                     if accepted.is_empty() {
                         "nothing else".to_string()
@@ -276,6 +289,8 @@ pub(crate) fn resolve(
             stale_for: o.stale_for.flatten(),
             key_length: o.key_length.unwrap_or(DEFAULT_KEY_LENGTH),
             enabled: o.enabled.unwrap_or(true),
+            lock_timeout: o.lock_timeout.unwrap_or(Some(DEFAULT_LOCK_TIMEOUT)),
+            on_lock_timeout: o.on_lock_timeout.unwrap_or_default(),
         },
     })
 }
@@ -306,6 +321,22 @@ mod tests {
         assert!(!long.policy.enabled);
         assert_eq!(defaults.policy.expire, Some(Duration::from_secs(30)));
         assert_eq!(defaults.policy.key_length, 250);
+        assert_eq!(defaults.policy.lock_timeout, Some(DEFAULT_LOCK_TIMEOUT));
+        assert_eq!(defaults.policy.on_lock_timeout, OnLockTimeout::Error);
+        let p = parse([
+            ("cache.lock_timeout", "5"),
+            ("cache.on_lock_timeout", "create"),
+            ("cache.regions", "patient"),
+            ("cache.patient.lock_timeout", "none"),
+        ])
+        .unwrap();
+        let base = resolve(&p.defaults, &Overrides::default(), &clock).unwrap();
+        let patient = resolve(&p.defaults, &p.regions[0].1, &clock).unwrap();
+        assert_eq!(base.policy.lock_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(base.policy.on_lock_timeout, OnLockTimeout::Create);
+        assert_eq!(patient.policy.lock_timeout, None);
+        let err = parse([("cache.on_lock_timeout", "shrug")]).unwrap_err();
+        assert!(err.to_string().contains("cache.on_lock_timeout"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,427 @@
+//! The async front (cargo feature `async`): [`AsyncCache`], the
+//! [`Cache`] API name for name, with creators that are futures.
+//!
+//! It is runtime-agnostic: nothing here spawns a task or needs a timer.
+//! What is immediate stays on the caller's thread; what can wait on another
+//! process runs on carboy's helper threads and wakes the task through a
+//! one-value channel (`oneshot.rs`):
+//!
+//! | operation | where it runs |
+//! |---|---|
+//! | `get`, `get_entry`, `contains`, a hit of `get_or_create` | the calling task: one fetch, lock-free on `file`, no thread hop |
+//! | waiting for another task's creation | the task awaits the flight's outcome (woken with blocking followers) |
+//! | the creation lock (wait, try, or wait up to `cache.lock_timeout`) | a helper thread takes and holds it (`lock.rs`) |
+//! | `set`, `remove`, `invalidate*`, `clear`, storing a created value | a helper thread (a writer lock held elsewhere, an fsync under `durability = sync`) |
+//!
+//! Both fronts share one namespace's flights and locks: an [`AsyncCache`]
+//! and a [`Cache`] on the same namespace, in one process or several, still
+//! create each value once.
+
+mod lock;
+mod oneshot;
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use self::lock::{AsyncLock, off_thread};
+use super::codec::{Codec, Postcard};
+use super::create::CreateError;
+use super::envelope;
+use super::flight::{Join, Leader, Outcome};
+use super::key::{self, CacheKey};
+use super::lock_wait::Wait;
+use super::markers::Invalidation;
+use super::namespace::{Cache, CachedValue, Found};
+use super::policy::OnLockTimeout;
+use crate::error::{Error, Result};
+
+/// One cache namespace for async code: [`Cache`]'s API, name for name,
+/// whose creators are futures (cargo feature `async`).
+///
+/// Get one with [`Cache::to_async`]; it is cheap to clone and shares
+/// everything with the [`Cache`] it came from (settings, flights, locks).
+///
+/// * **One creator per key** across the tasks of a process, the threads
+///   of the blocking front, and other processes; the other tasks await it
+///   (or get the stale value at once), never blocking a worker thread.
+/// * **A hit is a direct call**: one fetch on the calling task.
+/// * **Cancellation**: dropping a `get_or_create` future while its creator
+///   runs frees the key (the flight and the cross-process lock); a waiting
+///   task takes over; nothing from the cancelled creator is stored. Once
+///   the creator has returned, its value is stored even if the future is
+///   dropped, and only then is the lock released.
+///
+/// ```
+/// use carboy::cache::CacheManager;
+///
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop {
+/// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
+/// #         std::thread::yield_now();
+/// #     }
+/// # }
+/// let manager = CacheManager::builder().backend("memory").build()?;
+/// let users = manager.get_cache("users")?.to_async();
+/// block_on(async {
+///     let name: String = users
+///         .get_or_create("user:1", || async { Ok::<_, std::io::Error>("alice".to_string()) })
+///         .await?;
+///     assert_eq!(name, "alice");
+///     assert_eq!(users.get::<String>("user:1").await?.as_deref(), Some("alice"));
+///     Ok::<(), Box<dyn std::error::Error>>(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct AsyncCache<C: Codec = Postcard> {
+    cache: Cache<C>,
+}
+
+impl<C: Codec> Clone for AsyncCache<C> {
+    fn clone(&self) -> Self {
+        AsyncCache {
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+impl<C: Codec> std::fmt::Debug for AsyncCache<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AsyncCache").field(&self.cache).finish()
+    }
+}
+
+impl<C: Codec> Cache<C> {
+    /// This cache's async front (cargo feature `async`): the same
+    /// namespace, settings, flights and locks.
+    pub fn to_async(&self) -> AsyncCache<C> {
+        AsyncCache {
+            cache: self.clone(),
+        }
+    }
+}
+
+impl<C: Codec> AsyncCache<C> {
+    /// The blocking front of the same cache.
+    pub fn blocking(&self) -> &Cache<C> {
+        &self.cache
+    }
+
+    /// The namespace's name.
+    pub fn namespace(&self) -> &str {
+        self.cache.namespace()
+    }
+
+    /// How long new values stay fresh (`None`: until invalidated).
+    pub fn expire(&self) -> Option<Duration> {
+        self.cache.expire()
+    }
+
+    /// As [`Cache::with_expire`].
+    pub fn with_expire(self, expire: Option<Duration>) -> AsyncCache<C> {
+        self.cache.with_expire(expire).to_async()
+    }
+
+    /// As [`Cache::serving_stale`].
+    pub fn serving_stale(self, serve: bool) -> AsyncCache<C> {
+        self.cache.serving_stale(serve).to_async()
+    }
+
+    /// As [`Cache::get`]: a direct call, no thread hop.
+    pub async fn get<V: DeserializeOwned>(
+        &self,
+        key: &(impl CacheKey + ?Sized),
+    ) -> Result<Option<V>> {
+        self.cache.get(key)
+    }
+
+    /// As [`Cache::get_entry`]: a direct call.
+    pub async fn get_entry<V: DeserializeOwned>(
+        &self,
+        key: &(impl CacheKey + ?Sized),
+    ) -> Result<Option<CachedValue<V>>> {
+        self.cache.get_entry(key)
+    }
+
+    /// As [`Cache::contains`]: a direct call.
+    pub async fn contains(&self, key: &(impl CacheKey + ?Sized)) -> Result<bool> {
+        self.cache.contains(key)
+    }
+
+    /// As [`Cache::set`]; the write runs on a helper thread.
+    pub async fn set<V: Serialize + ?Sized, K: CacheKey + ?Sized>(
+        &self,
+        key: &K,
+        value: &V,
+    ) -> Result<()> {
+        self.set_for(key, value, self.cache.policy.expire).await
+    }
+
+    /// As [`Cache::set_for`]; the write runs on a helper thread.
+    pub async fn set_for<V: Serialize + ?Sized>(
+        &self,
+        key: &(impl CacheKey + ?Sized),
+        value: &V,
+        expire: Option<Duration>,
+    ) -> Result<()> {
+        if !self.cache.policy.enabled {
+            return Ok(());
+        }
+        let stored = self.cache.stored_key(key)?.into_owned();
+        let (ns, region) = self.cache.ns.markers()?;
+        let entry = self
+            .cache
+            .entry(value, expire, ns.epoch, region.epoch)
+            .map_err(|reason| Error::Encode {
+                namespace: self.cache.ns.name.clone(),
+                reason,
+            })?;
+        let cache = self.cache.clone();
+        off_thread(move || cache.store(&stored, &entry, expire)).await
+    }
+
+    /// As [`Cache::remove`]; runs on a helper thread.
+    pub async fn remove(&self, key: &(impl CacheKey + ?Sized)) -> Result<bool> {
+        let (cache, key) = (self.cache.clone(), key.key_bytes().into_owned());
+        off_thread(move || cache.remove(&key)).await
+    }
+
+    /// As [`Cache::invalidate`]; runs on a helper thread.
+    pub async fn invalidate(
+        &self,
+        key: &(impl CacheKey + ?Sized),
+        how: Invalidation,
+    ) -> Result<()> {
+        let (cache, key) = (self.cache.clone(), key.key_bytes().into_owned());
+        off_thread(move || cache.invalidate(&key, how)).await
+    }
+
+    /// As [`Cache::invalidate_all`]; runs on a helper thread.
+    pub async fn invalidate_all(&self, how: Invalidation) -> Result<()> {
+        let cache = self.cache.clone();
+        off_thread(move || cache.invalidate_all(how)).await
+    }
+
+    /// As [`Cache::clear`]; runs on a helper thread.
+    pub async fn clear(&self) -> Result<()> {
+        let cache = self.cache.clone();
+        off_thread(move || cache.clear()).await
+    }
+
+    /// As [`Cache::is_creating`].
+    pub fn is_creating(&self, key: &(impl CacheKey + ?Sized)) -> Result<bool> {
+        self.cache.is_creating(key)
+    }
+
+    /// As [`Cache::store_failures`].
+    pub fn store_failures(&self) -> u64 {
+        self.cache.store_failures()
+    }
+
+    /// As [`Cache::get_or_create`], with a creator that is a future: the
+    /// value of `key`; when it is missing, expired or invalidated, exactly
+    /// one caller (across tasks, threads and processes) awaits `create` and
+    /// stores its value, while the others get the stale value at once or
+    /// await the new one. The algorithm is [`Cache`]'s ("The creation
+    /// algorithm"), and so are the errors: a creator error reaches every
+    /// task of this process that awaited it, as the same `Arc<E>`.
+    ///
+    /// Waiting for the creation lock is bounded by `cache.lock_timeout`
+    /// (then `cache.on_lock_timeout` decides); awaiting another task's
+    /// creation is not (see engine/DESIGN.md, "The async front").
+    pub async fn get_or_create<V, E, F, Fut>(
+        &self,
+        key: &(impl CacheKey + ?Sized),
+        create: F,
+    ) -> std::result::Result<V, CreateError<E>>
+    where
+        V: Serialize + DeserializeOwned,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>>,
+    {
+        let cache = &self.cache;
+        if !cache.policy.enabled {
+            return create()
+                .await
+                .map_err(|e| CreateError::Creator(Arc::new(e)));
+        }
+        let key = cache.stored_key(key)?.into_owned();
+        let mut create = Some(create);
+        loop {
+            let stale = match cache.lookup::<V>(&key)? {
+                Found::Fresh(e) => return Ok(e.value),
+                Found::Stale(e) if cache.policy.serve_stale => Some(e.value),
+                _ => None,
+            };
+            let leader = match cache.ns.shared.flights.join(&key) {
+                Join::Follow(follower) => {
+                    if let Some(v) = stale {
+                        return Ok(v);
+                    }
+                    match follower.outcome().await {
+                        Outcome::Created(payload) => match cache.codec.decode::<V>(&payload) {
+                            Ok(v) => return Ok(v),
+                            Err(_) => continue,
+                        },
+                        Outcome::Failed(err) => match err.downcast::<E>() {
+                            Ok(e) => return Err(CreateError::Creator(e)),
+                            Err(_) => continue,
+                        },
+                        Outcome::TimedOut(waited) => {
+                            return Err(CreateError::Cache(cache.timeout_error(waited)));
+                        }
+                        Outcome::Retry => continue,
+                    }
+                }
+                Join::Lead(leader) => leader,
+            };
+            let hash = key::lock_hash(&key);
+            let wait = Wait::new(stale.is_none(), cache.policy.lock_timeout);
+            let shared = &cache.ns.shared;
+            let held = match lock::take(
+                &shared.backend,
+                shared.caps.creation_locks,
+                &key,
+                hash,
+                wait,
+            )
+            .await?
+            {
+                AsyncLock::Held(held) => held,
+                AsyncLock::Busy => match stale {
+                    Some(v) => {
+                        leader.finish(Outcome::Retry);
+                        return Ok(v);
+                    }
+                    None => continue,
+                },
+                AsyncLock::TimedOut(waited) => {
+                    return self.after_timeout(leader, waited, create.take()).await;
+                }
+            };
+            // Holding the lock: someone may have finished meanwhile.
+            let markers = cache.ns.markers()?;
+            let (ns, region) = markers;
+            if let Found::Fresh(e) = cache.lookup_under::<V>(&key, markers)? {
+                drop(held);
+                leader.finish(Outcome::Retry);
+                return Ok(e.value);
+            }
+            let Some(create) = create.take() else {
+                return Err(CreateError::Cache(Error::InvalidOption {
+                    name: "get_or_create",
+                    reason: "creator already used".into(),
+                }));
+            };
+            // Dropped here (cancelled): `held` and `leader` go with the
+            // future, releasing the lock and handing the key on.
+            match create().await {
+                Ok(value) => {
+                    let expire = cache.policy.expire;
+                    let entry = cache.entry(&value, expire, ns.epoch, region.epoch).ok();
+                    let kept = match entry {
+                        Some(entry) => {
+                            let store = cache.clone();
+                            let stored_key = key.clone();
+                            // The lock goes with the write: released once
+                            // the value is stored, even if this future is
+                            // dropped while it is written.
+                            off_thread(move || {
+                                let kept = store.store(&stored_key, &entry, expire).map(|()| entry);
+                                drop(held);
+                                kept
+                            })
+                            .await
+                            .ok()
+                        }
+                        None => {
+                            drop(held);
+                            None
+                        }
+                    };
+                    match kept {
+                        Some(entry) => leader
+                            .finish(Outcome::Created(Arc::from(&entry[envelope::HEADER_LEN..]))),
+                        None => {
+                            shared.store_failures.fetch_add(1, Ordering::Relaxed);
+                            leader.finish(Outcome::Retry);
+                        }
+                    }
+                    return Ok(value);
+                }
+                Err(e) => {
+                    drop(held);
+                    let e = Arc::new(e);
+                    let shared: Arc<dyn Any + Send + Sync> = e.clone();
+                    leader.finish(Outcome::Failed(shared));
+                    return Err(CreateError::Creator(e));
+                }
+            }
+        }
+    }
+
+    /// As the blocking front's: fail, or await the creator without the
+    /// lock and keep nothing; the flight's followers get the same.
+    async fn after_timeout<V, E, F, Fut>(
+        &self,
+        leader: Leader<'_>,
+        waited: Duration,
+        create: Option<F>,
+    ) -> std::result::Result<V, CreateError<E>>
+    where
+        V: Serialize + DeserializeOwned,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>>,
+    {
+        let create = match (self.cache.policy.on_lock_timeout, create) {
+            (OnLockTimeout::Create, Some(create)) => create,
+            _ => {
+                leader.finish(Outcome::TimedOut(waited));
+                return Err(CreateError::Cache(self.cache.timeout_error(waited)));
+            }
+        };
+        match create().await {
+            Ok(value) => {
+                leader.finish(self.cache.uncached_outcome(&value));
+                Ok(value)
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                let shared: Arc<dyn Any + Send + Sync> = e.clone();
+                leader.finish(Outcome::Failed(shared));
+                Err(CreateError::Creator(e))
+            }
+        }
+    }
+
+    /// As [`Cache::get_or_insert_with`]: [`get_or_create`](Self::get_or_create)
+    /// with a creator that cannot fail.
+    pub async fn get_or_insert_with<V, F, Fut>(
+        &self,
+        key: &(impl CacheKey + ?Sized),
+        create: F,
+    ) -> Result<V>
+    where
+        V: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        self.get_or_create(key, || async {
+            Ok::<V, std::convert::Infallible>(create().await)
+        })
+        .await
+        .map_err(|e| match e {
+            CreateError::Cache(e) => e,
+            CreateError::Creator(never) => match *never {},
+        })
+    }
+}
