@@ -166,23 +166,9 @@ impl<C: Codec> Cache<C> {
                             let create = create.take();
                             return self.after_timeout(None, waited, create);
                         }
-                        _ => match follower.wait() {
-                            Outcome::Created(payload) => {
-                                match self.codec.decode::<V>(&payload) {
-                                    Ok(v) => return Ok(v),
-                                    // Another call site made another type:
-                                    // read the backend again.
-                                    Err(_) => continue,
-                                }
-                            }
-                            Outcome::Failed(err) => match err.downcast::<E>() {
-                                Ok(e) => return Err(CreateError::Creator(e)),
-                                Err(_) => continue,
-                            },
-                            Outcome::TimedOut(waited) => {
-                                return Err(CreateError::Cache(self.timeout_error(waited)));
-                            }
-                            Outcome::Retry => continue,
+                        _ => match self.followed(follower.wait()) {
+                            Some(result) => return result,
+                            None => continue,
                         },
                     }
                 }
@@ -271,6 +257,26 @@ impl<C: Codec> Cache<C> {
     pub(super) fn lock_key(&self, key: &[u8], hash: u64, wait: bool) -> Result<Lock<'_>> {
         let wait = Wait::new(wait, self.policy.lock_timeout);
         lock_wait::lock(&self.ns.shared.backend, key, hash, wait)
+    }
+
+    /// What a follower makes of its leader's outcome: `Some` to return,
+    /// `None` to start over (the leader failed to give it a value, or made
+    /// a value or an error of another type at another call site: read the
+    /// backend again). Shared by the blocking and the async fronts.
+    pub(super) fn followed<V, E>(&self, outcome: Outcome) -> Option<Result<V, CreateError<E>>>
+    where
+        V: serde::de::DeserializeOwned,
+        E: Send + Sync + 'static,
+    {
+        match outcome {
+            Outcome::Created(payload) => self.codec.decode::<V>(&payload).ok().map(Ok),
+            Outcome::Failed(err) => err
+                .downcast::<E>()
+                .ok()
+                .map(|e| Err(CreateError::Creator(e))),
+            Outcome::TimedOut(waited) => Some(Err(CreateError::Cache(self.timeout_error(waited)))),
+            Outcome::Retry => None,
+        }
     }
 
     /// The error of a caller that waited `waited` for a creation lock.

@@ -266,19 +266,9 @@ impl<C: Codec> AsyncCache<C> {
                     if let Some(v) = stale {
                         return Ok(v);
                     }
-                    match follower.outcome().await {
-                        Outcome::Created(payload) => match cache.codec.decode::<V>(&payload) {
-                            Ok(v) => return Ok(v),
-                            Err(_) => continue,
-                        },
-                        Outcome::Failed(err) => match err.downcast::<E>() {
-                            Ok(e) => return Err(CreateError::Creator(e)),
-                            Err(_) => continue,
-                        },
-                        Outcome::TimedOut(waited) => {
-                            return Err(CreateError::Cache(cache.timeout_error(waited)));
-                        }
-                        Outcome::Retry => continue,
+                    match cache.followed(follower.outcome().await) {
+                        Some(result) => return result,
+                        None => continue,
                     }
                 }
                 Join::Lead(leader) => leader,
