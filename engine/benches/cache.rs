@@ -1,7 +1,8 @@
 //! Cache-layer benchmark: what a hit costs through the cache compared with
 //! the raw store underneath, printed as a markdown table.
 //!
-//! Run with `cargo bench -p carboy --bench cache`. `CARBOY_BENCH_N` sets
+//! Run with `cargo bench -p carboy --bench cache` (add `--features async`
+//! for the async front's rows, driven by tokio). `CARBOY_BENCH_N` sets
 //! the number of keys (default 200,000); `CARBOY_BENCH_DIR` where the
 //! files go (default: the system temp dir).
 //!
@@ -150,6 +151,9 @@ fn main() {
         }),
     ));
 
+    #[cfg(feature = "async")]
+    let herd = async_rows::run(&file_cache, &keys, &order, min, &mut rows);
+
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("# carboy cache benchmark\n");
     println!(
@@ -168,6 +172,133 @@ fn main() {
             baseline / r
         );
     }
+    #[cfg(feature = "async")]
+    println!("\n{herd}");
     drop((raw, file_cache, region_cache, memory_cache, file, memory));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The async front's rows (feature `async`): a hit through its
+/// `get_or_create`, awaited in a loop on a current-thread runtime, beside
+/// the blocking rows; and a herd of tasks asking for one missing key.
+#[cfg(feature = "async")]
+mod async_rows {
+    use std::hint::black_box;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use carboy::cache::Cache;
+
+    /// The creator of a key that is always present.
+    async fn never() -> Result<Vec<u8>, std::convert::Infallible> {
+        unreachable!("all hits")
+    }
+
+    /// Adds the async hit row to `rows`; returns the herd's report.
+    pub fn run(
+        cache: &Cache,
+        keys: &[[u8; 16]],
+        order: &[usize],
+        min: Duration,
+        rows: &mut Vec<(&'static str, f64)>,
+    ) -> String {
+        let front = cache.to_async();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let hits = rt.block_on(async {
+            let start = Instant::now();
+            let mut ops = 0u64;
+            loop {
+                for &i in order {
+                    let v: Vec<u8> = front.get_or_create(&keys[i], never).await.expect("hit");
+                    black_box(v);
+                }
+                ops += order.len() as u64;
+                let t = start.elapsed();
+                if t >= min {
+                    break ops as f64 / t.as_secs_f64();
+                }
+            }
+        });
+        rows.push(("`get_or_create` hit, file backend, async front", hits));
+        herd(cache, 10_000)
+    }
+
+    /// `tasks` tasks on a 2-worker runtime ask for one missing key at
+    /// once; the creator computes for about `WORK`. Reports the time
+    /// against one creation plus `tasks` hits, each measured alone.
+    fn herd(cache: &Cache, tasks: u64) -> String {
+        const WORK: Duration = Duration::from_millis(5);
+        let spin = || {
+            let t = Instant::now();
+            let mut x = 0u64;
+            while t.elapsed() < WORK {
+                x = black_box(x.wrapping_add(1));
+            }
+            x.to_le_bytes().to_vec()
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .expect("runtime");
+        let front = Arc::new(cache.to_async());
+        let created = Arc::new(AtomicU64::new(0));
+        let key = b"herd: one missing key".to_vec();
+        let start = Instant::now();
+        rt.block_on(async {
+            let mut handles = Vec::with_capacity(tasks as usize);
+            for _ in 0..tasks {
+                let (front, created, key) = (Arc::clone(&front), Arc::clone(&created), key.clone());
+                handles.push(tokio::spawn(async move {
+                    let v: Vec<u8> = front
+                        .get_or_create(&key, || async move {
+                            created.fetch_add(1, Ordering::Relaxed);
+                            Ok::<_, std::convert::Infallible>(spin())
+                        })
+                        .await
+                        .expect("value");
+                    black_box(v);
+                }));
+            }
+            for h in handles {
+                h.await.expect("task");
+            }
+        });
+        let herd = start.elapsed();
+        // One creation alone, then `tasks` hits alone, on the same runtime.
+        let key2 = b"herd: a creation alone".to_vec();
+        let t = Instant::now();
+        rt.block_on(async {
+            let v: Vec<u8> = front
+                .get_or_create(&key2, || async {
+                    Ok::<_, std::convert::Infallible>(spin())
+                })
+                .await
+                .expect("value");
+            black_box(v);
+        });
+        let one = t.elapsed();
+        let t = Instant::now();
+        rt.block_on(async {
+            for _ in 0..tasks {
+                let v: Vec<u8> = front.get_or_create(&key, never).await.expect("hit");
+                black_box(v);
+            }
+        });
+        let hits = t.elapsed();
+        let budget = one + hits;
+        format!(
+            "Herd: {tasks} tasks on 2 workers asking for one missing key: {:.1} ms, {} \
+             creation(s); one creation alone {:.1} ms + {tasks} hits {:.1} ms = {:.1} ms; \
+             ratio {:.2} (target ≤ 2)",
+            herd.as_secs_f64() * 1e3,
+            created.load(Ordering::Relaxed),
+            one.as_secs_f64() * 1e3,
+            hits.as_secs_f64() * 1e3,
+            budget.as_secs_f64() * 1e3,
+            herd.as_secs_f64() / budget.as_secs_f64()
+        )
+    }
 }
