@@ -106,9 +106,14 @@ pub use carboy_format::record::{MAX_KEY_LEN, MAX_VALUE_LEN};
 ///
 /// With no manager installed, a region that is not configured or switched
 /// off, or a cache that fails, the function simply runs: caching is never a
-/// new way to fail. Methods, generic type parameters, `async fn`, `impl
-/// Trait`, `&mut` and destructured arguments are compile errors; the
-/// `carboy-macros` crate docs show the expansion and why.
+/// new way to fail. Methods, generic type parameters, `impl Trait`, `&mut`
+/// and destructured arguments are compile errors; the `carboy-macros`
+/// crate docs show the expansion and why.
+///
+/// An `async fn` is cached the same way through the async front
+/// (`carboy::cache::AsyncCache`, cargo feature `async`; without it,
+/// the build fails naming `async_requires_the_carboy_feature_async`), and
+/// its `load_invalidate` is an `async fn` too.
 ///
 /// ```
 /// use carboy::cache::{self, CacheManager, RegionSettings};

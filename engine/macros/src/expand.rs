@@ -95,18 +95,9 @@ fn expand(which: &str, place: syn::Result<Place>, item: TokenStream) -> syn::Res
 /// arguments. Every problem found is added to `problems`.
 fn check_function(which: &str, f: &ItemFn, problems: &mut Problems) -> Vec<Arg> {
     let sig = &f.sig;
-    let plain = "the memo runtime calls a plain synchronous function";
+    let plain = "the memo runtime calls a plain function or `async fn`";
     if let Some(t) = &sig.constness {
         problems.add(t, format!("#[{which}] cannot make a `const fn`: {plain}"));
-    }
-    if let Some(t) = &sig.asyncness {
-        problems.add(
-            t,
-            format!(
-                "#[{which}] does not support `async fn`: {plain}; cache inside the async \
-                 function with `Cache::get_or_create` on the value it awaits"
-            ),
-        );
     }
     if let Safety::Unsafe(t) = &sig.safety {
         problems.add(
@@ -343,8 +334,19 @@ fn generate(place: &Place, f: ItemFn, args: &[Arg]) -> TokenStream {
     } else {
         quote!(move || __carboy_inner(#(#names),*))
     };
-    let call =
-        quote_spanned!(output_span=> ::carboy::cache::memo::#call(&#site, __carboy_key, #run));
+    // An `async fn` goes through the module that exists only with carboy's
+    // feature `async`: without it, its name is the compile error.
+    let is_async = sig.asyncness.is_some();
+    let (runtime, asyncness, awaited) = if is_async {
+        (
+            quote!(#memo::async_requires_the_carboy_feature_async),
+            quote!(async),
+            quote!(.await),
+        )
+    } else {
+        (memo.clone(), quote!(), quote!())
+    };
+    let call = quote_spanned!(output_span=> #runtime::#call(&#site, __carboy_key, #run) #awaited);
     // The same for each argument that is not `Serialize`: a check that
     // costs nothing at run time (a function item, never called).
     let checks = types
@@ -369,8 +371,8 @@ fn generate(place: &Place, f: ItemFn, args: &[Arg]) -> TokenStream {
         static #site: #memo::Site = #site_init;
 
         #(#attrs)*
-        #vis fn #ident #generics (#(#names: #types),*) #output #where_clause {
-            fn __carboy_inner #generics (#inputs) #output #where_clause #block
+        #vis #asyncness fn #ident #generics (#(#names: #types),*) #output #where_clause {
+            #asyncness fn __carboy_inner #generics (#inputs) #output #where_clause #block
             #(#checks)*
             let __carboy_key = #memo::key(&#args_key);
             #call
@@ -378,8 +380,8 @@ fn generate(place: &Place, f: ItemFn, args: &[Arg]) -> TokenStream {
 
         #(#shared)*
         #[doc = #doc]
-        #vis fn #invalidate #generics (#(#names: #types),*) -> ::carboy::Result<()> #where_clause {
-            #memo::invalidate(&#site, #memo::key(&#args_key))
+        #vis #asyncness fn #invalidate #generics (#(#names: #types),*) -> ::carboy::Result<()> #where_clause {
+            #runtime::invalidate(&#site, #memo::key(&#args_key)) #awaited
         }
     }
 }

@@ -64,6 +64,40 @@
 //! When no manager is installed, the region is not configured, or the cache
 //! fails, the function runs uncached (see `carboy::cache::memo`).
 //!
+//! # `async fn`
+//!
+//! An `async fn` is accepted where a plain one is (a free function, with the
+//! same rules for its arguments and return type), and cached the same way:
+//! same namespace, same key, `Result`s cached only when `Ok`. The expansion
+//! differs in three places:
+//!
+//! ```text
+//! pub async fn load(user: u32, lang: &str) -> User {
+//!     async fn __carboy_inner(user: u32, lang: &str) -> User { body }
+//!     // …the key, as above…
+//!     ::carboy::cache::memo::async_requires_the_carboy_feature_async::call(
+//!         &__CARBOY_SITE_load, __carboy_key, move || __carboy_inner(user, lang)).await
+//! }
+//!
+//! pub async fn load_invalidate(user: u32, lang: &str) -> ::carboy::Result<()> {
+//!     ::carboy::cache::memo::async_requires_the_carboy_feature_async::invalidate(
+//!         &__CARBOY_SITE_load, ::carboy::cache::memo::key(&(&user, &lang,))).await
+//! }
+//! ```
+//!
+//! * The value is awaited through carboy's async front
+//!   (`AsyncCache::get_or_create`): one creator per key across tasks,
+//!   threads and processes, the other tasks await it without blocking a
+//!   worker thread. It is runtime-agnostic (no runtime is named), and the
+//!   future is `Send` when the body's is.
+//! * `<name>_invalidate` is an `async fn` too: the removal is written on
+//!   one of carboy's helper threads, not on the executor's.
+//! * **The carboy feature `async` is required.** The runtime of async
+//!   memoization exists only with it, and the expansion names it by a
+//!   module whose name says so; without the feature the build fails with
+//!   ``cannot find `async_requires_the_carboy_feature_async` in `memo` ``.
+//!   Enable it: `carboy = { version = "…", features = ["async"] }`.
+//!
 //! # What is rejected, with a compile error on the offending tokens
 //!
 //! | input | why |
@@ -74,7 +108,7 @@
 //! | `impl Trait` return types | cached values are deserialized into the return type, which must be named |
 //! | arguments that are not a plain name (`(a, b): (u32, u32)`) | the expansion needs a name to pass on; destructure in the body (`mut name` is fine) |
 //! | `&mut` arguments | a cache hit skips the body, so its changes to the argument would not happen |
-//! | `async`, `const`, `unsafe`, `extern` functions | the memo runtime calls a plain synchronous function |
+//! | `const`, `unsafe`, `extern` functions | the memo runtime calls a plain function or `async fn` |
 //! | unknown or repeated attribute arguments, non-literal values, an empty or `carboy:` namespace, a zero, negative or fractional `expire`, a region name that is empty or has a `.` | caught here rather than silently running uncached |
 //!
 //! Not detected: an associated function *without* `Self` in its signature
@@ -103,8 +137,10 @@ use proc_macro::TokenStream;
 ///
 /// The namespace is the function's path, the key its arguments; an
 /// `<name>_invalidate` function with the same arguments is generated
-/// beside it. See the [crate docs](crate) for the expansion and the
-/// `carboy` crate's re-export for a runnable example.
+/// beside it. An `async fn` is cached through carboy's async front (cargo
+/// feature `async` of `carboy`) and its `_invalidate` is async too. See
+/// the [crate docs](crate) for the expansion and the `carboy` crate's
+/// re-export for a runnable example.
 #[proc_macro_attribute]
 pub fn cache_region(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::cache_region(attr.into(), item.into()).into()
@@ -120,8 +156,10 @@ pub fn cache_region(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///   manager's expiry.
 ///
 /// An `<name>_invalidate` function with the same arguments is generated
-/// beside it. See the [crate docs](crate) for the expansion and the
-/// `carboy` crate's re-export for a runnable example.
+/// beside it. An `async fn` is cached through carboy's async front (cargo
+/// feature `async` of `carboy`) and its `_invalidate` is async too. See
+/// the [crate docs](crate) for the expansion and the `carboy` crate's
+/// re-export for a runnable example.
 #[proc_macro_attribute]
 pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::cached(attr.into(), item.into()).into()

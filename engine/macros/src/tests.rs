@@ -66,6 +66,52 @@ fn cache_region_expands_to_site_inner_function_and_invalidate() {
 }
 
 #[test]
+fn async_fn_expands_to_awaited_calls_of_the_feature_gated_runtime() {
+    let out = expanded(try_cache_region(
+        quote!("short_term"),
+        quote! {
+            /// Loads a user.
+            pub async fn load(user: u32, lang: &str) -> User { fetch(user, lang).await }
+        },
+    ));
+    for piece in [
+        "static __CARBOY_SITE_load : :: carboy :: cache :: memo :: Site = :: carboy :: cache :: \
+         memo :: Site :: region (\"short_term\" , :: core :: concat ! (:: core :: module_path ! \
+         () , \"::\" , \"load\"))",
+        "pub async fn load (user : u32 , lang : & str) -> User",
+        "async fn __carboy_inner (user : u32 , lang : & str) -> User { fetch (user , lang) . \
+         await }",
+        "let __carboy_key = :: carboy :: cache :: memo :: key (& (& user , & lang ,))",
+        ":: carboy :: cache :: memo :: async_requires_the_carboy_feature_async :: call (& \
+         __CARBOY_SITE_load , __carboy_key , move || __carboy_inner (user , lang)) . await",
+        "pub async fn load_invalidate (user : u32 , lang : & str) -> :: carboy :: Result < () >",
+        ":: carboy :: cache :: memo :: async_requires_the_carboy_feature_async :: invalidate (& \
+         __CARBOY_SITE_load , :: carboy :: cache :: memo :: key (& (& user , & lang ,))) . await",
+    ] {
+        assert!(out.contains(piece), "missing\n  {piece}\nin\n  {out}");
+    }
+    // `Result`s, named namespaces and no arguments, as for sync functions.
+    let out = expanded(try_cached(
+        quote!(namespace = "users"),
+        quote!(
+            async fn f() -> std::io::Result<u8> {
+                Ok(1)
+            }
+        ),
+    ));
+    for piece in [
+        "async fn __carboy_inner () -> std :: io :: Result < u8 > { Ok (1) }",
+        ":: carboy :: cache :: memo :: key (& (:: core :: concat ! (:: core :: module_path ! () \
+         , \"::\" , \"f\") , ()))",
+        "async_requires_the_carboy_feature_async :: call_result (& __CARBOY_SITE_f , \
+         __carboy_key , __carboy_inner) . await",
+        "async fn f_invalidate () -> :: carboy :: Result < () >",
+    ] {
+        assert!(out.contains(piece), "missing\n  {piece}\nin\n  {out}");
+    }
+}
+
+#[test]
 fn result_return_types_use_call_result() {
     for ty in [
         quote!(Result<u32, E>),
@@ -333,19 +379,8 @@ fn only_free_functions_with_a_body() {
 
 #[test]
 fn unsupported_signatures_are_rejected_with_the_reason() {
-    let plain = "the memo runtime calls a plain synchronous function";
+    let plain = "the memo runtime calls a plain function or `async fn`";
     let cases = [
-        (
-            quote!(
-                async fn f() -> u8 {
-                    1
-                }
-            ),
-            format!(
-                "#[cache_region] does not support `async fn`: {plain}; cache inside the async \
-                 function with `Cache::get_or_create` on the value it awaits"
-            ),
-        ),
         (
             quote!(
                 const fn f() -> u8 {
@@ -509,12 +544,12 @@ fn every_problem_is_reported_at_once() {
     let all = errors(try_cached(
         quote!(expire = 0),
         quote!(
-            async fn f<T>(&self, (a, b): (u8, u8), c: &mut T) -> impl Sized {
+            const fn f<T>(&self, (a, b): (u8, u8), c: &mut T) -> impl Sized {
                 1
             }
         ),
     ));
-    // expire, async, the generic parameter, the `impl` return type, the
+    // expire, const, the generic parameter, the `impl` return type, the
     // receiver, the pattern, the `&mut` argument.
     assert_eq!(all.len(), 7, "{all:#?}");
     assert!(all[0].starts_with("`expire = 0`"), "{all:#?}");

@@ -12,6 +12,12 @@
 //! through the [`install`](super::install)ed manager; when there is none,
 //! or its region is not configured, or the cache fails, the function simply
 //! runs uncached: caching is an optimization, never a new way to fail.
+//!
+//! An `async fn` goes through [`AsyncCache`](super::AsyncCache) instead,
+//! with the same keys and namespaces: see
+//! `async_requires_the_carboy_feature_async`, which exists only with cargo
+//! feature `async` (its name is the compile error a user without the
+//! feature gets).
 
 use std::sync::RwLock;
 use std::sync::atomic::Ordering;
@@ -180,3 +186,108 @@ pub fn invalidate(site: &Site, key: Result<Vec<u8>>) -> Result<()> {
 /// The marker error of a memoized creator that did not produce a value.
 #[derive(Debug)]
 struct NotRun;
+
+/// The runtime of memoized `async fn`s, through
+/// [`AsyncCache::get_or_create`](super::AsyncCache::get_or_create):
+/// [`call`](self::async_requires_the_carboy_feature_async::call),
+/// `call_result` and `invalidate`, as their blocking namesakes, awaited.
+///
+/// Only with cargo feature `async`: the expansion of a decorated `async
+/// fn` names this module, so that without the feature the compile error
+/// says what is missing.
+#[cfg(feature = "async")]
+pub mod async_requires_the_carboy_feature_async {
+    use std::future::Future;
+
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    use super::{NotRun, Site};
+    use crate::cache::markers::Invalidation;
+    use crate::error::Result;
+
+    /// Awaits `f`'s future through the site's cache under `key`: the
+    /// cached value when fresh, else `f`'s, created once across tasks,
+    /// threads and processes. Uncached when there is no cache for the site
+    /// or it fails.
+    pub async fn call<V, F, Fut>(site: &Site, key: Result<Vec<u8>>, f: F) -> V
+    where
+        V: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        let (Ok(key), Ok(cache)) = (key, site.cache()) else {
+            return f().await;
+        };
+        let cache = cache.to_async();
+        let mut slot = Some(f);
+        let taken = &mut slot;
+        let got = cache
+            .get_or_create(&key, move || {
+                let f = taken.take();
+                async move {
+                    match f {
+                        Some(f) => Ok(f().await),
+                        None => Err(NotRun),
+                    }
+                }
+            })
+            .await;
+        match (got, slot.take()) {
+            (Ok(v), _) => v,
+            // The cache failed before running `f`, or another task's run
+            // of it failed: run it here.
+            (Err(_), Some(f)) => f().await,
+            (Err(_), None) => unreachable!("the creator ran and its value was lost"),
+        }
+    }
+
+    /// Like [`call`] for functions returning `Result`: only `Ok` values are
+    /// cached. The caller whose run failed gets its own error; a task that
+    /// was waiting for that run runs `f` itself.
+    pub async fn call_result<V, E, F, Fut>(
+        site: &Site,
+        key: Result<Vec<u8>>,
+        f: F,
+    ) -> std::result::Result<V, E>
+    where
+        V: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>>,
+    {
+        let (Ok(key), Ok(cache)) = (key, site.cache()) else {
+            return f().await;
+        };
+        let cache = cache.to_async();
+        let mut slot = Some(f);
+        let mut failed = None;
+        let (taken, failure) = (&mut slot, &mut failed);
+        let got = cache
+            .get_or_create(&key, move || {
+                let f = taken.take();
+                async move {
+                    match f {
+                        Some(f) => f().await.map_err(|e| {
+                            *failure = Some(e);
+                            NotRun
+                        }),
+                        None => Err(NotRun),
+                    }
+                }
+            })
+            .await;
+        match (got, failed, slot.take()) {
+            (Ok(v), _, _) => Ok(v),
+            (Err(_), Some(e), _) => Err(e),
+            (Err(_), None, Some(f)) => f().await,
+            (Err(_), None, None) => unreachable!("the creator ran and its outcome was lost"),
+        }
+    }
+
+    /// Removes the cached value of one call, in every process that shares
+    /// the cache; the write runs on a helper thread.
+    pub async fn invalidate(site: &Site, key: Result<Vec<u8>>) -> Result<()> {
+        let cache = site.cache()?.to_async();
+        cache.invalidate(&key?, Invalidation::Hard).await
+    }
+}
