@@ -26,7 +26,7 @@ use carboy::{MockClock, Options};
 
 pub use checks::{assert_clean, assert_names_path, contents};
 pub use surgery::{
-    LogBlock, flip_byte, log_blocks, read_live_word, truncate_file, write_live_word,
+    LogBlock, flip_byte, log_blocks, read_live_word, truncate_file, write_live_word, zero_range,
 };
 pub use values::{decode_counter, encode_counter, parse_versioned, versioned_value};
 

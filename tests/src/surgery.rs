@@ -1,4 +1,5 @@
-//! Byte-level surgery on data files: flipping a byte, cutting the file,
+//! Byte-level surgery on data files: flipping a byte, zeroing a range,
+//! cutting the file,
 //! reading and writing header words, and walking the committed log.
 
 use std::fs::File;
@@ -21,6 +22,15 @@ pub fn flip_byte(path: &Path, offset: u64, mask: u8) {
     b[0] ^= mask;
     file.write_all_at(&b, offset)
         .unwrap_or_else(|e| panic!("write {} at {offset}: {e}", path.display()));
+}
+
+/// Overwrites `len` bytes at `offset` of the file at `path` with zeros.
+pub fn zero_range(path: &Path, offset: u64, len: u64) {
+    File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.write_all_at(&vec![0; len as usize], offset))
+        .unwrap_or_else(|e| panic!("zero {} at {offset}: {e}", path.display()));
 }
 
 /// Cuts the file at `path` to `len` bytes.

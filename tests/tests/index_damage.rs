@@ -4,13 +4,12 @@
 //! before the damage finds it when it compacts or iterates; an index and a
 //! log both damaged are refused, not cut.
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use carboy::{Error, Options, Store};
 use carboy_format::header::live;
 use carboy_format::record::Kind;
-use carboy_tests::{flip_byte, log_blocks, read_live_word, write_live_word};
+use carboy_tests::{flip_byte, log_blocks, read_live_word, write_live_word, zero_range};
 
 fn key(i: u32) -> Vec<u8> {
     format!("key/{i:03}").into_bytes()
@@ -31,15 +30,6 @@ fn three_hundred(path: &Path) -> u64 {
     read_live_word(path, live::INDEX_OFFSET)
 }
 
-fn zero(path: &Path, from: u64, len: usize) {
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .write_all_at(&vec![0; len], from)
-        .unwrap();
-}
-
 fn assert_all(store: &Store, n: u32) {
     for i in 0..n {
         assert_eq!(
@@ -56,7 +46,7 @@ fn an_open_rebuilds_an_index_that_lost_slots() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ns.carboy");
     let index = three_hundred(&path);
-    zero(&path, index + 1024, 1024);
+    zero_range(&path, index + 1024, 1024);
     let store = Store::open(&path).unwrap();
     assert_ne!(read_live_word(&path, live::INDEX_OFFSET), index);
     let repairs = store.repairs();
@@ -83,7 +73,7 @@ fn a_process_that_opened_before_the_damage_finds_it_when_it_compacts_or_iterates
     let store = Store::open(&path).unwrap();
     // Another program zeroes slots under the open store (the mapping is
     // shared: the store sees the zeros).
-    zero(&path, index + 1024, 1024);
+    zero_range(&path, index + 1024, 1024);
     let err = store
         .snapshot()
         .unwrap()
@@ -109,7 +99,7 @@ fn a_damaged_index_over_a_damaged_log_is_refused_and_left_as_it_is() {
         .find(|b| b.kind == Kind::Put)
         .unwrap()
         .offset;
-    zero(&path, index + 1024, 1024);
+    zero_range(&path, index + 1024, 1024);
     flip_byte(&path, first_put + 20, 0x40);
     let before = std::fs::read(&path).unwrap();
     match Store::open(&path) {

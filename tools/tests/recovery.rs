@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use carboy_format::header::live;
 use carboy_format::record::Kind;
-use carboy_tests::{flip_byte, log_blocks, read_live_word, write_live_word};
+use carboy_tests::{flip_byte, log_blocks, read_live_word, write_live_word, zero_range};
 use common::{carboy, scratch};
 
 /// The reproduction's file: four transactions, the second one a record
@@ -191,21 +191,11 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn zero(path: &Path, from: u64, len: usize) {
-    use std::os::unix::fs::FileExt;
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .write_all_at(&vec![0; len], from)
-        .unwrap();
-}
-
 #[test]
 fn zeroed_index_slots_are_found_by_check_and_rebuilt_on_open_so_no_key_is_lost() {
     let (_dir, path) = scratch();
     let index = three_hundred_keys(&path);
-    zero(&path, index + 1024, 1024);
+    zero_range(&path, index + 1024, 1024);
     let damaged = std::fs::read(&path).unwrap();
 
     // check: the damage, by offset, and the file untouched.
@@ -260,7 +250,7 @@ fn zeroed_index_slots_are_found_by_check_and_rebuilt_on_open_so_no_key_is_lost()
 fn stat_after_index_damage_reports_the_rebuilt_index() {
     let (_dir, path) = scratch();
     let index = three_hundred_keys(&path);
-    zero(&path, index + 1024, 1024);
+    zero_range(&path, index + 1024, 1024);
     let json = ok_stdout(carboy().arg("stat").arg("--json").arg(&path));
     // The open rebuilt the index: it is elsewhere now, and whole.
     let moved = read_live_word(&path, live::INDEX_OFFSET);
@@ -273,7 +263,7 @@ fn stat_after_index_damage_reports_the_rebuilt_index() {
 fn dump_all_walks_past_a_zeroed_record_when_the_committed_end_is_invalid() {
     let (_dir, path) = scratch();
     let victim = four_transactions(&path);
-    zero(&path, victim, 56);
+    zero_range(&path, victim, 56);
     write_live_word(&path, live::COMMIT_END, 12345);
     let out = carboy()
         .arg("dump")

@@ -13,7 +13,7 @@ use carboy::Store;
 use carboy_format::header::HEADER_SIZE;
 use carboy_format::record::{COMMIT_LEN, Kind};
 use carboy_tests::served::Unprivileged;
-use carboy_tests::{LogBlock, flip_byte, log_blocks, splitmix};
+use carboy_tests::{LogBlock, flip_byte, log_blocks, splitmix, zero_range};
 use common::{carboy, stdout_of};
 use tempfile::TempDir;
 
@@ -70,11 +70,6 @@ fn blocks_of(path: &Path, kind: Kind) -> Vec<LogBlock> {
         .into_iter()
         .filter(|b| b.kind == kind)
         .collect()
-}
-
-/// Overwrites `len` bytes at `offset` with zeros.
-fn zero(path: &Path, offset: u64, len: u64) {
-    write_at(path, offset, &vec![0; len as usize]);
 }
 
 /// Overwrites the bytes at `offset` with `bytes`.
@@ -192,7 +187,7 @@ fn a_zeroed_record_is_skipped_and_every_later_transaction_kept() {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no victim in:\n{dump}"));
-    zero(&ns, victim, 56);
+    zero_range(&ns, victim, 56);
 
     let out = dir.path().join("out");
     let report = salvage(&ns, &out);
@@ -285,7 +280,7 @@ fn a_zeroed_range_inside_a_transaction_loses_only_its_records() {
     let puts = blocks_of(&ns, Kind::Put);
     let (m2, m3) = (puts[7], puts[8]);
     assert_eq!(m2.offset + m2.len, m3.offset, "adjacent records");
-    zero(&ns, m2.offset, m2.len + m3.len);
+    zero_range(&ns, m2.offset, m2.len + m3.len);
 
     let out = dir.path().join("out");
     let report = salvage(&ns, &out);
@@ -312,7 +307,7 @@ fn a_zeroed_commit_marker_drops_its_transaction_only() {
     transaction(&ns, &[("a", "a2"), ("b", "b2")], &["c"]);
     put(&ns, "d", "d1");
     let marker = blocks_of(&ns, Kind::Commit)[1];
-    zero(&ns, marker.offset, COMMIT_LEN);
+    zero_range(&ns, marker.offset, COMMIT_LEN);
 
     let out = dir.path().join("out");
     let report = salvage(&ns, &out);
@@ -357,7 +352,7 @@ fn several_damaged_ranges_in_one_file() {
     // k1's second record zeroed, k3's flipped, k4's and k5's (with the
     // marker between) garbage, k6's delete zeroed.
     let (k1, k3, k4, k5) = (puts[9], puts[11], puts[12], puts[13]);
-    zero(&ns, k1.offset, k1.len);
+    zero_range(&ns, k1.offset, k1.len);
     truth.insert("k1", Some("v1"));
     flip_byte(&ns, k3.offset + 13, 0x40);
     truth.insert("k3", Some("v3"));
@@ -368,7 +363,7 @@ fn several_damaged_ranges_in_one_file() {
     );
     truth.insert("k4", Some("v4"));
     truth.insert("k5", Some("v5"));
-    zero(&ns, deletes[0].offset, deletes[0].len);
+    zero_range(&ns, deletes[0].offset, deletes[0].len);
 
     let out = dir.path().join("out");
     let report = salvage(&ns, &out);
