@@ -1,0 +1,3 @@
+//! Placeholder: the memcached benchmark comes with the next commit.
+
+fn main() {}
