@@ -30,6 +30,8 @@ pub struct ServerOptions {
     /// use `2m`: the conformance suite stores a 1 MiB value, which with
     /// its key and memcached's item header is just over `1m`.
     pub item_size: String,
+    /// Further arguments (`-o slab_automove=0`, …).
+    pub extra: Vec<String>,
 }
 
 impl Default for ServerOptions {
@@ -37,6 +39,7 @@ impl Default for ServerOptions {
         ServerOptions {
             memory_mb: 64,
             item_size: "2m".into(),
+            extra: Vec::new(),
         }
     }
 }
@@ -125,6 +128,7 @@ impl MemcachedServer {
             .args(["-l", "127.0.0.1", "-p", &self.port.to_string(), "-U", "0"])
             .args(["-m", &self.options.memory_mb.to_string()])
             .args(["-I", &self.options.item_size])
+            .args(&self.options.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
