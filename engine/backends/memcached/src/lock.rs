@@ -20,6 +20,14 @@
 //!   not deleted. The token guards against a restarted server, whose CAS
 //!   counter starts again and could hand out our old CAS to a new holder.
 //!
+//! Failures: a take whose answer is lost (the server stopped or died
+//! after the request was sent) is an error, and the lock it may have
+//! taken is nobody's until its lease runs out. Releasing never fails: if
+//! the server does not answer, the lease ends the lock; it costs at most
+//! the renewal in flight plus one `mg`, each bounded by `cache.timeout`.
+//! An evicted lock key (memcached's LRU can evict it like any item) lets
+//! a second creator in early: the same outcome as a lost lease, below.
+//!
 //! What the lease cannot do: a holder stopped longer than the lease
 //! (SIGSTOP, a long GC-like pause, a network partition) loses the lock
 //! without knowing, and a second creator may run meanwhile; its
