@@ -99,6 +99,31 @@ fn both_names_registered_by_one_call() {
         c.set(kind, &1u8).unwrap();
         assert_eq!(c.get::<u8>(kind).unwrap(), Some(1), "{kind}");
     }
+    // Beaker's settings, switched from `file` by changing the type and
+    // adding the url.
+    let manager = CacheManager::from_settings([
+        ("beaker.cache.type", "ext:memcached"),
+        ("beaker.cache.url", server.address().as_str()),
+        ("beaker.cache.expire", "60"),
+        ("beaker.cache.regions", "short_term"),
+        ("beaker.cache.short_term.expire", "10"),
+    ])
+    .unwrap();
+    let pages = manager
+        .region("short_term")
+        .unwrap()
+        .cache("pages")
+        .unwrap();
+    let html: String = pages
+        .get_or_create("/", || Ok::<_, String>("<h1>hi</h1>".into()))
+        .unwrap();
+    assert_eq!(html, "<h1>hi</h1>");
+    let entry = pages.get_entry::<String>("/").unwrap().unwrap();
+    assert_eq!(
+        entry.expires_unix_ms.map(|e| e - entry.created_unix_ms),
+        Some(10_000),
+        "the region's expiry"
+    );
     // A setting the backend does not take, and a bad value, fail at build.
     let err = CacheManager::builder()
         .backend("memcached")

@@ -429,3 +429,32 @@ impl Backend for MemcachedNamespace {
         Ok(lease.map(CreationGuard::holding))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_as_memcached_reads_them() {
+        assert_eq!(server_ttl(None), Ttl::NEVER);
+        // Rounded up, never to 0 (which memcached reads as "no expiry").
+        assert_eq!(server_ttl(Some(Duration::ZERO)), Ttl::secs(1));
+        assert_eq!(server_ttl(Some(Duration::from_millis(1500))), Ttl::secs(2));
+        let days = |d: u64| Some(Duration::from_secs(d * 86_400));
+        assert_eq!(server_ttl(days(30)), Ttl::secs(30 * 86_400));
+        // Past 30 days: a Unix time, which memcached reads as one.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let at = server_ttl(days(31));
+        let within = (0..5).any(|slack| {
+            at == Ttl::at(UNIX_EPOCH + Duration::from_secs(now + 31 * 86_400 + slack))
+        });
+        assert!(within, "{at:?}");
+        // Past 2106 (32-bit Unix time): kept without expiry.
+        assert_eq!(server_ttl(days(200 * 365)), Ttl::NEVER);
+        assert_eq!(remaining_ttl(Some(-1)), Ttl::NEVER);
+        assert_eq!(remaining_ttl(Some(7)), Ttl::secs(7));
+    }
+}
