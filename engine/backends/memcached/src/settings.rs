@@ -33,7 +33,7 @@ pub const MAX_PREFIX: usize = 64;
 /// | `cache.url` | required | `host:port;host:port` (Beaker's form; the port defaults to 11211) |
 /// | `cache.timeout` | `1` (seconds, decimals allowed) | connecting to a server, and each exchange with it |
 /// | `cache.pool_size` | `8` | idle connections kept per server |
-/// | `cache.key_prefix` | empty | put before every key: printable ASCII, no spaces, at most 64 bytes |
+/// | `cache.key_prefix` | empty | put before every key: printable ASCII, no spaces, at most 64 bytes; end it with a separator (`app1:`) so that one prefix never reads as the start of another's namespace |
 /// | `cache.lock_lease` | `30` (whole seconds, at least 2) | how long a creation lock outlives a holder that died |
 /// | `cache.item_size_max` | `1m` | the servers' `-I` (bytes, or with `k`/`m`): larger values are refused before they are sent |
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
