@@ -69,6 +69,15 @@ fn two_servers_keys_spread() {
             .or_default() += 1;
     }
     assert_eq!(on.len(), 2, "64 keys all on one server: {on:?}");
+    // One multi-get over both servers, answers in the order asked.
+    let keys: Vec<String> = (0..70u32).map(|i| format!("k{i}")).collect();
+    let asked: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+    let got = ns.get_many(&asked).unwrap();
+    for (i, v) in got.iter().enumerate() {
+        let want = (i < 64).then(|| b"v".to_vec());
+        assert_eq!(*v, want, "{}", keys[i]);
+    }
+    assert!(ns.get_many(&[]).unwrap().is_empty());
     assert!(
         a.stat("curr_items").unwrap() >= on[&a.address()] as u64
             && b.stat("curr_items").unwrap() >= on[&b.address()] as u64,

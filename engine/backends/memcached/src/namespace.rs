@@ -233,12 +233,15 @@ impl MemcachedNamespace {
     /// `keys`.
     pub fn get_many(&self, keys: &[&[u8]]) -> carboy::Result<Vec<Option<Vec<u8>>>> {
         let wires: Vec<Vec<u8>> = keys.iter().map(|k| self.wire_key(k)).collect();
+        let Some(first) = wires.first() else {
+            return Ok(Vec::new());
+        };
         let ops = wires.iter().map(memcache::exp::Get::new);
         let results = self
             .servers
             .client
             .run_many(ops)
-            .map_err(|e| self.error("get many", &wires[0], e))?;
+            .map_err(|e| self.error("get many", first, e))?;
         results
             .into_iter()
             .zip(&wires)
