@@ -15,6 +15,7 @@ pub mod child_process;
 pub mod fuzzing;
 pub mod group_plan;
 pub mod kill_loop;
+pub mod memcached_server;
 pub mod plan;
 pub mod served;
 mod surgery;
