@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod group_plan;
 pub mod kill_loop;
 pub mod plan;
+pub mod redis_server;
 pub mod served;
 mod surgery;
 mod values;

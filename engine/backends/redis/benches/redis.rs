@@ -1,0 +1,2 @@
+//! The redis backend benchmark (written below).
+fn main() {}
