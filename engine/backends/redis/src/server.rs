@@ -167,13 +167,18 @@ impl Server {
     }
 
     /// Runs `f` on a pooled connection (a new one when none is idle). On
-    /// success the connection goes back to the pool (if it has room); on
-    /// failure it is dropped.
+    /// success the connection goes back to the pool (if it has room). On
+    /// a failure to reach the server, the connection and every idle one
+    /// are dropped (they lead to the same server); and if `f` ran on an
+    /// idle connection that turns out to be closed (the server restarted
+    /// since), `f` runs once more on a new connection, so that the first
+    /// call after a restart succeeds. A timeout is not retried: a stopped
+    /// server costs one timeout per call, not two.
     pub(crate) fn with<T>(
         &self,
         namespace: &str,
         operation: &'static str,
-        f: impl FnOnce(&mut dyn ConnectionLike) -> RedisResult<T>,
+        mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
     ) -> carboy::Result<T> {
         self.with_conn(namespace, operation, |c| f(c.as_dyn()))
     }
@@ -183,16 +188,24 @@ impl Server {
         &self,
         namespace: &str,
         operation: &'static str,
-        f: impl FnOnce(&mut Conn) -> RedisResult<T>,
+        mut f: impl FnMut(&mut Conn) -> RedisResult<T>,
     ) -> carboy::Result<T> {
+        let fail = |e| failure(&self.settings.display, namespace, operation, e);
         let idle = self.idle.lock().pop();
+        let reused = idle.is_some();
         let mut conn = match idle {
             Some(c) => c,
-            None => self
-                .connect()
-                .map_err(|e| failure(&self.settings.display, namespace, operation, e))?,
+            None => self.connect().map_err(fail)?,
         };
-        match f(&mut conn) {
+        let result = match f(&mut conn) {
+            Err(e) if reused && e.is_connection_dropped() && !e.is_timeout() => {
+                self.idle.lock().clear();
+                conn = self.connect().map_err(fail)?;
+                f(&mut conn)
+            }
+            other => other,
+        };
+        match result {
             Ok(v) => {
                 let mut idle = self.idle.lock();
                 if idle.len() < self.settings.pool_size {
@@ -200,7 +213,12 @@ impl Server {
                 }
                 Ok(v)
             }
-            Err(e) => Err(failure(&self.settings.display, namespace, operation, e)),
+            Err(e) => {
+                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+                    self.idle.lock().clear();
+                }
+                Err(fail(e))
+            }
         }
     }
 
