@@ -281,8 +281,17 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        Some(cluster)
+    }
+
+    /// Waits until every node says `cluster_state:ok` with all 16384
+    /// slots served (after a start or a node's restart); panics past
+    /// the start deadline.
+    pub fn wait_ok(&self) {
         let deadline = Instant::now() + START_DEADLINE;
-        for n in &nodes {
+        for n in &self.nodes {
             loop {
                 let info = n.cli(&["cluster", "info"]);
                 if info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384") {
@@ -296,12 +305,43 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        Some(RedisCluster { nodes })
     }
 
     /// Its nodes.
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    /// Node `i`, to kill, stop or restart it.
+    pub fn node_mut(&mut self, i: usize) -> &mut RedisServer {
+        &mut self.nodes[i]
+    }
+
+    /// The index of the node that serves `slot`, from `CLUSTER NODES` as
+    /// the first node sees it.
+    pub fn owner_of(&self, slot: u16) -> usize {
+        let text = self.nodes[0].cli(&["cluster", "nodes"]);
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let Some(addr) = fields.get(1).and_then(|a| a.split('@').next()) else {
+                continue;
+            };
+            let serves = fields.iter().skip(8).any(|range| {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                match (lo.parse::<u16>(), hi.parse::<u16>()) {
+                    (Ok(lo), Ok(hi)) => (lo..=hi).contains(&slot),
+                    _ => false,
+                }
+            });
+            if serves {
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.addr() == addr)
+                    .unwrap_or_else(|| panic!("slot {slot} is served by unknown node {addr}"));
+            }
+        }
+        panic!("no node serves slot {slot}: {text}")
     }
 
     /// `redis://h:p,redis://h:p,redis://h:p`: every node, for `cache.url`.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use carboy::cache::{Cache, CacheManager, CreateError, Invalidation};
 use carboy_redis::RedisFailure;
-use carboy_tests::redis_server::RedisServer;
+use carboy_tests::redis_server::{RedisCluster, RedisServer};
 
 const TIMEOUT_MS: u64 = 300;
 
@@ -200,4 +200,77 @@ fn evicted_markers_err_toward_a_miss() {
         c.get::<String>("precious").unwrap().as_deref(),
         Some("value of precious")
     );
+}
+
+/// A cluster whose master holding the namespace's slot is killed: typed
+/// errors within the timeouts; namespaces on the other masters still
+/// work; once the master is back, the same manager uses it again.
+#[test]
+fn cluster_master_killed_and_restarted() {
+    let Some(mut cluster) = RedisCluster::start("cluster_master_killed_and_restarted") else {
+        return;
+    };
+    let url = cluster.url();
+    let m = CacheManager::builder()
+        .backend_factory("redis", Arc::new(carboy_redis::RedisFactory::new()))
+        .option("url", url.as_str())
+        .option("connect_timeout_ms", TIMEOUT_MS.to_string())
+        .option("command_timeout_ms", TIMEOUT_MS.to_string())
+        .expire(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let owner = |ns: &str| {
+        let slot: u16 = cluster.nodes()[0]
+            .cli(&["cluster", "keyslot", &format!("carboy:{{{ns}}}:k")])
+            .trim()
+            .parse()
+            .unwrap();
+        cluster.owner_of(slot)
+    };
+    // A namespace on a master that does not hold the markers (which
+    // every call reads), and one on another master.
+    let markers = owner("carboy:markers");
+    let names: Vec<String> = (0..100).map(|i| format!("ns{i}")).collect();
+    let victim_ns = names
+        .iter()
+        .find(|ns| owner(ns) != markers)
+        .expect("a namespace away from the markers");
+    let victim = owner(victim_ns);
+    let survivor_ns = names
+        .iter()
+        .find(|ns| owner(ns) != victim)
+        .expect("a namespace on another master");
+    let (a, b) = (
+        m.get_cache(victim_ns).unwrap(),
+        m.get_cache(survivor_ns).unwrap(),
+    );
+    let mut runs = 0;
+    assert_eq!(call(&a, "k", &mut runs).0.unwrap(), "value of k");
+    assert_eq!(call(&b, "k", &mut runs).0.unwrap(), "value of k");
+    cluster.node_mut(victim).kill();
+    for _ in 0..3 {
+        let (r, took) = call(&a, "k", &mut runs);
+        let err = match &r {
+            Err(CreateError::Cache(e)) => e.to_string(),
+            other => panic!("expected a cache error, got {other:?}"),
+        };
+        assert!(err.contains("redis"), "{err}");
+        assert!(took < bound() * 3, "a call on a dead master took {took:?}");
+        eprintln!("a call on a dead master failed after {took:?}: {err}");
+    }
+    // The other masters still serve their namespaces (a hit).
+    assert_eq!(call(&b, "k", &mut runs).0.unwrap(), "value of k");
+    assert_eq!(runs, 2);
+    cluster.node_mut(victim).restart();
+    // The restarted master keeps its slots (nodes.conf in its directory)
+    // but lost its data: the value is created again.
+    cluster.wait_ok();
+    // The first call after the cluster is whole again succeeds.
+    let (r, _) = call(&a, "k", &mut runs);
+    assert_eq!(
+        r.unwrap(),
+        "value of k",
+        "the same manager uses the master again"
+    );
+    assert_eq!(runs, 3, "created again on the emptied master");
 }
