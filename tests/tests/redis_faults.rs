@@ -273,4 +273,19 @@ fn cluster_master_killed_and_restarted() {
         "the same manager uses the master again"
     );
     assert_eq!(runs, 3, "created again on the emptied master");
+
+    // Stopped (for less than the cluster's node timeout): a typed error
+    // within the timeouts, then served again once it continues.
+    cluster.nodes()[victim].signal("STOP");
+    let (r, took) = call(&a, "k", &mut runs);
+    assert!(
+        matches!(r, Err(CreateError::Cache(carboy::Error::Backend { .. }))),
+        "{r:?}"
+    );
+    assert!(took < bound(), "a call on a stopped master took {took:?}");
+    eprintln!("a call on a stopped master failed after {took:?}: {r:?}");
+    cluster.nodes()[victim].signal("CONT");
+    let (r, _) = call(&a, "k", &mut runs);
+    assert_eq!(r.unwrap(), "value of k");
+    assert_eq!(runs, 3, "a hit once the master continues");
 }

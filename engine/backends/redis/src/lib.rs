@@ -24,7 +24,7 @@
 //! | `cache.url` | `redis://127.0.0.1:6379/0` | the server, `redis://[user:password@]host:port/db`; for a cluster, its seed nodes separated by commas (`redis://h1:p1,redis://h2:p2`) |
 //! | `cache.cluster` | true when `url` lists several nodes | talk to a redis cluster (then `url` may list one seed node); database 0 only |
 //! | `cache.connect_timeout_ms` | 2000 | the longest wait for a connection to open |
-//! | `cache.command_timeout_ms` | 2000 | the longest wait for one command's reply (a stopped server costs at most this) |
+//! | `cache.command_timeout_ms` | 2000 | the longest wait for one command's reply: a stopped server costs at most this per call (twice this on a cluster, which retries once, for a moved slot or a failover) |
 //! | `cache.pool_size` | 8 | idle connections kept per configuration; more are opened under load and closed when not needed |
 //! | `cache.prefix` | `carboy:` | the start of every redis key (no `{` or `}`) |
 //! | `cache.lock_lease_ms` | 30000 | a creation lock's lease: extended every third of it while its creator runs; the longest a dead creator delays the others |

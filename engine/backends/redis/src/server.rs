@@ -18,6 +18,7 @@ use crate::settings::Settings;
 /// error. carboy reports it as [`carboy::Error::Backend`] with this as its
 /// source (find it with `std::error::Error::source` and downcast).
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct RedisFailure {
     /// The server (`host:port`), or the cluster's seed nodes separated by
     /// commas.
