@@ -220,6 +220,10 @@ fn main() {
         .backend_factory("redis", Arc::new(carboy_redis::RedisFactory::new()))
         .option("url", url.as_str())
         .expire(Duration::from_secs(3600))
+        .region(
+            "short_term",
+            carboy::cache::RegionSettings::new().expire(Duration::from_secs(3600)),
+        )
         .build()
         .expect("a manager on redis");
     let users = manager.get_cache("users").expect("a namespace");
@@ -235,6 +239,20 @@ fn main() {
             hit();
         }
     });
+    let regional = manager
+        .region("short_term")
+        .and_then(|r| r.cache("users"))
+        .expect("a region's namespace");
+    let _: User = regional.get_or_create("u42", make).expect("created");
+    let mut region_hit = || {
+        let u: User = regional.get_or_create("u42", make).expect("a hit");
+        black_box(u);
+    };
+    let region_cmds = commands_per_call(&mut stats, 1_000, || {
+        for _ in 0..1_000 {
+            region_hit();
+        }
+    });
     let mut get = || {
         let u: Option<User> = users.get("u42").expect("a hit");
         black_box(u.expect("present"));
@@ -243,8 +261,18 @@ fn main() {
     let mut backend_get = || {
         black_box(backend.get(b"u42").expect("GET").expect("present"));
     };
-    let times = interleaved(n, &mut [&mut raw_get, &mut hit, &mut get, &mut backend_get]);
-    let (raw_ns, hit_ns, get_ns, backend_ns) = (times[0], times[1], times[2], times[3]);
+    let times = interleaved(
+        n,
+        &mut [
+            &mut raw_get,
+            &mut hit,
+            &mut region_hit,
+            &mut get,
+            &mut backend_get,
+        ],
+    );
+    let (raw_ns, hit_ns, region_ns, get_ns, backend_ns) =
+        (times[0], times[1], times[2], times[3], times[4]);
 
     println!(
         "redis backend, loopback, one thread, {n} calls per row, redis-server on port {}",
@@ -256,6 +284,10 @@ fn main() {
     println!(
         "| Cache::get_or_create hit | {hit_ns:?} | {hit_cmds} | {:.2}× |",
         hit_ns.as_secs_f64() / raw_ns.as_secs_f64()
+    );
+    println!(
+        "| Cache::get_or_create hit in a region | {region_ns:?} | {region_cmds} | {:.2}× |",
+        region_ns.as_secs_f64() / raw_ns.as_secs_f64()
     );
     println!(
         "| Cache::get hit | {get_ns:?} | | {:.2}× |",
