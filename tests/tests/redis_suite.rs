@@ -149,6 +149,33 @@ fn keys_ttls_and_capabilities() {
     assert!(!markers.capabilities().never_evicts);
 }
 
+/// Two databases of one server, through one factory: two stores.
+#[test]
+fn databases_are_apart() {
+    let Some(server) = RedisServer::start("databases_are_apart") else {
+        return;
+    };
+    let f = factory();
+    let open = |db: u32| {
+        CacheManager::builder()
+            .backend_factory("redis", Arc::clone(&f))
+            .option("url", format!("redis://127.0.0.1:{}/{db}", server.port()))
+            .build()
+            .unwrap()
+            .get_cache("ns")
+            .unwrap()
+    };
+    let (zero, one) = (open(0), open(1));
+    zero.set("k", "in 0").unwrap();
+    assert_eq!(one.get::<String>("k").unwrap(), None);
+    one.set("k", "in 1").unwrap();
+    assert_eq!(zero.get::<String>("k").unwrap().as_deref(), Some("in 0"));
+    assert_eq!(
+        server.cli(&["-n", "1", "exists", "carboy:{ns}:k"]).trim(),
+        "1"
+    );
+}
+
 fn config(url: &str, prefix: &str) -> carboy::cache::BackendConfig {
     let mut c = carboy::cache::BackendConfig::new("redis");
     c.options.insert("url".into(), url.into());

@@ -35,12 +35,15 @@ pub const DEFAULT_LOCK_LEASE: Duration = Duration::from_millis(30_000);
 pub const DEFAULT_MAX_KEY_LENGTH: usize = 1024;
 
 /// The parsed settings of one redis backend configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Settings {
     /// The servers: one (standalone) or the cluster's seed nodes.
     pub nodes: Vec<ConnectionInfo>,
-    /// The nodes as the user wrote them, for messages.
+    /// The nodes' addresses (`host:port`, no password), for messages.
     pub display: String,
+    /// `cache.url` as given (with any password and database): part of
+    /// the identity, never printed.
+    pub url: String,
     pub cluster: bool,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
@@ -56,7 +59,7 @@ impl Settings {
     pub(crate) fn identity(&self) -> String {
         format!(
             "{}|{}|{:?}|{:?}|{}|{:?}|{:?}|{}",
-            self.display,
+            self.url,
             self.cluster,
             self.connect_timeout,
             self.command_timeout,
@@ -187,6 +190,7 @@ pub(crate) fn parse(config: &BackendConfig) -> carboy::Result<Settings> {
             .collect::<Vec<_>>()
             .join(","),
         nodes,
+        url: url.trim().to_string(),
         cluster,
         connect_timeout: millis(
             config,
