@@ -43,6 +43,12 @@
 //! random token, released only by its owner (compare and delete in a Lua
 //! script), extended while held.
 //!
+//! A lease trades strict exclusion for liveness, as every lease does: a
+//! creator whose process is stopped (or cut off from the server) for
+//! longer than the lease loses its lock, and the next creator may run
+//! while it is still running; both store a value, the later write
+//! winning.
+//!
 //! ## Capabilities
 //!
 //! * `creation_locks`: yes, across every process and machine.
