@@ -218,3 +218,47 @@ fn bad_settings_are_named() {
         assert!(err.to_string().contains("cache.pool_size"), "{err}");
     }
 }
+
+/// Beaker's settings, through the registry: `cache.type` switched from
+/// `file` to `ext:redis` (or `redis`) with a `cache.url`, and nothing else
+/// changes for the code.
+#[test]
+fn beaker_settings_switch_to_redis() {
+    let Some(server) = RedisServer::start("beaker_settings_switch_to_redis") else {
+        return;
+    };
+    carboy_redis::register().unwrap();
+    let url = server.url();
+    for (kind, prefix) in [("ext:redis", "beaker:"), ("redis", "plain:")] {
+        let manager = CacheManager::from_settings([
+            ("cache.type", kind),
+            ("cache.url", url.as_str()),
+            ("cache.prefix", prefix),
+            ("cache.expire", "300"),
+            ("cache.regions", "short_term"),
+            ("cache.short_term.expire", "60"),
+        ])
+        .unwrap();
+        let users = manager.get_cache("users").unwrap();
+        users.set("u1", "alice").unwrap();
+        let pages = manager
+            .region("short_term")
+            .unwrap()
+            .cache("pages")
+            .unwrap();
+        let page: String = pages
+            .get_or_create("home", || Ok::<_, String>("<html>".to_string()))
+            .unwrap();
+        assert_eq!(page, "<html>");
+        let keys = server.cli(&["--scan", "--pattern", &format!("{prefix}*")]);
+        assert!(
+            keys.contains(&format!("{prefix}{{users}}:u1")),
+            "{kind}: {keys}"
+        );
+        assert!(
+            keys.contains(&format!("{prefix}{{pages}}:home")),
+            "{kind}: {keys}"
+        );
+        assert_eq!(users.get::<String>("u1").unwrap().as_deref(), Some("alice"));
+    }
+}
