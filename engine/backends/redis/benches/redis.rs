@@ -3,7 +3,10 @@
 //! through `Cache::get_or_create` and `Cache::get`, against a raw client
 //! `GET` plus decode of the same value, in one run; prints the times per
 //! call, the ratio, and how many redis commands one hit sends (from the
-//! server's `INFO commandstats`).
+//! server's `INFO commandstats`). Then, if `python3` has redis-py,
+//! dogpile.cache and Beaker (`pip install redis dogpile.cache Beaker`),
+//! runs `tools/bench/beaker/redis_hits.py` on the same server and prints
+//! their hits beside carboy's.
 //!
 //! `cargo bench -p carboy-redis --bench redis` (set `CARBOY_BENCH_N` for
 //! the number of calls per row; default 20000). Skips, saying so, when
@@ -180,6 +183,64 @@ fn interleaved(n: u64, rows: &mut [&mut dyn FnMut()]) -> Vec<Duration> {
 /// Rounds of [`interleaved`].
 const ROUNDS: u64 = 9;
 
+/// Runs `tools/bench/beaker/redis_hits.py` against the same server and
+/// prints its rows (dogpile.cache's and Beaker's redis backends, and
+/// redis-py's raw GET) beside carboy's hit; says why when it cannot.
+fn python_rows(url: &str, n: u64, carboy_hit: Duration) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../tools/bench/beaker/redis_hits.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("--url")
+        .arg(url)
+        .arg("--n")
+        .arg(n.to_string())
+        .output();
+    let out = match out {
+        Ok(out) if out.status.success() => out,
+        Ok(out) => {
+            println!(
+                "python rows skipped: {} failed (pip install redis dogpile.cache Beaker): {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+            return;
+        }
+        Err(e) => {
+            println!("python rows skipped: python3 did not run: {e}");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!();
+    println!("Python on the same server, run after the rows above:");
+    println!("| what | per call | commands per call | carboy's get_or_create hit, faster by |");
+    println!("|---|---|---|---|");
+    let mut versions = "";
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields.as_slice() {
+            ["row", name, micros, cmds] => {
+                let Ok(micros) = micros.parse::<f64>() else {
+                    continue;
+                };
+                println!(
+                    "| {name} | {micros:.1}µs | {cmds} | {:.2}× |",
+                    micros / (carboy_hit.as_secs_f64() * 1e6)
+                );
+            }
+            ["versions", v] => versions = v,
+            _ => {}
+        }
+    }
+    if !versions.is_empty() {
+        println!("python: {versions}");
+    }
+}
+
 fn main() {
     let Some(server) = start() else {
         return;
@@ -297,6 +358,7 @@ fn main() {
         "| Backend::get (one GET, no decode) | {backend_ns:?} | 1 GET | {:.2}× |",
         backend_ns.as_secs_f64() / raw_ns.as_secs_f64()
     );
+    python_rows(&url, n, hit_ns);
     println!(
         "batched gets: not measured; carboy's Cache has no batch get (no get_many) to map to MGET"
     );
