@@ -59,7 +59,18 @@
 //!   a configuration opens. If CONFIG is disabled, no. The cache then
 //!   treats a missing invalidation marker as lost (a miss), never as
 //!   "never invalidated".
-//! * `list_keys`, `change_stamp`, `expires_by_clock`: no.
+//! * `list_keys`, `change_stamp`, `expires_by_clock`: no. Without key
+//!   listing, `Cache::keys` answers `Unsupported` and `Cache::clear` is a
+//!   hard invalidation of the namespace through its marker.
+//!
+//! ## Costs
+//!
+//! Without a change stamp the cache reads the invalidation markers on
+//! every access: a hit is two `GET`s (the namespace's marker, the value),
+//! three in a region (its marker too), each one round trip
+//! (`benches/redis.rs` measures it). In a cluster, one namespace's keys
+//! live on one master (the price of the hash tag), so a very large or
+//! very hot namespace does not spread over the cluster.
 //!
 //! ## Errors
 //!
