@@ -17,6 +17,7 @@ pub mod group_plan;
 pub mod kill_loop;
 pub mod memcached_server;
 pub mod plan;
+pub mod redis_server;
 pub mod served;
 mod surgery;
 mod values;
