@@ -21,7 +21,7 @@ use crate::sessions::Sessions;
 ///
 /// A request that never touches its session costs no storage access and
 /// gets no cookie. When the end-of-request save fails, the response is
-/// replaced by the error's ([`SessionError`]'s table: 507 for a cookie
+/// replaced by the error's ([`SessionError`](crate::SessionError)'s table: 507 for a cookie
 /// session too large for a cookie, 503 for a session lock not granted in
 /// time, 500 for a storage failure), logged, and nothing panics.
 #[derive(Clone, Debug)]

@@ -176,9 +176,10 @@ impl Session {
     /// Runs `f` on the loaded session, loading it first if needed.
     async fn with<R>(&self, f: impl FnOnce(&mut Loaded) -> R) -> Result<R, SessionError> {
         let mut state = self.inner.state.lock().await;
-        if let State::Untouched { cookies } = &mut *state {
-            let cookies = std::mem::take(cookies);
-            let loaded = load(&self.inner.sessions, cookies).await?;
+        if let State::Untouched { cookies } = &*state {
+            // Cloned, not taken: after a failed load (a lock timeout) the
+            // next call tries the same cookies, never a fresh session.
+            let loaded = load(&self.inner.sessions, cookies.clone()).await?;
             self.inner.touched.store(true, Ordering::Release);
             *state = State::Loaded(Box::new(loaded));
         }
@@ -324,12 +325,9 @@ impl Session {
     pub async fn delete(&self) -> Result<(), SessionError> {
         let sessions = self.inner.sessions.clone();
         let mut state = self.inner.state.lock().await;
-        let cookies = match &mut *state {
-            State::Untouched { cookies } => std::mem::take(cookies),
-            _ => Vec::new(),
-        };
-        if matches!(&*state, State::Untouched { .. }) {
-            *state = State::Loaded(Box::new(load(&sessions, cookies).await?));
+        if let State::Untouched { cookies } = &*state {
+            let loaded = load(&sessions, cookies.clone()).await?;
+            *state = State::Loaded(Box::new(loaded));
             self.inner.touched.store(true, Ordering::Release);
         }
         let State::Loaded(l) = &mut *state else {

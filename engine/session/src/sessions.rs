@@ -188,17 +188,24 @@ impl Sessions {
     /// checked under its lock. Returns how many were removed.
     ///
     /// Needs a backend that can list its keys; others answer
-    /// [`carboy::Error::Unsupported`] (and rely on their TTL).
+    /// [`carboy::Error::Unsupported`] (and rely on their TTL). Runs on a
+    /// tokio runtime (the listing goes to `spawn_blocking`).
     pub async fn cleanup(&self) -> Result<usize, SessionError> {
         let Storage::Server(cache) = &self.inner.storage else {
             return Err(SessionError::Unsupported {
                 operation: "cleanup",
             });
         };
-        let keys = {
-            let c = cache.clone();
-            c.blocking().keys()?
-        };
+        // Listing may wait for another process's writer: not on a worker.
+        let lister = cache.clone();
+        let keys = tokio::task::spawn_blocking(move || lister.blocking().keys())
+            .await
+            .map_err(|e| {
+                SessionError::Store(carboy::Error::InvalidOption {
+                    name: "cleanup",
+                    reason: format!("the task listing the sessions failed: {e}"),
+                })
+            })??;
         let now = self.now_ms();
         let mut removed = 0;
         for key in keys {

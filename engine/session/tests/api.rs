@@ -186,3 +186,31 @@ async fn a_session_used_after_its_request_is_an_error() {
         Err(SessionError::Finished)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_locked_too_long_is_a_503_and_stays_the_same_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = MockClock::new(1_700_000_000_000);
+    let sessions = SessionConfig::new()
+        .data_dir(dir.path())
+        .lock_timeout(Some(Duration::from_millis(100)))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let url = serve(demo::router(sessions.clone())).await;
+    let client = Client::new();
+    let cookie = client
+        .get(&format!("{url}/count"), None)
+        .await
+        .cookie()
+        .unwrap();
+    // Another holder keeps the session's lock past session.lock_timeout.
+    let held = sessions.get_by_id(&id_of(&cookie)).await.unwrap().unwrap();
+    let got = client.get(&format!("{url}/count"), Some(&cookie)).await;
+    assert_eq!(got.status.as_u16(), 503, "{}", got.body);
+    assert!(got.set_cookies.is_empty());
+    drop(held);
+    // Not a fresh session: the same one, its count intact.
+    let got = client.get(&format!("{url}/count"), Some(&cookie)).await;
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "2"));
+}
