@@ -1,8 +1,9 @@
 //! Real processes over real HTTP: two demo servers on one data directory
 //! share sessions without losing an update (8 clients at once on one
 //! session, alternating servers), and the demo's routes behave as
-//! documented across processes. The test binary re-executes itself as the
-//! servers (harness = false).
+//! documented across processes; a session's lock excludes another process
+//! and dies with its own (kill -9). The test binary re-executes itself as
+//! the servers (harness = false).
 
 mod support;
 
@@ -14,7 +15,12 @@ fn main() {
     if support::run_child_if_asked() {
         return;
     }
-    let tests: [(&str, fn()); 3] = [
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(HOLD_FLAG) {
+        hold_key_lock(&args[2], &args[3]);
+        return;
+    }
+    let tests: [(&str, fn()); 4] = [
         (
             "two_servers_on_one_data_dir_lose_no_update",
             two_servers_on_one_data_dir_lose_no_update,
@@ -26,6 +32,10 @@ fn main() {
         (
             "cookie_sessions_in_a_demo_process",
             cookie_sessions_in_a_demo_process,
+        ),
+        (
+            "a_session_lock_excludes_other_processes_and_dies_with_its_own",
+            a_session_lock_excludes_other_processes_and_dies_with_its_own,
         ),
     ];
     let mut failed = 0;
@@ -152,4 +162,62 @@ fn cookie_sessions_in_a_demo_process() {
             "signed, base64: {cookie:?}"
         );
     });
+}
+
+const HOLD_FLAG: &str = "--hold-key-lock";
+
+/// Child: locks `key` of namespace `sessions` in `dir`, says so, and holds
+/// the lock until killed (it waits for stdin, which never closes first).
+fn hold_key_lock(dir: &str, key: &str) {
+    use std::io::{BufRead, Write};
+    let manager = carboy::cache::CacheManager::builder()
+        .backend("file")
+        .data_dir(dir)
+        .build()
+        .expect("manager");
+    let cache = manager.get_cache("sessions").expect("cache");
+    let _held = cache.lock_key(key).expect("lock");
+    println!("held");
+    std::io::stdout().flush().expect("flush");
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+}
+
+fn a_session_lock_excludes_other_processes_and_dies_with_its_own() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let id = carboy_session::SessionId::generate().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([HOLD_FLAG, data, id.as_str()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    let cache = |timeout| {
+        carboy::cache::CacheManager::builder()
+            .backend("file")
+            .data_dir(data)
+            .lock_timeout(timeout)
+            .build()
+            .unwrap()
+            .get_cache("sessions")
+            .unwrap()
+    };
+    let short = cache(Duration::from_millis(200));
+    let err = short.lock_key(id.as_str()).unwrap_err();
+    assert_eq!(err.kind(), carboy::ErrorKind::LockTimeout);
+    // kill -9: the kernel releases the dead process's byte-range lock.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let patient = cache(Duration::from_secs(10));
+    let held = patient.lock_key(id.as_str());
+    assert!(held.is_ok(), "{held:?}");
 }
