@@ -260,9 +260,14 @@ impl Sessions {
         match c.cookie_expires {
             CookieExpires::BrowserSession => {}
             CookieExpires::After(d) => {
-                cookie.set_max_age(CookieDuration::seconds(d.as_secs() as i64));
+                let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                cookie.set_max_age(CookieDuration::seconds(secs));
                 let at = (self.now_ms() / 1000).saturating_add(d.as_secs());
-                if let Ok(t) = OffsetDateTime::from_unix_timestamp(at as i64) {
+                // Past the year 9999: no Expires, Max-Age alone.
+                if let Some(t) = i64::try_from(at)
+                    .ok()
+                    .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok())
+                {
                     cookie.set_expires(t);
                 }
             }

@@ -181,4 +181,12 @@ async fn the_cookie_carries_the_configured_attributes() {
     .await;
     assert!(c.contains("Expires=Tue, 19 Jan 2038 03:14:07 GMT"), "{c}");
     assert!(!c.contains("SameSite"), "{c}");
+    // Seconds past any date: Max-Age alone, no panic.
+    let c = set_cookie(config(&[(
+        "session.cookie_expires",
+        "18446744073709551615",
+    )]))
+    .await;
+    assert!(c.contains("Max-Age=9223372036854775807"), "{c}");
+    assert!(!c.contains("Expires"), "{c}");
 }
