@@ -606,7 +606,9 @@ async fn persist(
             Ok(cookie)
         }
         Storage::Cookie => {
-            if write || (l.cookie_due && l.changed) {
+            // Nothing is stored under an old id: it lived in the old cookie.
+            l.retired.clear();
+            if write {
                 let payload = CookiePayload {
                     i: l.id.to_string(),
                     c: l.created_ms,

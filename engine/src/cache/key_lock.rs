@@ -26,11 +26,10 @@
 //! helper thread, and has a helper thread take and hold the creation lock
 //! (`future/lock.rs`): no runtime worker ever blocks.
 //!
-//! What it does not do: on a backend without creation locks (`memory`),
-//! `get_or_create` excludes a key lock only through the in-process lock's
-//! absence, that is not at all: there the key lock excludes other key
-//! locks, and creation uses the cache's single flight. A thread that holds
-//! a blocking [`KeyLock`] and asks for the same key again waits for itself
+//! What it does not do: on a backend without creation locks (`memory`), a
+//! key lock excludes other key locks but not `get_or_create`, whose
+//! in-process single flight is a lock of its own. A thread that holds a
+//! blocking [`KeyLock`] and asks for the same key again waits for itself
 //! until the timeout.
 
 use std::collections::BTreeSet;
@@ -111,9 +110,10 @@ fn remaining(deadline: Option<Instant>) -> Wait {
 
 /// A held key lock ([`Cache::lock_key`]); dropping it releases the key.
 ///
-/// Not `Send` on backends whose creation lock belongs to the thread that
-/// took it (the `file` backend's stripes): release it on that thread. For
-/// a lock that travels with an async task, use `AsyncCache::lock_key`.
+/// Not `Send`: a backend's creation lock may belong to the thread that
+/// took it (the `file` backend's stripes do), so it is released on that
+/// thread. For a lock that travels with an async task, use
+/// `AsyncCache::lock_key`.
 #[must_use = "the key is unlocked as soon as the lock is dropped"]
 pub struct KeyLock<'a> {
     // Field order is release order: the backend's lock first, then the
