@@ -214,3 +214,37 @@ async fn a_session_locked_too_long_is_a_503_and_stays_the_same_session() {
     let got = client.get(&format!("{url}/count"), Some(&cookie)).await;
     assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_stored_session_is_fresh_or_an_error_as_invalidate_corrupt_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = MockClock::new(1_700_000_000_000);
+    let config = || {
+        SessionConfig::new()
+            .data_dir(dir.path())
+            .clock(Arc::new(clock.clone()))
+    };
+    // Stored sealed; read by servers that lack the key: undecodable.
+    let sealed = config()
+        .encrypt_key(["an encryption key of 16+ bytes"])
+        .build()
+        .unwrap();
+    let id = new_session(&sealed).await;
+    let cookie = format!("beaker.session.id={id}");
+    let client = Client::new();
+    let strict = config().invalidate_corrupt(false).build().unwrap();
+    let url = serve(demo::router(strict)).await;
+    let got = client.get(&format!("{url}/count"), Some(&cookie)).await;
+    assert_eq!(got.status.as_u16(), 500);
+    assert!(
+        got.body.contains("corrupt") && got.body.contains("invalidate_corrupt"),
+        "{}",
+        got.body
+    );
+    assert!(stored(&sealed, &id).await, "kept for inspection");
+    let lenient = config().build().unwrap();
+    let url = serve(demo::router(lenient)).await;
+    let got = client.get(&format!("{url}/count"), Some(&cookie)).await;
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "1"));
+    assert!(!stored(&sealed, &id).await, "replaced by a fresh session");
+}
