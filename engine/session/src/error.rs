@@ -50,10 +50,12 @@ pub enum SessionError {
     /// is off (with it on, the default, such a session is replaced by a
     /// fresh one).
     #[error(
-        "stored session {id} is corrupt: {reason} (set session.invalidate_corrupt = true to start a fresh session instead)"
+        "stored session {}… is corrupt: {reason} (set session.invalidate_corrupt = true to start a fresh session instead)",
+        id_prefix(id)
     )]
     Corrupt {
-        /// The session id.
+        /// The session id (messages show only its first characters: a
+        /// log line must not hand out a live session id).
         id: String,
         /// What failed.
         reason: String,
@@ -110,4 +112,9 @@ impl IntoResponse for SessionError {
         }
         response
     }
+}
+
+/// The first characters of a session id, for messages.
+fn id_prefix(id: &str) -> &str {
+    id.get(..6).unwrap_or(id)
 }
