@@ -425,3 +425,18 @@ async fn encrypted_sessions_hide_their_data_in_cookies_and_in_storage() {
         ""
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_several_cookies_by_the_session_name_the_first_live_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = MockClock::new(1_700_000_000_000);
+    let sessions = server_side(dir.path(), &clock, Some(SECRET));
+    let url = serve(demo::router(sessions)).await;
+    let client = Client::new();
+    let count = format!("{url}/count");
+    let good = client.get(&count, None).await.cookie().unwrap();
+    // A stale path-scoped duplicate or junk before the live cookie.
+    let both = format!("beaker.session.id=junk; other=1; {good}");
+    let got = client.get(&count, Some(&both)).await;
+    assert_eq!((got.body.as_str(), got.set_cookies.len()), ("2", 0));
+}
