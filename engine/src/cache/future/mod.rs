@@ -17,7 +17,7 @@
 //! and a [`Cache`] on the same namespace, in one process or several, still
 //! create each value once.
 
-mod lock;
+pub(super) mod lock;
 mod oneshot;
 
 use std::any::Any;
