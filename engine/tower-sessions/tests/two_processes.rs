@@ -1,10 +1,11 @@
 //! tower-sessions' `SessionManagerLayer` over `CarboyStore` on the `file`
 //! backend, in two real server processes on one data directory (this test
 //! binary re-executes itself as each server), driven over loopback HTTP by
-//! 8 clients alternating servers: what is guaranteed (sessions shared
-//! between processes; exact counts for distinct sessions at once, and for
-//! one session whose requests do not overlap) and, measured and printed,
-//! what is not (one session's overlapping requests lose updates: the
+//! 8 clients alternating servers: sessions shared between processes; exact
+//! counts for distinct sessions at once, for one session whose requests
+//! take turns, and, under `SessionLockLayer`, for 8 clients at once on one
+//! session (the issue's counter test); without that layer, measured and
+//! printed, the updates one session's overlapping requests lose (the
 //! layer loads before and saves after each request).
 
 mod support;
@@ -16,11 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carboy::cache::CacheManager;
-use carboy_tower_sessions::CarboyStore;
+use carboy_tower_sessions::{CarboyStore, SessionLockLayer, SessionLocks};
 use support::Client;
 
 /// Set in a server process: the data directory.
 const SERVE_ENV: &str = "CARBOY_TOWER_SESSIONS_SERVE";
+/// Set in a server process that serves under `SessionLockLayer`.
+const LOCKS_ENV: &str = "CARBOY_TOWER_SESSIONS_LOCKS";
 const CLIENTS: usize = 8;
 const REQUESTS_PER_CLIENT: u64 = 25;
 
@@ -32,9 +35,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(dir: &std::path::Path) -> Server {
+    fn start(dir: &std::path::Path, locks: bool) -> Server {
         let exe = std::env::current_exe().expect("the test binary's path");
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if locks {
+            command.env(LOCKS_ENV, "1");
+        }
+        let mut child = command
             .env(SERVE_ENV, dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -67,9 +74,10 @@ impl Drop for Server {
     }
 }
 
-/// The server process: the counter app over the carboy store on `dir`,
-/// until its stdin closes (the test ended or died).
-fn serve(dir: &str) {
+/// The server process: the counter app over the carboy store on `dir`
+/// (with `locks`, under `SessionLockLayer`), until its stdin closes (the
+/// test ended or died).
+fn serve(dir: &str, locks: bool) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -83,6 +91,15 @@ fn serve(dir: &str) {
             .build()
             .expect("a file cache manager");
         let store = CarboyStore::new(&manager, "sessions").expect("the sessions namespace");
+        let app = if locks {
+            let path = std::path::Path::new(dir).join("sessions.request-lock");
+            let locks = SessionLocks::open(path)
+                .expect("the session lock file")
+                .timeout(Duration::from_secs(10));
+            support::router(store.with_session_locks(locks)).layer(SessionLockLayer::new())
+        } else {
+            support::router(store)
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
@@ -93,9 +110,7 @@ fn serve(dir: &str) {
             let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
             std::process::exit(0);
         });
-        axum::serve(listener, support::router(store))
-            .await
-            .expect("serve");
+        axum::serve(listener, app).await.expect("serve");
     });
 }
 
@@ -108,8 +123,16 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with_locks(false)
+    }
+
+    /// Servers under `SessionLockLayer` (`locks`) or without.
+    fn with_locks(locks: bool) -> Setup {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let servers = [Server::start(dir.path()), Server::start(dir.path())];
+        let servers = [
+            Server::start(dir.path(), locks),
+            Server::start(dir.path(), locks),
+        ];
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -201,13 +224,11 @@ fn one_session_in_turn_counts_exactly_across_processes() {
     });
 }
 
-/// 8 clients share one session and send at once, alternating servers. The
-/// layer loads the record before the handler and saves it after: two
-/// overlapping requests both read n and both write n + 1. Measured and
-/// printed; asserted: every request answered, and the count is between 1
-/// and the number of requests.
-fn one_session_at_once_loses_updates_measured() {
-    let setup = Setup::new();
+/// 8 clients share one session and send at once, alternating servers
+/// (the first request made the session): the count after all of them, as
+/// the servers stored it.
+fn one_session_at_once(locks: bool) -> (u64, u64) {
+    let setup = Setup::with_locks(locks);
     let addrs = setup.addrs();
     setup.runtime.block_on(async {
         let mut first = Client::connect(&addrs)
@@ -221,37 +242,63 @@ fn one_session_at_once_loses_updates_measured() {
             tasks.push(tokio::spawn(async move {
                 let mut client = Client::connect(&addrs).await?;
                 client.cookie = Some(cookie);
+                let mut seen = Vec::new();
                 for _ in 0..REQUESTS_PER_CLIENT {
-                    client.count().await?;
+                    seen.push(client.count().await?);
                 }
-                Ok::<_, String>(())
+                Ok::<_, String>(seen)
             }));
         }
+        let mut seen = Vec::new();
         for task in tasks {
-            task.await
-                .expect("client task")
-                .unwrap_or_else(|e| panic!("{e}"));
+            seen.extend(
+                task.await
+                    .expect("client task")
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
         }
         let sent = 1 + CLIENTS as u64 * REQUESTS_PER_CLIENT;
         let counted = first.count().await.unwrap_or_else(|e| panic!("{e}")) - 1;
-        println!(
-            "  one session, {CLIENTS} clients at once, 2 processes: {sent} increments sent, \
-             {counted} counted, {} lost",
-            sent - counted.min(sent)
-        );
-        assert!(
-            (1..=sent).contains(&counted),
-            "the count {counted} is outside 1..={sent}"
-        );
-    });
+        if locks {
+            // Serialised: each request saw a different count.
+            seen.sort_unstable();
+            let expected: Vec<u64> = (2..=sent).collect();
+            assert_eq!(seen, expected, "each request read the one before it");
+        }
+        (sent, counted)
+    })
+}
+
+/// The issue's counter test: under `SessionLockLayer`, 8 clients at once on
+/// one session across two processes count every request.
+fn one_session_at_once_with_session_locks_counts_exactly() {
+    let (sent, counted) = one_session_at_once(true);
+    println!("  with SessionLockLayer: {sent} increments sent, {counted} counted");
+    assert_eq!(counted, sent, "no update lost");
+}
+
+/// Without `SessionLockLayer`, tower-sessions' layer loads the record before
+/// the handler and saves it after: two overlapping requests both read n and
+/// both write n + 1. Measured and printed; asserted: every request answered
+/// and the count is between 1 and the number of requests.
+fn one_session_at_once_without_locks_loses_updates_measured() {
+    let (sent, counted) = one_session_at_once(false);
+    println!(
+        "  without SessionLockLayer: {sent} increments sent, {counted} counted, {} lost",
+        sent - counted.min(sent)
+    );
+    assert!(
+        (1..=sent).contains(&counted),
+        "the count {counted} is outside 1..={sent}"
+    );
 }
 
 fn main() {
     if let Ok(dir) = std::env::var(SERVE_ENV) {
-        serve(&dir);
+        serve(&dir, std::env::var_os(LOCKS_ENV).is_some());
         return;
     }
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 4] = [
         (
             "distinct_sessions_at_once_count_exactly_across_processes",
             distinct_sessions_at_once_count_exactly_across_processes,
@@ -261,8 +308,12 @@ fn main() {
             one_session_in_turn_counts_exactly_across_processes,
         ),
         (
-            "one_session_at_once_loses_updates_measured",
-            one_session_at_once_loses_updates_measured,
+            "one_session_at_once_with_session_locks_counts_exactly",
+            one_session_at_once_with_session_locks_counts_exactly,
+        ),
+        (
+            "one_session_at_once_without_locks_loses_updates_measured",
+            one_session_at_once_without_locks_loses_updates_measured,
         ),
     ];
     // Like libtest: plain arguments filter by name, flags are ignored.
