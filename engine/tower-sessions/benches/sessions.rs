@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use carboy::cache::CacheManager;
-use carboy_tower_sessions::CarboyStore;
+use carboy_tower_sessions::{CarboyStore, SessionLockLayer, SessionLocks};
 use support::Client;
 use tower_sessions::MemoryStore;
 
@@ -158,6 +158,17 @@ fn main() {
                 let (dir, manager) = file_manager();
                 dirs.lock().expect("dirs").push(dir);
                 support::router(CarboyStore::new(&manager, "sessions").expect("store"))
+            }),
+        ),
+        (
+            "tower-sessions + CarboyStore, file backend, SessionLockLayer",
+            Box::new(move || {
+                let (dir, manager) = file_manager();
+                let locks = SessionLocks::open(dir.path().join("sessions.request-lock"))
+                    .expect("the lock file");
+                dirs.lock().expect("dirs").push(dir);
+                let store = CarboyStore::new(&manager, "sessions").expect("store");
+                support::router(store.with_session_locks(locks)).layer(SessionLockLayer::new())
             }),
         ),
         (
