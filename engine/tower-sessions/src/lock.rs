@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError, mpsc};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -114,55 +114,123 @@ impl SessionLocks {
         drop(released);
     }
 
-    /// Locks the stripe of `hash` on a thread of its own, which holds the
-    /// lock until the returned [`HeldSessionLock`] is dropped (stripes belong to the
-    /// thread that locks them, and a task moves between threads). The wait
-    /// polls the lock (backing off to 2 ms) so that it is bounded by the
-    /// timeout without a runtime timer.
+    /// Locks the stripe of `hash` on a lock thread, which holds the lock
+    /// until the returned [`HeldSessionLock`] is dropped (stripes belong to
+    /// the thread that locks them, and a task moves between threads).
     async fn acquire(&self, hash: u64) -> Result<HeldSessionLock, String> {
         let (acquired_tx, acquired_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
         let (release_tx, release_rx) = mpsc::channel::<()>();
-        let stripes = self.stripes.clone();
-        let timeout = self.timeout;
-        std::thread::Builder::new()
-            .name("carboy-session-lock".into())
-            .spawn(move || {
-                let deadline = Instant::now() + timeout;
-                let mut pause = Duration::from_micros(50);
-                let guard = loop {
-                    match stripes.try_lock(hash) {
-                        Ok(Some(guard)) => break guard,
-                        Ok(None) if Instant::now() < deadline => {
-                            std::thread::sleep(pause);
-                            pause = (pause * 2).min(Duration::from_millis(2));
-                        }
-                        Ok(None) => {
-                            let _ = acquired_tx.send(Err(format!(
-                                "still held by another request after {timeout:?}"
-                            )));
-                            return;
-                        }
-                        Err(e) => {
-                            let _ = acquired_tx.send(Err(e.to_string()));
-                            return;
-                        }
-                    }
-                };
-                // The request gave up (its future was dropped): let go now.
-                if acquired_tx.send(Ok(())).is_err() {
-                    return;
-                }
-                // Until the HeldSessionLock (the sender) is dropped.
-                let _ = release_rx.recv();
-                drop(guard);
-            })
-            .map_err(|e| format!("start a lock thread: {e}"))?;
+        dispatch(Job {
+            stripes: self.stripes.clone(),
+            hash,
+            timeout: self.timeout,
+            acquired: acquired_tx,
+            release: release_rx,
+        })?;
         match acquired_rx.await {
             Ok(Ok(())) => Ok(HeldSessionLock {
                 _release: release_tx,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("the lock thread ended without an answer".into()),
+        }
+    }
+}
+
+/// One lock to take and hold, for a lock thread.
+struct Job {
+    stripes: StripeLocks,
+    hash: u64,
+    timeout: Duration,
+    /// Told once the lock is held (or could not be).
+    acquired: tokio::sync::oneshot::Sender<Result<(), String>>,
+    /// Hung up when the lock is to be released.
+    release: mpsc::Receiver<()>,
+}
+
+impl Job {
+    /// Takes the lock, says so, holds it until told to let go. The wait
+    /// polls the lock (backing off from 50 µs to 2 ms) so that it is
+    /// bounded by the timeout without a runtime timer.
+    fn run(self) {
+        let deadline = Instant::now() + self.timeout;
+        let mut pause = Duration::from_micros(50);
+        let guard = loop {
+            match self.stripes.try_lock(self.hash) {
+                Ok(Some(guard)) => break guard,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(2));
+                }
+                Ok(None) => {
+                    let _ = self.acquired.send(Err(format!(
+                        "still held by another request after {:?}",
+                        self.timeout
+                    )));
+                    return;
+                }
+                Err(e) => {
+                    let _ = self.acquired.send(Err(e.to_string()));
+                    return;
+                }
+            }
+        };
+        // The request gave up (its future was dropped): let go now.
+        if self.acquired.send(Ok(())).is_err() {
+            return;
+        }
+        // Until the HeldSessionLock (the sender) is dropped.
+        let _ = self.release.recv();
+        drop(guard);
+    }
+}
+
+/// Lock threads waiting for a job. A job goes only to a thread that waits
+/// for one, never queued behind another (a job holds its lock for a whole
+/// request).
+static IDLE: Mutex<Vec<mpsc::Sender<Job>>> = Mutex::new(Vec::new());
+
+/// At most this many lock threads wait for work; more end after their job.
+const IDLE_MAX: usize = 64;
+
+/// Hands `job` to a waiting lock thread, or to a new one.
+fn dispatch(mut job: Job) -> Result<(), String> {
+    loop {
+        let idle = IDLE.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        match idle {
+            Some(thread) => match thread.send(job) {
+                Ok(()) => return Ok(()),
+                // That thread has ended: try the next one.
+                Err(mpsc::SendError(back)) => job = back,
+            },
+            None => break,
+        }
+    }
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("carboy-session-lock".into())
+        .spawn(move || {
+            job.run();
+            lock_thread(jobs_tx, jobs_rx);
+        })
+        .map(|_| ())
+        .map_err(|e| format!("start a lock thread: {e}"))
+}
+
+/// A lock thread after its first job: waits for the next one while fewer
+/// than [`IDLE_MAX`] wait.
+fn lock_thread(me: mpsc::Sender<Job>, jobs: mpsc::Receiver<Job>) {
+    loop {
+        {
+            let mut idle = IDLE.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() >= IDLE_MAX {
+                return;
+            }
+            idle.push(me.clone());
+        }
+        match jobs.recv() {
+            Ok(job) => job.run(),
+            Err(_) => return,
         }
     }
 }
