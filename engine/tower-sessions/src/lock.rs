@@ -158,6 +158,8 @@ impl Job {
         let guard = loop {
             match self.stripes.try_lock(self.hash) {
                 Ok(Some(guard)) => break guard,
+                // The request gave up while we waited: stop waiting.
+                Ok(None) if self.acquired.is_closed() => return,
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(2));
