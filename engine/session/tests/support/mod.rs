@@ -178,13 +178,27 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+static SKIPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called by a test that returns early because something it needs is not
+/// there (after printing why): [`run_tests`] reports it as skipped.
+pub fn mark_skipped() {
+    SKIPPED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// The main of a `harness = false` test binary: runs each named test,
-/// catching its panic, prints `test NAME ... ok|FAILED` and a summary, and
-/// exits with 1 if any failed.
+/// catching its panic, prints `test NAME ... ok|skipped|FAILED` and a
+/// summary, and exits with 1 if any failed.
 pub fn run_tests(tests: &[(&str, fn())]) {
-    let mut failed = 0;
+    use std::sync::atomic::Ordering;
+    let (mut failed, mut skipped) = (0, 0);
     for (name, test) in tests {
+        SKIPPED.store(false, Ordering::SeqCst);
         match std::panic::catch_unwind(test) {
+            Ok(()) if SKIPPED.load(Ordering::SeqCst) => {
+                println!("test {name} ... skipped");
+                skipped += 1;
+            }
             Ok(()) => println!("test {name} ... ok"),
             Err(_) => {
                 println!("test {name} ... FAILED");
@@ -192,7 +206,10 @@ pub fn run_tests(tests: &[(&str, fn())]) {
             }
         }
     }
-    println!("{} passed, {failed} failed", tests.len() - failed);
+    println!(
+        "{} passed, {skipped} skipped, {failed} failed",
+        tests.len() - failed - skipped
+    );
     if failed > 0 {
         std::process::exit(1);
     }
