@@ -17,7 +17,7 @@ use super::flight::{Join, Outcome};
 use super::key::{self, CacheKey};
 use super::lock_wait::{self, Lock, Wait};
 use super::namespace::{Cache, Found};
-use super::policy::OnLockTimeout;
+use super::policy::{self, OnBackendError, OnLockTimeout};
 use crate::error::{Error, Result};
 
 /// The error of [`Cache::get_or_create`]: the cache failed, or the creator
@@ -135,6 +135,43 @@ impl<C: Codec> Cache<C> {
         }
         let key = self.stored_key(key)?;
         let mut create = Some(create);
+        match self.get_or_create_stored(&key, &mut create) {
+            Err(CreateError::Cache(e)) => self.after_backend_error(e, create),
+            done => done,
+        }
+    }
+
+    /// What a `get_or_create` whose backend failed does, as
+    /// `cache.on_backend_error` says: return the error, or run the creator
+    /// (if it has not run) without the cache.
+    pub(super) fn after_backend_error<V, E, F>(
+        &self,
+        e: Error,
+        create: Option<F>,
+    ) -> Result<V, CreateError<E>>
+    where
+        F: FnOnce() -> Result<V, E>,
+    {
+        match (self.policy.on_backend_error, create) {
+            (OnBackendError::Create, Some(create)) if policy::is_backend_failure(&e) => {
+                create().map_err(|e| CreateError::Creator(Arc::new(e)))
+            }
+            _ => Err(CreateError::Cache(e)),
+        }
+    }
+
+    /// [`get_or_create`](Self::get_or_create) of the stored form of a
+    /// key; `create` is taken when the creator runs.
+    fn get_or_create_stored<V, E, F>(
+        &self,
+        key: &[u8],
+        create: &mut Option<F>,
+    ) -> Result<V, CreateError<E>>
+    where
+        V: Serialize + DeserializeOwned,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Result<V, E>,
+    {
         loop {
             let stale = match self.lookup::<V>(&key)? {
                 Found::Fresh(e) => return Ok(e.value),

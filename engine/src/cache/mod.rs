@@ -99,5 +99,5 @@ pub use manager::{CacheManager, CacheManagerBuilder, Region, RegionSettings, ins
 pub use markers::Invalidation;
 pub use memory::{Bound, MemoryBackend, MemoryFactory};
 pub use namespace::{Cache, CachedValue};
-pub use policy::{DEFAULT_LOCK_TIMEOUT, OnLockTimeout};
+pub use policy::{DEFAULT_LOCK_TIMEOUT, OnBackendError, OnLockTimeout};
 pub use registry::register_backend;
