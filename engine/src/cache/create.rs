@@ -173,14 +173,14 @@ impl<C: Codec> Cache<C> {
         F: FnOnce() -> Result<V, E>,
     {
         loop {
-            let stale = match self.lookup::<V>(&key)? {
+            let stale = match self.lookup::<V>(key)? {
                 Found::Fresh(e) => return Ok(e.value),
                 Found::Stale(e) if self.policy.serve_stale => Some(e.value),
                 _ => None,
             };
             // `leader` is `None` only for a nested creator that went past
             // another thread's flight (see below).
-            let (leader, guard) = match self.ns.shared.flights.join(&key) {
+            let (leader, guard) = match self.ns.shared.flights.join(key) {
                 Join::Follow(follower) => {
                     if let Some(v) = stale {
                         return Ok(v);
@@ -192,8 +192,8 @@ impl<C: Codec> Cache<C> {
                     // leader re-checks under that lock, so the value is
                     // still created once.
                     let nested = if creating_depth() > 0 {
-                        let hash = key::lock_hash(&key);
-                        Some(self.take_creation_lock(&key, hash, true)?)
+                        let hash = key::lock_hash(key);
+                        Some(self.take_creation_lock(key, hash, true)?)
                     } else {
                         None
                     };
@@ -211,8 +211,8 @@ impl<C: Codec> Cache<C> {
                 }
                 Join::Lead(leader) => {
                     // Hashed only here: a hit never needs the lock.
-                    let hash = key::lock_hash(&key);
-                    match self.take_creation_lock(&key, hash, stale.is_none()) {
+                    let hash = key::lock_hash(key);
+                    match self.take_creation_lock(key, hash, stale.is_none()) {
                         Ok(Lock::Held(g)) => (Some(leader), g),
                         Ok(Lock::TimedOut(waited)) => {
                             let create = create.take();
@@ -238,7 +238,7 @@ impl<C: Codec> Cache<C> {
             // Holding the lock: someone may have finished meanwhile.
             let markers = self.ns.markers()?;
             let (ns, region) = markers;
-            if let Found::Fresh(e) = self.lookup_under::<V>(&key, markers)? {
+            if let Found::Fresh(e) = self.lookup_under::<V>(key, markers)? {
                 drop(guard);
                 finish(Outcome::Retry);
                 return Ok(e.value);
@@ -264,7 +264,7 @@ impl<C: Codec> Cache<C> {
                     let entry = self.entry(&value, expire, ns.epoch, region.epoch).ok();
                     let kept = entry
                         .as_ref()
-                        .filter(|e| self.store(&key, e, expire).is_ok());
+                        .filter(|e| self.store(key, e, expire).is_ok());
                     drop(guard);
                     if let Some(entry) = kept {
                         // Followers decode the encoding after the envelope.
