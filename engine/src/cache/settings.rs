@@ -347,6 +347,7 @@ mod tests {
         assert_eq!(patient.policy.lock_timeout, None);
         assert_eq!(defaults.policy.on_backend_error, OnBackendError::Error);
         let outage = parse([("cache.on_backend_error", "Create")]).unwrap();
+        let outage = resolve(&outage.defaults, &Overrides::default(), &clock).unwrap();
         assert_eq!(outage.policy.on_backend_error, OnBackendError::Create);
         let err = parse([("cache.on_backend_error", "retry")]).unwrap_err();
         assert!(err.to_string().contains("cache.on_backend_error"), "{err}");
