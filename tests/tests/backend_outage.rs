@@ -177,7 +177,6 @@ fn the_setting_reads_from_beaker_style_settings_and_names_itself_when_bad() {
         ("cache.type", "switched-outage-test"),
         ("cache.on_backend_error", "ignore"),
     ])
-    .err()
-    .expect("a bad value is an error");
+    .expect_err("a bad value is an error");
     assert!(err.to_string().contains("cache.on_backend_error"), "{err}");
 }
