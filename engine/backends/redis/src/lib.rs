@@ -223,7 +223,11 @@ impl BackendFactory for RedisFactory {
             let t = Tracker::open(&server.settings, layout.tagged().to_vec());
             let mut tracked = self.tracked.lock();
             tracked.retain(|(_, _, t)| t.strong_count() > 0);
-            tracked.push((Arc::clone(&server), namespace.to_string(), Arc::downgrade(&t)));
+            tracked.push((
+                Arc::clone(&server),
+                namespace.to_string(),
+                Arc::downgrade(&t),
+            ));
             t
         });
         let caps = Capabilities::NONE

@@ -339,13 +339,11 @@ impl Listener {
 
     /// A RESP2 connection to `info` with the configured timeouts.
     fn open(&self, info: &redis::ConnectionInfo) -> RedisResult<Connection> {
-        let info = info
-            .clone()
-            .set_redis_settings(
-                info.redis_settings()
-                    .clone()
-                    .set_protocol(ProtocolVersion::RESP2),
-            );
+        let info = info.clone().set_redis_settings(
+            info.redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP2),
+        );
         let c = Client::open(info)?.get_connection_with_timeout(self.settings.connect_timeout)?;
         c.set_read_timeout(Some(self.settings.command_timeout))?;
         c.set_write_timeout(Some(self.settings.command_timeout))?;
