@@ -7,7 +7,8 @@
 //! key under the markers' prefix moves the stamp; a listener connection
 //! killed with `CLIENT KILL` (and kept from reconnecting) makes every
 //! access read the markers again, so an invalidation made meanwhile is
-//! seen, and the stamp holds still again once the listener is back.
+//! seen, and the stamp holds still again once the listener is back; in a
+//! cluster, the listener follows the markers' slot to another master.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -33,9 +34,17 @@ fn manager(url: &str, factory: &Arc<RedisFactory>) -> CacheManager {
 /// The markers namespace as the managers of `factory` opened it (same
 /// settings, so the same listener and stamp).
 fn markers(url: &str, factory: &RedisFactory) -> Arc<dyn Backend> {
+    markers_with(url, factory, &[])
+}
+
+/// [`markers`], with further settings (as the manager was given).
+fn markers_with(url: &str, factory: &RedisFactory, extra: &[(&str, &str)]) -> Arc<dyn Backend> {
     let mut config = BackendConfig::new("redis");
     config.options.insert("url".into(), url.into());
     config.options.insert("prefix".into(), PREFIX.into());
+    for (k, v) in extra {
+        config.options.insert((*k).into(), (*v).into());
+    }
     let m = factory
         .open("carboy:markers", &config, &OpenOptions::new().pinned(true))
         .unwrap();
@@ -256,4 +265,68 @@ fn a_killed_listener_makes_the_cache_read_markers_again() {
         );
     }
     assert_eq!(gets_on(&server, None) - before, 10);
+}
+
+/// The markers' slot moved to another master (`CLUSTER SETSLOT …
+/// MIGRATING/IMPORTING`, `MIGRATE`, `SETSLOT … NODE`): the listener, which
+/// checks every command timeout that its node still serves the slot,
+/// follows it to the new master, and invalidations made there by another
+/// process are seen.
+#[test]
+fn cluster_markers_slot_moved() {
+    let Some(cluster) = RedisCluster::start("cluster_markers_slot_moved") else {
+        return;
+    };
+    let url = cluster.url();
+    let factory = Arc::new(RedisFactory::new());
+    let m = CacheManager::builder()
+        .backend_factory("redis", Arc::clone(&factory) as Arc<dyn BackendFactory>)
+        .option("url", url.as_str())
+        .option("prefix", PREFIX)
+        .option("command_timeout_ms", "300")
+        .expire(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let users = m.get_cache("users").unwrap();
+    let marks = markers_with(&url, &factory, &[("command_timeout_ms", "300")]);
+    users.set("alice", "admin").unwrap();
+    assert_eq!(
+        users.get::<String>("alice").unwrap().as_deref(),
+        Some("admin")
+    );
+    factory.sync_invalidations().unwrap();
+
+    let key = format!("{PREFIX}{{carboy:markers}}:x");
+    let nodes = cluster.nodes();
+    let slot = nodes[0]
+        .cli(&["cluster", "keyslot", &key])
+        .trim()
+        .to_string();
+    let from = cluster.owner_of(slot.parse().unwrap());
+    let to = (from + 1) % nodes.len();
+    let tracking_on = |i: usize| {
+        nodes[i]
+            .cli(&["client", "list"])
+            .contains("name=carboy-tracking")
+    };
+    assert!(tracking_on(from) && !tracking_on(to));
+    let id = |i: usize| nodes[i].cli(&["cluster", "myid"]).trim().to_string();
+    let (from_id, to_id) = (id(from), id(to));
+    nodes[to].cli(&["cluster", "setslot", &slot, "importing", &from_id]);
+    nodes[from].cli(&["cluster", "setslot", &slot, "migrating", &to_id]);
+    let keys = nodes[from].cli(&["cluster", "getkeysinslot", &slot, "1000"]);
+    let port = nodes[to].port().to_string();
+    for k in keys.lines().filter(|k| !k.is_empty()) {
+        nodes[from].cli(&["migrate", "127.0.0.1", &port, k, "0", "5000"]);
+    }
+    for n in nodes {
+        n.cli(&["cluster", "setslot", &slot, "node", &to_id]);
+    }
+    eventually("the listener follows the slot", || {
+        tracking_on(to) && !tracking_on(from)
+    });
+    eventually("the listener tracks again", || steady(&*marks));
+    assert_eq!(child(&url, &["invalidate", "users", "hard"]), "");
+    factory.sync_invalidations().unwrap();
+    assert_eq!(users.get::<String>("alice").unwrap(), None);
 }

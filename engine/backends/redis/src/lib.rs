@@ -183,7 +183,7 @@ impl RedisFactory {
     ///
     /// Costs one write and one message per tracked namespace; an error
     /// (naming the server) when the write fails or no message comes within
-    /// `cache.command_timeout_ms`. A listener that is down makes this
+    /// three `cache.command_timeout_ms` plus one `cache.connect_timeout_ms`. A listener that is down makes this
     /// return at once: the stamp then moves on every read.
     pub fn sync_invalidations(&self) -> carboy::Result<()> {
         let tracked: Vec<_> = self

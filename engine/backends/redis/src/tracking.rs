@@ -219,7 +219,7 @@ impl Tracker {
     /// prefix and waits for its message (redis publishes in order). Also
     /// returns when the listener goes down (the stamp then moves on every
     /// read anyway). An error when the write fails or no message came
-    /// within `cache.command_timeout_ms`.
+    /// within three command timeouts and a connect timeout.
     pub(crate) fn sync(&self, server: &Server, namespace: &str) -> carboy::Result<()> {
         if !self.is_up() {
             return Ok(());
@@ -244,7 +244,10 @@ impl Tracker {
         let mut set = redis::cmd("SET");
         set.arg(&key).arg(1).arg("PX").arg(60_000);
         let wrote = server.query::<()>(namespace, "SET (sync invalidations)", &set);
-        let deadline = Instant::now() + server.settings.command_timeout;
+        // Long enough for a cluster listener to notice a moved slot (it
+        // checks every command timeout) and connect to the new master.
+        let s = &server.settings;
+        let deadline = Instant::now() + s.command_timeout * 3 + s.connect_timeout;
         let mut seen = self.shared.seen.lock();
         let outcome = loop {
             if let Err(e) = wrote {
