@@ -145,8 +145,11 @@ pub struct RedisFactory {
     servers: Mutex<HashMap<String, Arc<Server>>>,
     /// The tracked (pinned) namespaces this factory opened, for
     /// [`sync_invalidations`](RedisFactory::sync_invalidations).
-    tracked: Mutex<Vec<(Arc<Server>, String, Weak<Tracker>)>>,
+    tracked: Mutex<Vec<Tracked>>,
 }
+
+/// A tracked namespace: its server, its name, its tracker while open.
+type Tracked = (Arc<Server>, String, Weak<Tracker>);
 
 impl RedisFactory {
     /// A factory with no connection yet.
