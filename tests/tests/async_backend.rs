@@ -458,3 +458,36 @@ fn a_bounded_native_lock_wait_ends_at_the_lock_timeout() {
         .unwrap();
     assert_eq!(v, 7);
 }
+
+/// The published conformance suite passes on this backend, its `async_*`
+/// cases included (run on a tokio runtime: the lock's bounded wait uses
+/// tokio's timer), and they went through the native path.
+#[test]
+fn the_conformance_suite_runs_its_async_cases_through_the_native_path() {
+    use carboy::cache::testing::{Outcome, Suite};
+    let factory = Arc::new(MapFactory::default());
+    let rt = Arc::new(runtime());
+    let report = Suite::new("map", Arc::clone(&factory) as Arc<dyn BackendFactory>)
+        .block_on_with(move |future| rt.block_on(future))
+        .run();
+    report.assert_passed();
+    let ran: Vec<&str> = report
+        .cases
+        .iter()
+        .filter(|(name, o)| name.starts_with("async_") && *o == Outcome::Passed)
+        .map(|(name, _)| *name)
+        .collect();
+    assert_eq!(
+        ran,
+        [
+            "async_raw_operations",
+            "async_creation_locks",
+            "async_front_get_or_create"
+        ]
+    );
+    let opened = factory.opened.lock().unwrap();
+    let counts = |ns: &str| &opened[ns].counts;
+    assert!(n(&counts("async-raw").async_set) >= 2);
+    assert!(n(&counts("async-locks").async_lock) >= 5);
+    assert_eq!(n(&counts("async-front").async_lock), 1);
+}
