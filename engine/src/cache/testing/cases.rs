@@ -522,8 +522,8 @@ pub(super) fn async_creation_locks(f: &Fixture) {
     });
 }
 
-/// Get-or-create through the async front on the native path: created
-/// once, then hits, seen by the blocking front.
+/// Get-or-create through the async front (on the native path when the
+/// backend has one): created once, then hits, seen by the blocking front.
 #[cfg(feature = "async")]
 pub(super) fn async_front_get_or_create(f: &Fixture) {
     let ctx = f.name();

@@ -19,11 +19,14 @@
 //! and the other way round; its creation lock (without waiting, forever,
 //! and up to a time, which the backend's own timer ends: the case waits
 //! 50 ms of real time for it), excluding blocking holders and excluded by
-//! them; and, with feature `async`, get-or-create through
-//! [`AsyncCache`](super::AsyncCache). Their futures run on
-//! [`Suite::block_on_with`]'s executor (a backend whose futures need a
-//! runtime, such as tokio's reactor or timer, passes that runtime's
-//! `block_on`). The other backends skip them ("does not declare as_async").
+//! them. The other backends skip these two ("does not declare
+//! as_async"). With feature `async`, every backend also runs
+//! get-or-create, get, set and remove through
+//! [`AsyncCache`](super::AsyncCache) (`async_front_get_or_create`: on the
+//! native path when there is one, on the helper threads otherwise). The
+//! futures of these cases run on [`Suite::block_on_with`]'s executor (a
+//! backend whose futures need a runtime, such as tokio's reactor or timer,
+//! passes that runtime's `block_on`).
 //!
 //! ```toml
 //! [dev-dependencies]
@@ -262,7 +265,7 @@ const CASES: &[Case] = &[
     #[cfg(feature = "async")]
     Case {
         name: "async_front_get_or_create",
-        needs: native,
+        needs: always,
         run: async_front_get_or_create,
     },
 ];
