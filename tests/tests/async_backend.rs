@@ -96,7 +96,7 @@ impl MapBackend {
         }
     }
 
-    fn apply(&self, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>) {
+    fn apply(&self, key: &[u8], f: &mut UpdateFn<'_>) {
         let mut map = self.map();
         match f(map.get(key).map(Vec::as_slice)) {
             Some(v) => map.insert(key.to_vec(), v),

@@ -1,7 +1,7 @@
 //! The seam for a backend with a native async client (redis, memcached):
 //! [`AsyncBackend`], reached through [`Backend::as_async`].
 //!
-//! The async front ([`AsyncCache`](super::AsyncCache), feature `async`)
+//! The async front (`AsyncCache`, feature `async`)
 //! awaits these futures when the backend offers them: hits, writes and
 //! the creation lock then run on the calling task, with no helper thread.
 //! Without them it keeps its own paths over the blocking [`Backend`]

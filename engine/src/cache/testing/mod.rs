@@ -22,7 +22,7 @@
 //! them. The other backends skip these two ("does not declare
 //! as_async"). With feature `async`, every backend also runs
 //! get-or-create, get, set and remove through
-//! [`AsyncCache`](super::AsyncCache) (`async_front_get_or_create`: on the
+//! `AsyncCache` (`async_front_get_or_create`: on the
 //! native path when there is one, on the helper threads otherwise). The
 //! futures of these cases run on [`Suite::block_on_with`]'s executor (a
 //! backend whose futures need a runtime, such as tokio's reactor or timer,
