@@ -360,7 +360,8 @@ impl<C: Codec> AsyncCache<C> {
                 .await
                 .map_err(|e| CreateError::Creator(Arc::new(e)));
         }
-        let key = cache.stored_key(key)?.into_owned();
+        // Borrowed (no allocation) unless the key is hashed to fit.
+        let key = cache.stored_key(key)?;
         let mut create = Some(create);
         loop {
             let stale = match self.lookup::<V>(&key).await? {
@@ -431,7 +432,7 @@ impl<C: Codec> AsyncCache<C> {
                         }
                         (Some(entry), Hold::Thread(held)) => {
                             let store = cache.clone();
-                            let stored_key = key.clone();
+                            let stored_key = key.to_vec();
                             // The lock goes with the write: released once
                             // the value is stored, even if this future is
                             // dropped while it is written.
