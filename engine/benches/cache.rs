@@ -234,6 +234,17 @@ fn main() {
             h.tasks,
             ms(h.spawned_hits),
         );
+        println!(
+            "Where the herd's time goes (ms from its start, medians): its creator began at {:.1} \
+             and returned at {:.1}, the last task ended at {:.1}. Alone, the creator began at {:.1} \
+             and returned at {:.1}, and the call ended at {:.1}.",
+            h.herd_creator.0,
+            h.herd_creator.1,
+            ms(h.herd),
+            h.alone_creator.0,
+            h.alone_creator.1,
+            ms(h.one),
+        );
     }
     drop((raw, file_cache, region_cache, memory_cache, file, memory));
     let _ = std::fs::remove_dir_all(&dir);
@@ -249,8 +260,8 @@ fn main() {
 mod async_rows {
     use std::future::Future;
     use std::hint::black_box;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
     use carboy::cache::Cache;
@@ -391,6 +402,12 @@ mod async_rows {
         pub spawned_hits: f64,
         /// The median of the rounds' herd / (one + hits).
         pub ratio: f64,
+        /// When the creator began and returned (ms from the start; medians):
+        /// in the herd, and alone. Before it began: the lookups, the flight
+        /// and the creation lock taken on a helper thread; after it
+        /// returned: the write on a helper thread, then the followers.
+        pub herd_creator: (f64, f64),
+        pub alone_creator: (f64, f64),
     }
 
     /// Seconds for `tasks` tasks made by `task` to run to completion on
@@ -398,7 +415,11 @@ mod async_rows {
     /// as a server's accept loop would spawn them: spawning and joining
     /// from outside the runtime would add a cross-thread wake-up of that
     /// outside thread per task, which is the harness's cost, not theirs.
-    fn on_workers<F>(rt: &tokio::runtime::Runtime, tasks: u64, task: impl Fn(u64) -> F) -> f64
+    fn on_workers<F>(
+        rt: &tokio::runtime::Runtime,
+        tasks: u64,
+        task: impl Fn(u64) -> F,
+    ) -> (Instant, f64)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -414,7 +435,7 @@ mod async_rows {
             .await
             .expect("driver");
         });
-        t.elapsed().as_secs_f64()
+        (t, t.elapsed().as_secs_f64())
     }
 
     fn median(mut v: Vec<f64>) -> f64 {
@@ -431,31 +452,47 @@ mod async_rows {
     /// that each hit; medians over `rounds` rounds, after one warm-up.
     fn herd(cache: &Cache, tasks: u64, rounds: usize) -> Herd {
         const WORK: Duration = Duration::from_millis(5);
-        let spin = || {
+        /// The creator's work: computing for `WORK`.
+        fn spin() -> Vec<u8> {
             let t = Instant::now();
             let mut x = 0u64;
             while t.elapsed() < WORK {
                 x = black_box(x.wrapping_add(1));
             }
             x.to_le_bytes().to_vec()
-        };
+        }
+        /// `spin`, recording when it began and returned in `span`.
+        fn timed(span: &Span) -> Vec<u8> {
+            let began = Instant::now();
+            let v = spin();
+            *span.lock().expect("span") = Some((began, Instant::now()));
+            v
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .build()
             .expect("runtime");
         let front = Arc::new(cache.to_async());
         let created = Arc::new(AtomicU64::new(0));
+        // When the creator of the current round began and returned.
+        let span: Span = Arc::new(Mutex::new(None));
+        let ms_since = |t0: Instant, span: &Span| {
+            let (b, e) = span.lock().expect("span").take().expect("a creation");
+            (ms(b - t0), ms(e - t0))
+        };
+        let (mut herd_spans, mut alone_spans) = (Vec::new(), Vec::new());
         let (mut herds, mut ones, mut hits, mut spawned, mut ratios) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..=rounds {
             let key = format!("herd: one missing key, round {round}").into_bytes();
-            let herd = on_workers(&rt, tasks, |_| {
+            let (t0, herd) = on_workers(&rt, tasks, |_| {
                 let (front, created, key) = (Arc::clone(&front), Arc::clone(&created), key.clone());
+                let span = Arc::clone(&span);
                 async move {
                     let v: Vec<u8> = front
                         .get_or_create(&key, || async move {
                             created.fetch_add(1, Ordering::Relaxed);
-                            Ok::<_, std::convert::Infallible>(spin())
+                            Ok::<_, std::convert::Infallible>(timed(&span))
                         })
                         .await
                         .expect("value");
@@ -463,17 +500,19 @@ mod async_rows {
                 }
             });
             let alone = format!("herd: a creation alone, round {round}").into_bytes();
+            let herd_span = ms_since(t0, &span);
             let t = Instant::now();
             rt.block_on(async {
                 let v: Vec<u8> = front
                     .get_or_create(&alone, || async {
-                        Ok::<_, std::convert::Infallible>(spin())
+                        Ok::<_, std::convert::Infallible>(timed(&span))
                     })
                     .await
                     .expect("value");
                 black_box(v);
             });
             let one = t.elapsed().as_secs_f64();
+            let alone_span = ms_since(t, &span);
             let t = Instant::now();
             rt.block_on(async {
                 for _ in 0..tasks {
@@ -482,7 +521,7 @@ mod async_rows {
                 }
             });
             let hit = t.elapsed().as_secs_f64();
-            let spawned_hit = on_workers(&rt, tasks, |_| {
+            let (_, spawned_hit) = on_workers(&rt, tasks, |_| {
                 let (front, key) = (Arc::clone(&front), key.clone());
                 async move {
                     let v: Vec<u8> = front.get_or_create(&key, never).await.expect("hit");
@@ -495,6 +534,8 @@ mod async_rows {
                 hits.push(hit);
                 spawned.push(spawned_hit);
                 ratios.push(herd / (one + hit));
+                herd_spans.push(herd_span);
+                alone_spans.push(alone_span);
             }
         }
         Herd {
@@ -506,6 +547,22 @@ mod async_rows {
             hits: median(hits),
             spawned_hits: median(spawned),
             ratio: median(ratios),
+            herd_creator: (
+                median(herd_spans.iter().map(|s| s.0).collect()),
+                median(herd_spans.iter().map(|s| s.1).collect()),
+            ),
+            alone_creator: (
+                median(alone_spans.iter().map(|s| s.0).collect()),
+                median(alone_spans.iter().map(|s| s.1).collect()),
+            ),
         }
+    }
+
+    /// When a creator began and returned.
+    type Span = Arc<Mutex<Option<(Instant, Instant)>>>;
+
+    /// Milliseconds in `d`.
+    fn ms(d: Duration) -> f64 {
+        d.as_secs_f64() * 1e3
     }
 }

@@ -13,6 +13,14 @@
 //! | the creation lock (wait, try, or wait up to `cache.lock_timeout`) | a helper thread takes and holds it (`lock.rs`) |
 //! | `set`, `remove`, `invalidate*`, `clear`, storing a created value | a helper thread (a writer lock held elsewhere, an fsync under `durability = sync`) |
 //!
+//! On a backend with native async operations
+//! ([`Backend::as_async`](super::Backend::as_async), an
+//! [`AsyncBackend`]), the lookups, `set`, `remove`, `invalidate` of a key,
+//! storing a created value and the creation lock await the backend's own
+//! futures on the task instead; the markers are still read with the
+//! blocking backend, and `invalidate_all` and `clear` still run on a
+//! helper thread.
+//!
 //! Both fronts share one namespace's flights and locks: an [`AsyncCache`]
 //! and a [`Cache`] on the same namespace, in one process or several, still
 //! create each value once.
@@ -51,7 +59,8 @@ use crate::error::{Error, Result};
 /// * **One creator per key** across the tasks of a process, the threads
 ///   of the blocking front, and other processes; the other tasks await it
 ///   (or get the stale value at once), never blocking a worker thread.
-/// * **A hit is a direct call**: one fetch on the calling task.
+/// * **A hit is a direct call**: one fetch on the calling task (awaited,
+///   on a backend with native async operations).
 /// * **Cancellation**: dropping a `get_or_create` future while its creator
 ///   runs frees the key (the flight and the cross-process lock); a waiting
 ///   task takes over; nothing from the cancelled creator is stored. Once
