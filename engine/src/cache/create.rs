@@ -156,7 +156,7 @@ impl<C: Codec> Cache<C> {
                     // still created once.
                     let nested = if creating_depth() > 0 {
                         let hash = key::lock_hash(&key);
-                        Some(self.lock_key(&key, hash, true)?)
+                        Some(self.take_creation_lock(&key, hash, true)?)
                     } else {
                         None
                     };
@@ -175,7 +175,7 @@ impl<C: Codec> Cache<C> {
                 Join::Lead(leader) => {
                     // Hashed only here: a hit never needs the lock.
                     let hash = key::lock_hash(&key);
-                    match self.lock_key(&key, hash, stale.is_none()) {
+                    match self.take_creation_lock(&key, hash, stale.is_none()) {
                         Ok(Lock::Held(g)) => (Some(leader), g),
                         Ok(Lock::TimedOut(waited)) => {
                             let create = create.take();
@@ -254,7 +254,7 @@ impl<C: Codec> Cache<C> {
 
     /// Takes the creation lock of `key`: waiting (up to
     /// `cache.lock_timeout`) or only trying.
-    pub(super) fn lock_key(&self, key: &[u8], hash: u64, wait: bool) -> Result<Lock<'_>> {
+    pub(super) fn take_creation_lock(&self, key: &[u8], hash: u64, wait: bool) -> Result<Lock<'_>> {
         let wait = Wait::new(wait, self.policy.lock_timeout);
         lock_wait::lock(&self.ns.shared.backend, key, hash, wait)
     }

@@ -70,6 +70,7 @@ mod flight;
 mod future;
 mod helper_threads;
 mod key;
+mod key_lock;
 mod lock_wait;
 mod manager;
 mod markers;
@@ -96,6 +97,9 @@ pub use file::{FileBackend, FileFactory};
 #[cfg(feature = "async")]
 pub use future::AsyncCache;
 pub use key::{CacheKey, DEFAULT_KEY_LENGTH, Serialized, lock_hash};
+#[cfg(feature = "async")]
+pub use key_lock::AsyncKeyLock;
+pub use key_lock::KeyLock;
 pub use manager::{CacheManager, CacheManagerBuilder, Region, RegionSettings, install, installed};
 pub use markers::Invalidation;
 pub use memory::{Bound, MemoryBackend, MemoryFactory};

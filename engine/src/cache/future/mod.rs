@@ -25,7 +25,7 @@
 //! and a [`Cache`] on the same namespace, in one process or several, still
 //! create each value once.
 
-pub(crate) mod lock;
+pub(super) mod lock;
 mod oneshot;
 
 use std::any::Any;

@@ -1,0 +1,365 @@
+//! The redis backend's hit cost, over loopback, against a `redis-server`
+//! this benchmark starts on a free port (and kills at the end): a hit
+//! through `Cache::get_or_create` and `Cache::get`, against a raw client
+//! `GET` plus decode of the same value, in one run; prints the times per
+//! call, the ratio, and how many redis commands one hit sends (from the
+//! server's `INFO commandstats`). Then, if `python3` has redis-py,
+//! dogpile.cache and Beaker (`pip install redis dogpile.cache Beaker`),
+//! runs `tools/bench/beaker/redis_hits.py` on the same server and prints
+//! their hits beside carboy's.
+//!
+//! `cargo bench -p carboy-redis --bench redis` (set `CARBOY_BENCH_N` for
+//! the number of calls per row; default 20000). Skips, saying so, when
+//! `redis-server` is not installed.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use carboy::cache::{CacheManager, Codec, Postcard};
+use serde::{Deserialize, Serialize};
+
+/// A typical cached record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+    email: String,
+    roles: Vec<String>,
+    logins: u32,
+}
+
+fn user() -> User {
+    User {
+        id: 42,
+        name: "Alice Example".into(),
+        email: "alice@example.invalid".into(),
+        roles: vec!["admin".into(), "editor".into()],
+        logins: 1234,
+    }
+}
+
+/// A redis-server on a free loopback port, killed on drop.
+struct Server {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pings(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+fn start() -> Option<Server> {
+    if Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        println!("skipped: redis-server is not installed (Debian package redis-server)");
+        return None;
+    }
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let child = Command::new("redis-server")
+            .arg("--port")
+            .arg(port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let mut server = Server {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if pings(port) {
+                return Some(server);
+            }
+            if let Ok(Some(_)) = server.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = server.child.kill();
+    }
+    panic!("redis-server did not start");
+}
+
+/// Calls of `name` in the server's `INFO commandstats`, by command.
+fn command_calls(con: &mut redis::Connection) -> Vec<(String, u64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(con)
+        .expect("INFO commandstats");
+    info.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("cmdstat_")?;
+            let (name, stats) = rest.split_once(':')?;
+            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_string(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Commands sent per call while `f` ran `n` calls (INFO itself excluded).
+fn commands_per_call(con: &mut redis::Connection, n: u64, f: impl FnOnce()) -> String {
+    let before = command_calls(con);
+    f();
+    let after = command_calls(con);
+    let mut parts = Vec::new();
+    for (name, calls) in &after {
+        if name == "info" {
+            continue;
+        }
+        let was = before
+            .iter()
+            .find(|(b, _)| b == name)
+            .map_or(0, |(_, c)| *c);
+        if calls > &was {
+            parts.push(format!(
+                "{:.2} {}",
+                (calls - was) as f64 / n as f64,
+                name.to_uppercase()
+            ));
+        }
+    }
+    parts.join(" + ")
+}
+
+/// The median time per call of each row, measured in `ROUNDS` rounds that
+/// take turns (raw, carboy, raw, …), so that a load change on a shared
+/// machine hits every row alike.
+fn interleaved(n: u64, rows: &mut [&mut dyn FnMut()]) -> Vec<Duration> {
+    let per_round = (n / ROUNDS).max(1);
+    let mut samples = vec![Vec::new(); rows.len()];
+    for row in rows.iter_mut() {
+        for _ in 0..per_round / 10 {
+            row();
+        }
+    }
+    for _ in 0..ROUNDS {
+        for (i, row) in rows.iter_mut().enumerate() {
+            let started = Instant::now();
+            for _ in 0..per_round {
+                row();
+            }
+            samples[i].push(started.elapsed() / per_round as u32);
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort();
+            s[s.len() / 2]
+        })
+        .collect()
+}
+
+/// Rounds of [`interleaved`].
+const ROUNDS: u64 = 9;
+
+/// Runs `tools/bench/beaker/redis_hits.py` against the same server and
+/// prints its rows (dogpile.cache's and Beaker's redis backends, and
+/// redis-py's raw GET) beside carboy's hit; says why when it cannot.
+fn python_rows(url: &str, n: u64, carboy_hit: Duration) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../tools/bench/beaker/redis_hits.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("--url")
+        .arg(url)
+        .arg("--n")
+        .arg(n.to_string())
+        .output();
+    let out = match out {
+        Ok(out) if out.status.success() => out,
+        Ok(out) => {
+            println!(
+                "python rows skipped: {} failed (pip install redis dogpile.cache Beaker): {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+            return;
+        }
+        Err(e) => {
+            println!("python rows skipped: python3 did not run: {e}");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!();
+    println!("Python on the same server, run after the rows above:");
+    println!("| what | per call | commands per call | carboy's get_or_create hit, faster by |");
+    println!("|---|---|---|---|");
+    let mut versions = "";
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields.as_slice() {
+            ["row", name, micros, cmds] => {
+                let Ok(micros) = micros.parse::<f64>() else {
+                    continue;
+                };
+                println!(
+                    "| {name} | {micros:.1}µs | {cmds} | {:.2}× |",
+                    micros / (carboy_hit.as_secs_f64() * 1e6)
+                );
+            }
+            ["versions", v] => versions = v,
+            _ => {}
+        }
+    }
+    if !versions.is_empty() {
+        println!("python: {versions}");
+    }
+}
+
+fn main() {
+    let Some(server) = start() else {
+        return;
+    };
+    let n: u64 = std::env::var("CARBOY_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let url = format!("redis://127.0.0.1:{}/0", server.port);
+    let client = redis::Client::open(url.as_str()).expect("a redis client");
+    let mut raw = client.get_connection().expect("a raw connection");
+    let mut stats = client.get_connection().expect("a stats connection");
+
+    // The raw baseline: the same value, encoded alone, GET and decode.
+    let mut encoded = Vec::new();
+    Postcard.encode(&user(), &mut encoded).expect("encode");
+    let _: () = redis::cmd("SET")
+        .arg("raw:user")
+        .arg(&encoded)
+        .query(&mut raw)
+        .expect("SET");
+    let raw_get = || {
+        let bytes: Vec<u8> = redis::cmd("GET")
+            .arg("raw:user")
+            .query(&mut raw)
+            .expect("GET");
+        let u: User = Postcard.decode(&bytes).expect("decode");
+        black_box(u);
+    };
+    let mut raw_get = raw_get;
+    let raw_cmds = commands_per_call(&mut stats, 1_000, || {
+        for _ in 0..1_000 {
+            raw_get();
+        }
+    });
+
+    let manager = CacheManager::builder()
+        .backend_factory("redis", Arc::new(carboy_redis::RedisFactory::new()))
+        .option("url", url.as_str())
+        .expire(Duration::from_secs(3600))
+        .region(
+            "short_term",
+            carboy::cache::RegionSettings::new().expire(Duration::from_secs(3600)),
+        )
+        .build()
+        .expect("a manager on redis");
+    let users = manager.get_cache("users").expect("a namespace");
+    let make = || Ok::<_, std::convert::Infallible>(user());
+    let created: User = users.get_or_create("u42", make).expect("created");
+    assert_eq!(created, user());
+    let mut hit = || {
+        let u: User = users.get_or_create("u42", make).expect("a hit");
+        black_box(u);
+    };
+    let hit_cmds = commands_per_call(&mut stats, 1_000, || {
+        for _ in 0..1_000 {
+            hit();
+        }
+    });
+    let regional = manager
+        .region("short_term")
+        .and_then(|r| r.cache("users"))
+        .expect("a region's namespace");
+    let _: User = regional.get_or_create("u42", make).expect("created");
+    let mut region_hit = || {
+        let u: User = regional.get_or_create("u42", make).expect("a hit");
+        black_box(u);
+    };
+    let region_cmds = commands_per_call(&mut stats, 1_000, || {
+        for _ in 0..1_000 {
+            region_hit();
+        }
+    });
+    let mut get = || {
+        let u: Option<User> = users.get("u42").expect("a hit");
+        black_box(u.expect("present"));
+    };
+    let backend = Arc::clone(users.backend());
+    let mut backend_get = || {
+        black_box(backend.get(b"u42").expect("GET").expect("present"));
+    };
+    let times = interleaved(
+        n,
+        &mut [
+            &mut raw_get,
+            &mut hit,
+            &mut region_hit,
+            &mut get,
+            &mut backend_get,
+        ],
+    );
+    let (raw_ns, hit_ns, region_ns, get_ns, backend_ns) =
+        (times[0], times[1], times[2], times[3], times[4]);
+
+    println!(
+        "redis backend, loopback, one thread, {n} calls per row, redis-server on port {}",
+        server.port
+    );
+    println!("| what | per call | commands per call | vs raw |");
+    println!("|---|---|---|---|");
+    println!("| raw client GET + postcard decode | {raw_ns:?} | {raw_cmds} | 1.00× |");
+    println!(
+        "| Cache::get_or_create hit | {hit_ns:?} | {hit_cmds} | {:.2}× |",
+        hit_ns.as_secs_f64() / raw_ns.as_secs_f64()
+    );
+    println!(
+        "| Cache::get_or_create hit in a region | {region_ns:?} | {region_cmds} | {:.2}× |",
+        region_ns.as_secs_f64() / raw_ns.as_secs_f64()
+    );
+    println!(
+        "| Cache::get hit | {get_ns:?} | | {:.2}× |",
+        get_ns.as_secs_f64() / raw_ns.as_secs_f64()
+    );
+    println!(
+        "| Backend::get (one GET, no decode) | {backend_ns:?} | 1 GET | {:.2}× |",
+        backend_ns.as_secs_f64() / raw_ns.as_secs_f64()
+    );
+    python_rows(&url, n, hit_ns);
+    println!(
+        "batched gets: not measured; carboy's Cache has no batch get (no get_many) to map to MGET"
+    );
+}

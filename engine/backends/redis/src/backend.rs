@@ -1,0 +1,140 @@
+//! One namespace on redis: the [`Backend`] operations as redis commands.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use carboy::cache::{Backend, Capabilities, CreationGuard, Fetched, UpdateFn};
+use redis::Script;
+
+use crate::keys::Layout;
+use crate::lock;
+use crate::server::Server;
+
+/// One cache namespace stored in redis (a server or a cluster). Opened by
+/// [`RedisFactory`](crate::RedisFactory).
+pub struct RedisBackend {
+    pub(crate) server: Arc<Server>,
+    pub(crate) namespace: String,
+    pub(crate) layout: Layout,
+    pub(crate) caps: Capabilities,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("servers", &self.server.settings.display)
+            .field("namespace", &self.namespace)
+            .field("capabilities", &self.caps)
+            .finish()
+    }
+}
+
+/// Compare and set, for [`Backend::update`]: writes `ARGV[4]` (keeping
+/// the key's TTL) or deletes the key (`ARGV[3] == "del"`) only if the key
+/// still holds `ARGV[2]` (`ARGV[1] == "1"`) or is still missing
+/// (`ARGV[1] == "0"`). Returns 1 when it wrote.
+fn compare_and_set() -> &'static Script {
+    static S: OnceLock<Script> = OnceLock::new();
+    S.get_or_init(|| {
+        Script::new(
+            "local cur = redis.call('GET', KEYS[1]) \
+             if ARGV[1] == '1' then \
+               if cur ~= ARGV[2] then return 0 end \
+             elseif cur then return 0 end \
+             if ARGV[3] == 'del' then redis.call('DEL', KEYS[1]) \
+             elseif ARGV[1] == '1' then redis.call('SET', KEYS[1], ARGV[4], 'KEEPTTL') \
+             else redis.call('SET', KEYS[1], ARGV[4]) end \
+             return 1",
+        )
+    })
+}
+
+impl RedisBackend {
+    /// The server (`host:port`) or the cluster's seed nodes, as errors
+    /// name them.
+    pub fn servers(&self) -> &str {
+        &self.server.settings.display
+    }
+}
+
+impl Backend for RedisBackend {
+    fn get(&self, key: &[u8]) -> carboy::Result<Option<Fetched<'_>>> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.layout.value(key));
+        let v: Option<Vec<u8>> = self.server.query(&self.namespace, "GET", &cmd)?;
+        Ok(v.map(Fetched::Owned))
+    }
+
+    fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> carboy::Result<()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.layout.value(key)).arg(value);
+        if let Some(ttl) = ttl {
+            // PX 0 is refused: a TTL under a millisecond is one.
+            cmd.arg("PX").arg((ttl.as_millis() as u64).max(1));
+        }
+        self.server.query::<()>(&self.namespace, "SET", &cmd)
+    }
+
+    fn remove(&self, key: &[u8]) -> carboy::Result<bool> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.layout.value(key));
+        let n: i64 = self.server.query(&self.namespace, "DEL", &cmd)?;
+        Ok(n > 0)
+    }
+
+    fn contains(&self, key: &[u8]) -> carboy::Result<bool> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.layout.value(key));
+        let n: i64 = self.server.query(&self.namespace, "EXISTS", &cmd)?;
+        Ok(n > 0)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+
+    /// Optimistic: read the value, compute the next one, and write it with
+    /// a compare-and-set script that fails if the key changed meanwhile;
+    /// then start over. One key, so one slot in a cluster.
+    fn update(&self, key: &[u8], f: &mut UpdateFn<'_>) -> carboy::Result<()> {
+        let rkey = self.layout.value(key);
+        loop {
+            let mut get = redis::cmd("GET");
+            get.arg(&rkey);
+            let cur: Option<Vec<u8>> = self.server.query(&self.namespace, "GET", &get)?;
+            let next = f(cur.as_deref());
+            if cur.is_none() && next.is_none() {
+                return Ok(());
+            }
+            let wrote: i64 = self
+                .server
+                .with(&self.namespace, "compare-and-set script", |c| {
+                    compare_and_set()
+                        .key(&rkey)
+                        .arg(if cur.is_some() { "1" } else { "0" })
+                        .arg(cur.as_deref().unwrap_or_default())
+                        .arg(if next.is_some() { "set" } else { "del" })
+                        .arg(next.as_deref().unwrap_or_default())
+                        .invoke(c)
+                })?;
+            if wrote == 1 {
+                return Ok(());
+            }
+        }
+    }
+
+    fn lock_creation(
+        &self,
+        key: &[u8],
+        _hash: u64,
+        wait: bool,
+    ) -> carboy::Result<Option<CreationGuard<'_>>> {
+        let rkey = self.layout.lock(key);
+        let held = if wait {
+            Some(lock::lock(&self.server, &self.namespace, rkey)?)
+        } else {
+            lock::try_lock(&self.server, &self.namespace, rkey)?
+        };
+        Ok(held.map(CreationGuard::holding))
+    }
+}

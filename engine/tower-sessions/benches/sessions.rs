@@ -1,0 +1,226 @@
+//! Requests per second of an axum handler that increments a session
+//! counter (`GET /count`), driven over loopback keep-alive HTTP/1.1
+//! connections by this benchmark itself, one session per connection, for
+//! each session store; one table, ratios to tower-sessions' `MemoryStore`
+//! from the same run.
+//!
+//! ```text
+//! cargo bench -p carboy-tower-sessions --bench sessions
+//! ```
+//!
+//! Settings (environment): `SESSIONS_BENCH_CONNECTIONS` (default 16),
+//! `SESSIONS_BENCH_SECONDS` measured per row and round (default 3),
+//! `SESSIONS_BENCH_WARMUP` seconds (default 1), `SESSIONS_BENCH_ROUNDS`
+//! (default 3; the rows run in turn each round, the median is shown).
+//!
+//! To add a row, hand [`drive`] an `axum::Router` that serves `GET /count`
+//! (see `rows` in `main`).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use carboy::cache::CacheManager;
+use carboy_tower_sessions::{CarboyStore, SessionLockLayer, SessionLocks};
+use support::Client;
+use tower_sessions::MemoryStore;
+
+/// How [`drive`] loads a server.
+#[derive(Clone, Copy, Debug)]
+struct Workload {
+    /// Keep-alive connections, each with its own session, each sending
+    /// its next request when the previous response arrived.
+    connections: usize,
+    /// Requests sent before counting starts.
+    warmup: Duration,
+    /// How long requests are counted.
+    measure: Duration,
+}
+
+/// Serves `app` on a loopback port and loads it with `workload`: every
+/// connection sends `GET /count` back to back with its session cookie and
+/// checks that its count goes up by one each time. Returns requests per
+/// second over the measured interval.
+async fn drive(app: Router, workload: Workload) -> Result<f64, String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    let addr: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let counting = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let counted = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..workload.connections {
+        let (counting, stop, counted) = (
+            Arc::clone(&counting),
+            Arc::clone(&stop),
+            Arc::clone(&counted),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(&[addr]).await?;
+            let mut expected = 1;
+            while !stop.load(Ordering::Relaxed) {
+                let got = client.count().await?;
+                if got != expected {
+                    return Err(format!("connection {c}: count {got}, expected {expected}"));
+                }
+                expected += 1;
+                if counting.load(Ordering::Relaxed) {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    tokio::time::sleep(workload.warmup).await;
+    counting.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(workload.measure).await;
+    let n = counted.load(Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.map_err(|e| format!("client task: {e}"))??;
+    }
+    server.abort();
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+/// A file cache manager on a fresh directory (kept until the returned
+/// guard drops), with records stored with a TTL at their expiry.
+fn file_manager() -> (tempfile::TempDir, CacheManager) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let manager = CacheManager::builder()
+        .backend("file")
+        .data_dir(dir.path())
+        .stale_for(Duration::ZERO)
+        .build()
+        .expect("a file cache manager");
+    (dir, manager)
+}
+
+fn memory_manager() -> CacheManager {
+    CacheManager::builder()
+        .backend("memory")
+        .stale_for(Duration::ZERO)
+        .build()
+        .expect("a memory cache manager")
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
+        Err(_) => default,
+    }
+}
+
+fn proc_field(file: &str, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == key).then(|| v.trim().to_string())
+    })
+}
+
+/// A row: its name and a maker of a fresh app (each round starts with
+/// empty stores).
+type Row<'a> = (&'static str, Box<dyn Fn() -> Router + 'a>);
+
+fn main() {
+    let workload = Workload {
+        connections: env_number("SESSIONS_BENCH_CONNECTIONS", 16) as usize,
+        warmup: Duration::from_secs(env_number("SESSIONS_BENCH_WARMUP", 1)),
+        measure: Duration::from_secs(env_number("SESSIONS_BENCH_SECONDS", 3)),
+    };
+    let rounds = env_number("SESSIONS_BENCH_ROUNDS", 3).max(1) as usize;
+
+    // The file stores' directories live as long as the benchmark.
+    let dirs = std::sync::Mutex::new(Vec::new());
+    let dirs = &dirs;
+    let rows: Vec<Row<'_>> = vec![
+        (
+            "tower-sessions MemoryStore (process-local map)",
+            Box::new(|| support::router(MemoryStore::default())),
+        ),
+        (
+            "tower-sessions + CarboyStore, file backend",
+            Box::new(move || {
+                let (dir, manager) = file_manager();
+                dirs.lock().expect("dirs").push(dir);
+                support::router(CarboyStore::new(&manager, "sessions").expect("store"))
+            }),
+        ),
+        (
+            "tower-sessions + CarboyStore, file backend, SessionLockLayer",
+            Box::new(move || {
+                let (dir, manager) = file_manager();
+                let locks = SessionLocks::open(dir.path().join("sessions.request-lock"))
+                    .expect("the lock file");
+                dirs.lock().expect("dirs").push(dir);
+                let store = CarboyStore::new(&manager, "sessions").expect("store");
+                support::router(store.with_session_locks(locks)).layer(SessionLockLayer::new())
+            }),
+        ),
+        (
+            "tower-sessions + CarboyStore, memory backend",
+            Box::new(|| {
+                support::router(CarboyStore::new(&memory_manager(), "sessions").expect("store"))
+            }),
+        ),
+        // carboy-session's own middleware: add its row here after the
+        // merge, e.g. ("carboy-session SessionLayer, file backend",
+        // Box::new(|| /* a Router serving GET /count through it */)).
+    ];
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let mut figures: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
+    for round in 0..rounds {
+        for (i, (name, app)) in rows.iter().enumerate() {
+            let rps = runtime
+                .block_on(drive(app(), workload))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            eprintln!("round {}: {name}: {rps:.0} requests/s", round + 1);
+            figures[i].push(rps);
+        }
+    }
+
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = proc_field("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".into());
+    println!();
+    println!(
+        "- workload: GET /count (read the session's counter, add one, save), \
+         {} keep-alive HTTP/1.1 connections over loopback, one session each, \
+         server and clients in this process on one tokio runtime; \
+         {} s warmup, {} s measured per row, median of {rounds} rounds",
+        workload.connections,
+        workload.warmup.as_secs(),
+        workload.measure.as_secs()
+    );
+    println!("- machine: {nproc} CPUs (nproc), {cpu}");
+    println!();
+    println!("| store | requests/s | × MemoryStore |");
+    println!("|---|---:|---:|");
+    let base = median(&figures[0]);
+    for ((name, _), f) in rows.iter().zip(&figures) {
+        let m = median(f);
+        println!("| {name} | {m:.0} | {:.2} |", m / base);
+    }
+}
