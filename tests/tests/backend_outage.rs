@@ -180,3 +180,30 @@ fn the_setting_reads_from_beaker_style_settings_and_names_itself_when_bad() {
     .expect_err("a bad value is an error");
     assert!(err.to_string().contains("cache.on_backend_error"), "{err}");
 }
+
+#[test]
+fn the_async_front_follows_the_same_setting() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    for action in [OnBackendError::Error, OnBackendError::Create] {
+        let (manager, down) = manager(Some(action));
+        let cache = manager.get_cache("users").unwrap().to_async();
+        down.store(true, Ordering::SeqCst);
+        let got: Result<String, CreateError<std::io::Error>> = runtime.block_on(async {
+            cache
+                .get_or_create("u1", || async { Ok("made".to_string()) })
+                .await
+        });
+        match (action, got) {
+            (OnBackendError::Error, Err(CreateError::Cache(e))) => {
+                assert_eq!(e.kind(), ErrorKind::Backend, "{e}")
+            }
+            (OnBackendError::Create, Ok(v)) => assert_eq!(v, "made"),
+            (action, other) => panic!("{action:?}: unexpected {other:?}"),
+        }
+        down.store(false, Ordering::SeqCst);
+        let stored: Option<String> = runtime.block_on(cache.get("u1")).unwrap();
+        assert_eq!(stored, None, "{action:?}: nothing stored during the outage");
+    }
+}

@@ -47,7 +47,7 @@ use super::key::{self, CacheKey};
 use super::lock_wait::Wait;
 use super::markers::Invalidation;
 use super::namespace::{Cache, CachedValue, Found, marked_stale};
-use super::policy::OnLockTimeout;
+use super::policy::{self, OnBackendError, OnLockTimeout};
 use crate::error::{Error, Result};
 
 /// One cache namespace for async code: [`Cache`]'s API, name for name,
@@ -372,13 +372,45 @@ impl<C: Codec> AsyncCache<C> {
         // Borrowed (no allocation) unless the key is hashed to fit.
         let key = cache.stored_key(key)?;
         let mut create = Some(create);
+        match self.get_or_create_stored(&key, &mut create).await {
+            // `cache.on_backend_error = create`: an outage runs the
+            // creator (if it has not run) without the cache.
+            Err(CreateError::Cache(e))
+                if cache.policy.on_backend_error == OnBackendError::Create
+                    && policy::is_backend_failure(&e) =>
+            {
+                match create.take() {
+                    Some(create) => create()
+                        .await
+                        .map_err(|e| CreateError::Creator(Arc::new(e))),
+                    None => Err(CreateError::Cache(e)),
+                }
+            }
+            done => done,
+        }
+    }
+
+    /// [`get_or_create`](Self::get_or_create) of the stored form of a
+    /// key; `create` is taken when the creator runs.
+    async fn get_or_create_stored<V, E, F, Fut>(
+        &self,
+        key: &[u8],
+        create: &mut Option<F>,
+    ) -> std::result::Result<V, CreateError<E>>
+    where
+        V: Serialize + DeserializeOwned,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>>,
+    {
+        let cache = &self.cache;
         loop {
-            let stale = match self.lookup::<V>(&key).await? {
+            let stale = match self.lookup::<V>(key).await? {
                 Found::Fresh(e) => return Ok(e.value),
                 Found::Stale(e) if cache.policy.serve_stale => Some(e.value),
                 _ => None,
             };
-            let leader = match cache.ns.shared.flights.join(&key) {
+            let leader = match cache.ns.shared.flights.join(key) {
                 Join::Follow(follower) => {
                     if let Some(v) = stale {
                         return Ok(v);
@@ -392,7 +424,7 @@ impl<C: Codec> AsyncCache<C> {
             };
             let wait = Wait::new(stale.is_none(), cache.policy.lock_timeout);
             let shared = &cache.ns.shared;
-            let held = match self.lock(&key, wait).await? {
+            let held = match self.lock(key, wait).await? {
                 Got::Held(held) => held,
                 Got::Busy => match stale {
                     Some(v) => {
@@ -409,8 +441,8 @@ impl<C: Codec> AsyncCache<C> {
             let markers = cache.ns.markers()?;
             let (ns, region) = markers;
             let again = match &held {
-                Hold::Native(native, _) => cache.found::<V>(native.get(&key).await, markers)?,
-                Hold::Thread(_) => cache.lookup_under::<V>(&key, markers)?,
+                Hold::Native(native, _) => cache.found::<V>(native.get(key).await, markers)?,
+                Hold::Thread(_) => cache.lookup_under::<V>(key, markers)?,
             };
             if let Found::Fresh(e) = again {
                 drop(held);
@@ -435,7 +467,7 @@ impl<C: Codec> AsyncCache<C> {
                             // write, the backend's set is dropped with the
                             // lock; one set stores a value whole or not.
                             let ttl = cache.policy.backend_ttl(expire);
-                            let stored = native.set(&key, &entry, ttl).await;
+                            let stored = native.set(key, &entry, ttl).await;
                             drop(guard);
                             stored.ok().map(|()| entry)
                         }
