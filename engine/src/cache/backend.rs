@@ -302,6 +302,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
         Err(unsupported::<Self>("read a change stamp"))
     }
 
+    /// The values of `keys`, in their order (`None` for a missing one),
+    /// in as few round trips as the backend can make: a network backend
+    /// answers with one `MGET` or one pipelined multi-get per server. The
+    /// default fetches one key after another, right for backends whose
+    /// `get` costs no round trip. [`Cache::get_many`](super::Cache::get_many)
+    /// calls it.
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Fetched<'_>>>> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
+
     /// This backend's native async operations, if it has any (a network
     /// backend with an async client): `Some(self)` for a backend that
     /// implements [`AsyncBackend`]. The async front

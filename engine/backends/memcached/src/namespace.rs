@@ -309,6 +309,12 @@ impl MemcachedNamespace {
 }
 
 impl Backend for MemcachedNamespace {
+    /// One pipelined multi-get per server ([`MemcachedNamespace::get_many`]).
+    fn get_many(&self, keys: &[&[u8]]) -> carboy::Result<Vec<Option<Fetched<'_>>>> {
+        let values = MemcachedNamespace::get_many(self, keys)?;
+        Ok(values.into_iter().map(|v| v.map(Fetched::Owned)).collect())
+    }
+
     fn get(&self, key: &[u8]) -> carboy::Result<Option<Fetched<'_>>> {
         let wire = self.wire_key(key);
         let got = self

@@ -106,6 +106,20 @@ impl Backend for RedisBackend {
         Ok(n > 0)
     }
 
+    /// One `MGET`: a namespace's keys share its hash tag, so they are in
+    /// one slot of a cluster too.
+    fn get_many(&self, keys: &[&[u8]]) -> carboy::Result<Vec<Option<Fetched<'_>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for key in keys {
+            cmd.arg(self.layout.value(key));
+        }
+        let values: Vec<Option<Vec<u8>>> = self.server.query(&self.namespace, "MGET", &cmd)?;
+        Ok(values.into_iter().map(|v| v.map(Fetched::Owned)).collect())
+    }
+
     fn contains(&self, key: &[u8]) -> carboy::Result<bool> {
         let mut cmd = redis::cmd("EXISTS");
         cmd.arg(self.layout.value(key));

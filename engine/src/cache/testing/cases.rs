@@ -306,6 +306,37 @@ pub(super) fn cache_invalidation(f: &Fixture) {
     }
 }
 
+pub(super) fn get_many_answers_in_order(f: &Fixture) {
+    let ctx = f.name();
+    let b = f.backend("many");
+    assert!(b.get_many(&[]).unwrap().is_empty(), "{ctx}: no keys");
+    b.set(b"x", b"1", None).unwrap();
+    b.set(b"\x00z", b"", None).unwrap();
+    let got = b.get_many(&[b"\x00z", b"missing", b"x", b"x"]).unwrap();
+    let got: Vec<Option<Vec<u8>>> = got.into_iter().map(|v| v.map(|v| v.to_vec())).collect();
+    assert_eq!(
+        got,
+        [Some(vec![]), None, Some(b"1".to_vec()), Some(b"1".to_vec())],
+        "{ctx}: raw get_many"
+    );
+    let c = f.manager.get_cache("many").unwrap();
+    c.set("a", &1u32).unwrap();
+    c.set("c", &3u32).unwrap();
+    c.set("d", &"not a number").unwrap();
+    let values: Vec<Option<u32>> = c.get_many(&["a", "b", "c", "d"]).unwrap();
+    assert_eq!(
+        values,
+        [Some(1), None, Some(3), None],
+        "{ctx}: Cache::get_many"
+    );
+    c.invalidate("a", Invalidation::Hard).unwrap();
+    let values: Vec<Option<u32>> = c.get_many(&["a", "c"]).unwrap();
+    assert_eq!(values, [None, Some(3)], "{ctx}: after invalidating one key");
+    c.invalidate_all(Invalidation::Soft).unwrap();
+    let values: Vec<Option<u32>> = c.get_many(&["c"]).unwrap();
+    assert_eq!(values, [None], "{ctx}: a stale value is not fresh");
+}
+
 pub(super) fn cache_misses_on_what_does_not_decode(f: &Fixture) {
     let c = f.manager.get_cache("types").unwrap();
     c.set("k", "a string").unwrap();

@@ -238,6 +238,11 @@ const CASES: &[Case] = &[
         run: cache_invalidation,
     },
     Case {
+        name: "get_many_answers_in_order",
+        needs: always,
+        run: get_many_answers_in_order,
+    },
+    Case {
         name: "cache_misses_on_what_does_not_decode",
         needs: always,
         run: cache_misses_on_what_does_not_decode,
