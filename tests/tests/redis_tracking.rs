@@ -330,3 +330,43 @@ fn cluster_markers_slot_moved() {
     factory.sync_invalidations().unwrap();
     assert_eq!(users.get::<String>("alice").unwrap(), None);
 }
+
+/// Calls of `command` so far on one server, from `INFO commandstats`.
+fn calls_on(server: &RedisServer, command: &str) -> u64 {
+    let stats = server.cli(&["info", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(|rest| rest.split(',').next().unwrap().trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_batch_of_keys_is_one_mget() {
+    let Some(server) = RedisServer::start("a_batch_of_keys_is_one_mget") else {
+        return;
+    };
+    let factory = Arc::new(RedisFactory::new());
+    let m = manager(&server.url(), &factory);
+    let users = m.get_cache("users").unwrap();
+    let keys: Vec<String> = (0..10).map(|i| format!("u{i}")).collect();
+    for (i, key) in keys.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
+        users.set(key, &(i as u64)).unwrap();
+    }
+    factory.sync_invalidations().unwrap();
+    let (gets, mgets) = (calls_on(&server, "get"), calls_on(&server, "mget"));
+    let values: Vec<Option<u64>> = users.get_many(&keys).unwrap();
+    let expected: Vec<Option<u64>> = (0..10u64).map(|i| (i % 3 != 0).then_some(i)).collect();
+    assert_eq!(values, expected);
+    assert_eq!(
+        calls_on(&server, "mget") - mgets,
+        1,
+        "one MGET for the batch"
+    );
+    assert_eq!(
+        calls_on(&server, "get") - gets,
+        0,
+        "no GET (markers kept in memory)"
+    );
+}
