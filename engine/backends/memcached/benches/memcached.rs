@@ -2,10 +2,14 @@
 //! through `get_or_create` (and `get`) against a raw client `mg` plus a
 //! postcard decode of the same value, and a batch of keys with one
 //! multi-get against one get per key. One run, rounds interleaved, the
-//! median round reported, with the ratio to the raw get.
+//! median round reported, with the ratio to the raw get. Then, if
+//! `python3` has pymemcache, python-memcached, dogpile.cache and Beaker
+//! (`pip install pymemcache python-memcached dogpile.cache Beaker`), runs
+//! `tools/bench/beaker/memcached_hits.py` on the same server and prints
+//! their hits beside carboy's get_or_create hit.
 //!
-//! `cargo bench -p carboy-memcached` (needs `memcached` on PATH; without it
-//! the benchmark says so and exits 0).
+//! `cargo bench -p carboy-memcached --bench memcached` (needs `memcached`
+//! on PATH; without it the benchmark says so and exits 0).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,13 +26,15 @@ const ROUNDS: usize = 15;
 const OPS: usize = 2_000;
 const BATCH: usize = 10;
 
-/// The cached value: a small record, as a web page cache would hold.
+/// The cached value: a small record, as a web page cache would hold (the
+/// shape of `memcached_hits.py`'s record).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 struct User {
     id: u64,
     name: String,
     email: String,
     roles: Vec<String>,
+    logins: u32,
 }
 
 fn user(id: u64) -> User {
@@ -37,6 +43,7 @@ fn user(id: u64) -> User {
         name: format!("user number {id}"),
         email: format!("user{id}@example.invalid"),
         roles: vec!["reader".into(), "editor".into()],
+        logins: 1234,
     }
 }
 
@@ -133,6 +140,78 @@ fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cpu}, {cores} cores")
+}
+
+/// The server's `cmd_get` (keys fetched, all get commands and `mg`).
+fn cmd_get(addr: &str) -> u64 {
+    let mut s = TcpStream::connect(addr).expect("a stats connection");
+    s.write_all(b"stats\r\n").expect("stats");
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while !text.ends_with("END\r\n") {
+        let n = s.read(&mut buf).expect("stats reply");
+        assert!(n > 0, "memcached closed the stats connection");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("STAT cmd_get "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("STAT cmd_get in the stats reply")
+}
+
+/// Runs `tools/bench/beaker/memcached_hits.py` against the same server and
+/// prints its rows (pymemcache's raw get, dogpile.cache's and Beaker's
+/// memcached backends) beside carboy's get_or_create hit (`hit_ns`, the
+/// keys it fetches per call in `hit_gets`); says why when it cannot.
+fn python_rows(url: &str, n: usize, hit_ns: f64, hit_gets: f64) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../tools/bench/beaker/memcached_hits.py");
+    let pip = "pip install pymemcache python-memcached dogpile.cache Beaker";
+    let out = match Command::new("python3")
+        .arg(&script)
+        .args(["--url", url, "--n", &n.to_string()])
+        .output()
+    {
+        Ok(out) if out.status.success() => out,
+        Ok(out) => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let last = err.lines().last().unwrap_or("");
+            println!(
+                "python rows skipped: {} failed ({pip}): {last}",
+                script.display()
+            );
+            return;
+        }
+        Err(e) => {
+            println!("python rows skipped: python3 did not run ({pip}): {e}");
+            return;
+        }
+    };
+    println!();
+    println!("Python on the same server, {n} calls per row, run after the rows above:");
+    println!("| what | per call | keys fetched per call | carboy's hit is faster by |");
+    println!("|---|---:|---|---:|");
+    println!(
+        "| carboy Cache::get_or_create, a hit (above) | {:.1} µs | {hit_gets:.2} get | 1.00× |",
+        hit_ns / 1000.0
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut versions = "";
+    for line in text.lines() {
+        match line.split('\t').collect::<Vec<_>>().as_slice() {
+            ["row", name, micros, cmds] => {
+                if let Ok(micros) = micros.parse::<f64>() {
+                    let ratio = micros * 1000.0 / hit_ns;
+                    println!("| {name} | {micros:.1} µs | {cmds} | {ratio:.2}× |");
+                }
+            }
+            ["versions", v] => versions = v,
+            _ => {}
+        }
+    }
+    if !versions.is_empty() {
+        println!("python: {versions}");
+    }
 }
 
 fn main() {
@@ -256,5 +335,19 @@ fn main() {
     for ((name, _), m) in workloads.iter().zip(&medians) {
         println!("| {name} | {:.1} µs | {:.2}x |", m / 1000.0, m / raw);
     }
+    let hit_ns = workloads
+        .iter()
+        .zip(&medians)
+        .find_map(|((name, _), m)| (*name == "Cache::get_or_create, a hit").then_some(*m))
+        .expect("the get_or_create row");
+    drop(workloads);
+    let before = cmd_get(&url);
+    for _ in 0..1_000 {
+        let _: User = cache
+            .get_or_create("user:0", || Ok::<_, String>(user(0)))
+            .expect("get_or_create");
+    }
+    let hit_gets = (cmd_get(&url) - before) as f64 / 1_000.0;
+    python_rows(&url, ROUNDS * OPS, hit_ns, hit_gets);
     drop(server);
 }

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Cost of a cache *hit* on memcached in Python, for a side-by-side with
+carboy's memcached backend (engine/backends/memcached/benches/memcached.rs
+runs this script against the memcached it starts, in the same run, and
+prints the rows beside its own).
+
+Rows, each timed over ``--n`` calls on one key after a warm-up of n/10:
+
+* ``pymemcache get + pickle.loads``     -- the raw client, the Python baseline
+* ``dogpile.cache get_or_create``       -- ``region.get_or_create(key, creator)``
+  on a ``dogpile.cache.pymemcache`` region (expiration 3600 s)
+* ``Beaker ext:memcached get_or_create`` -- ``cache.get(key, createfunc=f)``
+  on a ``CacheManager(type="ext:memcached", url=...)`` namespace (expire
+  3600 s; Beaker 1.14 talks to memcached through python-memcached, module
+  ``memcache``, which is forced here so that the row names its client)
+
+The value is the same record as redis_hits.py's (a dict with an id, two
+strings, a list of two roles and a counter). Every timed call is a hit; the
+creators raise if they run. Output: one line per row,
+``row<TAB><name><TAB><microseconds per call><TAB><commands per call>``
+(from the server's ``stats``: ``cmd_get`` counts keys fetched, plus
+``cmd_set``/``cmd_touch``/deletes when a row sends any), then versions.
+
+    pip install pymemcache python-memcached dogpile.cache Beaker
+    python3 tools/bench/beaker/memcached_hits.py --url 127.0.0.1:11211 [--n 20000]
+"""
+
+import argparse
+import pickle
+import sys
+import time
+from importlib.metadata import version
+
+import beaker
+import dogpile
+import pymemcache
+from beaker.cache import CacheManager
+from beaker.util import parse_cache_config_options
+from dogpile.cache import make_region
+from pymemcache.client.base import Client
+
+USER = {
+    "id": 42,
+    "name": "Alice Example",
+    "email": "alice@example.invalid",
+    "roles": ["admin", "editor"],
+    "logins": 1234,
+}
+
+# Counters of memcached's `stats` that commands move, by the name printed.
+COUNTERS = {
+    "get": (b"cmd_get",),
+    "set": (b"cmd_set",),
+    "touch": (b"cmd_touch",),
+    "delete": (b"delete_hits", b"delete_misses"),
+    "incr": (b"incr_hits", b"incr_misses"),
+}
+
+
+def never():
+    raise AssertionError("a creator ran: the call was not a hit")
+
+
+def counts(stats_client):
+    s = stats_client.stats()
+    return {name: sum(s.get(k, 0) for k in keys) for name, keys in COUNTERS.items()}
+
+
+def timed(name, n, call, stats_client):
+    for _ in range(max(n // 10, 1)):
+        call()
+    before = counts(stats_client)
+    started = time.perf_counter()
+    for _ in range(n):
+        call()
+    elapsed = time.perf_counter() - started
+    after = counts(stats_client)
+    sent = [
+        f"{(after[k] - before[k]) / n:.2f} {k}" for k in COUNTERS if after[k] > before[k]
+    ]
+    print(f"row\t{name}\t{elapsed / n * 1e6:.2f}\t{' + '.join(sent)}")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True, help="host:port")
+    p.add_argument("--n", type=int, default=20000)
+    a = p.parse_args()
+    host, port = a.url.rsplit(":", 1)
+    stats_client = Client((host, int(port)))
+
+    raw = Client((host, int(port)))
+    raw.set("py:raw:user", pickle.dumps(USER))
+
+    def raw_get():
+        v = pickle.loads(raw.get("py:raw:user"))
+        assert v["id"] == 42
+
+    timed("pymemcache get + pickle.loads", a.n, raw_get, stats_client)
+
+    region = make_region().configure(
+        "dogpile.cache.pymemcache",
+        expiration_time=3600,
+        arguments={"url": [a.url], "memcached_expire_time": 7200},
+    )
+    region.get_or_create("py:dogpile:user", lambda: USER)
+
+    def dogpile_hit():
+        v = region.get_or_create("py:dogpile:user", never)
+        assert v["id"] == 42
+
+    timed("dogpile.cache get_or_create", a.n, dogpile_hit, stats_client)
+
+    manager = CacheManager(
+        **parse_cache_config_options(
+            {
+                "cache.type": "ext:memcached",
+                "cache.url": a.url,
+                "cache.memcache_module": "memcache",
+                "cache.expire": 3600,
+            }
+        )
+    )
+    users = manager.get_cache("py_beaker_users")
+    users.get("user", createfunc=lambda: USER)
+
+    def beaker_hit():
+        v = users.get("user", createfunc=never)
+        assert v["id"] == 42
+
+    timed("Beaker ext:memcached get_or_create", a.n, beaker_hit, stats_client)
+    print(
+        f"versions\tPython {sys.version.split()[0]}, pymemcache {pymemcache.__version__}, "
+        f"python-memcached {version('python-memcached')}, "
+        f"dogpile.cache {dogpile.__version__}, Beaker {beaker.__version__}"
+    )
+
+
+if __name__ == "__main__":
+    main()
