@@ -4,7 +4,10 @@ carboy's memcached backend (engine/backends/memcached/benches/memcached.rs
 runs this script against the memcached it starts, in the same run, and
 prints the rows beside its own).
 
-Rows, each timed over ``--n`` calls on one key after a warm-up of n/10:
+Rows, each timed over ``--n`` calls on one key after a warm-up of n/10, in
+``--rounds`` rounds that take turns (raw, dogpile, Beaker, raw, ...), so that
+a load change on a shared machine hits every row alike; the median round is
+reported (as the Rust benchmark does):
 
 * ``pymemcache get + pickle.loads``     -- the raw client, the Python baseline
 * ``dogpile.cache get_or_create``       -- ``region.get_or_create(key, creator)``
@@ -22,11 +25,12 @@ creators raise if they run. Output: one line per row,
 ``cmd_set``/``cmd_touch``/deletes when a row sends any), then versions.
 
     pip install pymemcache python-memcached dogpile.cache Beaker
-    python3 tools/bench/beaker/memcached_hits.py --url 127.0.0.1:11211 [--n 20000]
+    python3 tools/bench/beaker/memcached_hits.py --url 127.0.0.1:11211 [--n 20000] [--rounds 15]
 """
 
 import argparse
 import pickle
+import statistics
 import sys
 import time
 from importlib.metadata import version
@@ -66,25 +70,35 @@ def counts(stats_client):
     return {name: sum(s.get(k, 0) for k in keys) for name, keys in COUNTERS.items()}
 
 
-def timed(name, n, call, stats_client):
-    for _ in range(max(n // 10, 1)):
-        call()
-    before = counts(stats_client)
-    started = time.perf_counter()
-    for _ in range(n):
-        call()
-    elapsed = time.perf_counter() - started
-    after = counts(stats_client)
-    sent = [
-        f"{(after[k] - before[k]) / n:.2f} {k}" for k in COUNTERS if after[k] > before[k]
-    ]
-    print(f"row\t{name}\t{elapsed / n * 1e6:.2f}\t{' + '.join(sent)}")
+def interleaved(n, rounds, rows, stats_client):
+    """Median microseconds per call and commands per call of each row."""
+    per_round = max(n // rounds, 1)
+    for _, call in rows:
+        for _ in range(max(n // 10, 1)):
+            call()
+    samples = [[] for _ in rows]
+    sent = [dict.fromkeys(COUNTERS, 0) for _ in rows]
+    for _ in range(rounds):
+        for i, (_, call) in enumerate(rows):
+            before = counts(stats_client)
+            started = time.perf_counter()
+            for _ in range(per_round):
+                call()
+            samples[i].append((time.perf_counter() - started) / per_round)
+            after = counts(stats_client)
+            for k in COUNTERS:
+                sent[i][k] += after[k] - before[k]
+    for (name, _), times, cmds in zip(rows, samples, sent):
+        calls = per_round * rounds
+        per_call = " + ".join(f"{v / calls:.2f} {k}" for k, v in cmds.items() if v)
+        print(f"row\t{name}\t{statistics.median(times) * 1e6:.2f}\t{per_call}")
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True, help="host:port")
     p.add_argument("--n", type=int, default=20000)
+    p.add_argument("--rounds", type=int, default=15)
     a = p.parse_args()
     host, port = a.url.rsplit(":", 1)
     stats_client = Client((host, int(port)))
@@ -96,8 +110,6 @@ def main():
         v = pickle.loads(raw.get("py:raw:user"))
         assert v["id"] == 42
 
-    timed("pymemcache get + pickle.loads", a.n, raw_get, stats_client)
-
     region = make_region().configure(
         "dogpile.cache.pymemcache",
         expiration_time=3600,
@@ -108,8 +120,6 @@ def main():
     def dogpile_hit():
         v = region.get_or_create("py:dogpile:user", never)
         assert v["id"] == 42
-
-    timed("dogpile.cache get_or_create", a.n, dogpile_hit, stats_client)
 
     manager = CacheManager(
         **parse_cache_config_options(
@@ -128,7 +138,12 @@ def main():
         v = users.get("user", createfunc=never)
         assert v["id"] == 42
 
-    timed("Beaker ext:memcached get_or_create", a.n, beaker_hit, stats_client)
+    rows = [
+        ("pymemcache get + pickle.loads", raw_get),
+        ("dogpile.cache get_or_create", dogpile_hit),
+        ("Beaker ext:memcached get_or_create", beaker_hit),
+    ]
+    interleaved(a.n, a.rounds, rows, stats_client)
     print(
         f"versions\tPython {sys.version.split()[0]}, pymemcache {pymemcache.__version__}, "
         f"python-memcached {version('python-memcached')}, "

@@ -170,6 +170,7 @@ fn python_rows(url: &str, n: usize, hit_ns: f64, hit_gets: f64) {
     let out = match Command::new("python3")
         .arg(&script)
         .args(["--url", url, "--n", &n.to_string()])
+        .args(["--rounds", &ROUNDS.to_string()])
         .output()
     {
         Ok(out) if out.status.success() => out,
@@ -188,7 +189,10 @@ fn python_rows(url: &str, n: usize, hit_ns: f64, hit_gets: f64) {
         }
     };
     println!();
-    println!("Python on the same server, {n} calls per row, run after the rows above:");
+    println!(
+        "Python on the same server, run after the rows above: {ROUNDS} interleaved rounds of {} calls; median round",
+        n / ROUNDS
+    );
     println!("| what | per call | keys fetched per call | carboy's hit is faster by |");
     println!("|---|---:|---|---:|");
     println!(
