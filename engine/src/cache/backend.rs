@@ -312,6 +312,38 @@ pub trait Backend: Send + Sync + fmt::Debug {
         keys.iter().map(|key| self.get(key)).collect()
     }
 
+    /// This backend as [`Any`](std::any::Any), so that one namespace of a
+    /// backend can recognise another of its own kind in
+    /// [`get_with`](Self::get_with). The default, `None`, says nothing.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
+    /// Fetches `key` from this namespace together with `other_keys` from
+    /// `other` (another namespace, usually opened by the same factory: the
+    /// cache's invalidation markers) in one round trip, when the backend
+    /// can: `Ok(Some((value, others)))`, `others` in the order of
+    /// `other_keys`. `Ok(None)`, the default, means "not for this pair":
+    /// the cache then reads them one after the other.
+    ///
+    /// The cache asks this on a read only when the markers namespace has
+    /// no [`change_stamp`](Self::change_stamp) (it would otherwise keep
+    /// the markers in memory), so that a hit on a network backend without
+    /// one costs one round trip instead of two. The order in which the
+    /// server reads the keys does not matter: a value read before a
+    /// concurrent invalidation's marker is judged by the newer marker (a
+    /// miss), and one created after it by the older (fresh, as it is).
+    #[allow(clippy::type_complexity)]
+    fn get_with<'s>(
+        &'s self,
+        key: &[u8],
+        other: &'s dyn Backend,
+        other_keys: &[&[u8]],
+    ) -> Result<Option<(Option<Fetched<'s>>, Vec<Option<Fetched<'s>>>)>> {
+        let _ = (key, other, other_keys);
+        Ok(None)
+    }
+
     /// This backend's native async operations, if it has any (a network
     /// backend with an async client): `Some(self)` for a backend that
     /// implements [`AsyncBackend`]. The async front

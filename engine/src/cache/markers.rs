@@ -157,6 +157,34 @@ impl MarkerSlot {
         Ok(slot)
     }
 
+    /// The marker's key in the markers namespace.
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The markers namespace.
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// True when the markers namespace has a change stamp (the marker is
+    /// then kept in memory between changes).
+    pub(crate) fn has_stamp(&self) -> bool {
+        self.caps.change_stamp
+    }
+
+    /// The marker from bytes fetched alongside a value
+    /// ([`Backend::get_with`]), read as [`current`](Self::current) reads
+    /// them: a missing one is "never invalidated" where markers are never
+    /// evicted, and lost (restarted) elsewhere.
+    pub(crate) fn read_fetched(&self, fetched: Option<&[u8]>) -> Result<Marker> {
+        match Marker::read(fetched) {
+            Some(m) => Ok(m),
+            None if self.caps.never_evicts => Ok(Marker::default()),
+            None => self.restart(),
+        }
+    }
+
     /// The markers namespace's change stamp, if it has one.
     fn stamp(&self) -> Result<Option<u128>> {
         if self.caps.change_stamp {

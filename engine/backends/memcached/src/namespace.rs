@@ -233,6 +233,12 @@ impl MemcachedNamespace {
     /// `keys`.
     pub fn get_many(&self, keys: &[&[u8]]) -> carboy::Result<Vec<Option<Vec<u8>>>> {
         let wires: Vec<Vec<u8>> = keys.iter().map(|k| self.wire_key(k)).collect();
+        self.get_wires(&wires)
+    }
+
+    /// The values of several memcached keys (wire keys, of any namespace
+    /// on these servers), one round trip per server, in their order.
+    fn get_wires(&self, wires: &[Vec<u8>]) -> carboy::Result<Vec<Option<Vec<u8>>>> {
         let Some(first) = wires.first() else {
             return Ok(Vec::new());
         };
@@ -244,7 +250,7 @@ impl MemcachedNamespace {
             .map_err(|e| self.error("get many", first, e))?;
         results
             .into_iter()
-            .zip(&wires)
+            .zip(wires)
             .map(|(r, wire)| match r {
                 Ok(got) if got.hit() => Ok(Some(got.value.unwrap_or_default())),
                 Ok(_) => Ok(None),
@@ -309,6 +315,39 @@ impl MemcachedNamespace {
 }
 
 impl Backend for MemcachedNamespace {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
+    /// The value and the invalidation markers in one pipelined multi-get
+    /// (one round trip per server), when `other` is a namespace on the
+    /// same servers (the markers namespace of the same configuration).
+    fn get_with<'s>(
+        &'s self,
+        key: &[u8],
+        other: &'s dyn Backend,
+        other_keys: &[&[u8]],
+    ) -> carboy::Result<Option<(Option<Fetched<'s>>, Vec<Option<Fetched<'s>>>)>> {
+        let Some(other) = other
+            .as_any()
+            .and_then(|o| o.downcast_ref::<MemcachedNamespace>())
+        else {
+            return Ok(None);
+        };
+        if !Arc::ptr_eq(&self.servers, &other.servers) {
+            return Ok(None);
+        }
+        let mut wires = Vec::with_capacity(1 + other_keys.len());
+        wires.push(self.wire_key(key));
+        wires.extend(other_keys.iter().map(|k| other.wire_key(k)));
+        let mut values = self.get_wires(&wires)?.into_iter();
+        let value = values.next().flatten().map(Fetched::Owned);
+        Ok(Some((
+            value,
+            values.map(|v| v.map(Fetched::Owned)).collect(),
+        )))
+    }
+
     /// One pipelined multi-get per server ([`MemcachedNamespace::get_many`]).
     fn get_many(&self, keys: &[&[u8]]) -> carboy::Result<Vec<Option<Fetched<'_>>>> {
         let values = MemcachedNamespace::get_many(self, keys)?;
