@@ -44,7 +44,8 @@
 //! value created before reads as a miss; engine/DESIGN.md, "Invalidation
 //! markers on a backend that evicts"). Not `change_stamp`: so the cache
 //! reads the markers of a namespace (and of its region) on every access,
-//! one more round trip each. Not `list_keys`: `Cache::clear` is a hard
+//! in the same pipelined multi-get as the value (`Backend::get_with`): a
+//! hit is one round trip per server involved. Not `list_keys`: `Cache::clear` is a hard
 //! invalidation through the marker.
 //!
 //! # Failures
