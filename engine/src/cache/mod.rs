@@ -84,7 +84,7 @@ pub mod testing;
 
 pub use backend::{
     Backend, BackendConfig, BackendFactory, Capabilities, CreationGuard, Fetched, OpenOptions,
-    UpdateFn, unsupported,
+    OwnedCreation, OwnedCreationGuard, UpdateFn, unsupported,
 };
 pub use codec::{Codec, Postcard};
 pub use create::CreateError;
