@@ -631,6 +631,9 @@ mod tests {
             .unwrap();
         assert!(store.try_transaction().unwrap().is_none());
         store.put(b"k", b"v").unwrap();
-        assert!(store.try_transaction().unwrap().is_none(), "under a lease too");
+        assert!(
+            store.try_transaction().unwrap().is_none(),
+            "under a lease too"
+        );
     }
 }

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::marker::PhantomData;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::thread::ThreadId;
 
 use parking_lot::Mutex;
 
-use super::lock_files::{lock_current, open_lock_file, registry_key, still_at};
+use super::lock_files::{lock_current, open_lock_file, registry_key};
 use super::sync_dict::WeakSyncDict;
 use crate::error::{Error, Result};
 use crate::file::{RangeLock, lock_byte, range_lock_unsupported, unlock_byte};
@@ -35,7 +36,38 @@ struct Shared {
     held: Mutex<HashMap<(ThreadId, u32), Held>>,
     /// Unlocked descriptions of the lock file, kept by dropped
     /// [`OwnedStripe`]s for the next one (at most [`POOL`]).
-    pool: Mutex<Vec<File>>,
+    pool: Mutex<Vec<Description>>,
+}
+
+/// An open description of the lock file, with the identity (device,
+/// inode) of the file it opened, read once: checking that it is still the
+/// file at the path then costs one `stat`.
+#[derive(Debug)]
+struct Description {
+    file: File,
+    id: (u64, u64),
+}
+
+impl Description {
+    fn open(path: &Path) -> Result<Description> {
+        let file = open_lock_file(path)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("stat lock file", path, e))?;
+        Ok(Description {
+            file,
+            id: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// True if the file at `path` is still the one this describes.
+    fn still_at(&self, path: &Path) -> Result<bool> {
+        match std::fs::metadata(path) {
+            Ok(now) => Ok((now.dev(), now.ino()) == self.id),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("stat lock file", path, e)),
+        }
+    }
 }
 
 /// How many unlocked descriptions a lock file keeps for owned stripes:
@@ -257,9 +289,9 @@ impl StripeLocks {
     /// this thread through [`lock`](Self::lock) or another owned stripe,
     /// holds it. Dropping the guard unlocks it.
     ///
-    /// Never waits on another process: one non-blocking `fcntl`, two
-    /// `stat`s (is the locked file still the one at the path?) and, when
-    /// no description is pooled, an `open`.
+    /// Never waits on another process: one non-blocking `fcntl` and one
+    /// `stat` (is the locked file still the one at the path?), plus an
+    /// `open` and an `fstat` when no description is pooled.
     ///
     /// # Errors
     ///
@@ -286,9 +318,9 @@ impl StripeLocks {
         for _ in 0..MAX_OWNED_TRIES {
             let file = match pooled.take() {
                 Some(file) => file,
-                None => open_lock_file(path)?,
+                None => Description::open(path)?,
             };
-            match lock_byte(&file, u64::from(stripe), false) {
+            match lock_byte(&file.file, u64::from(stripe), false) {
                 Ok(RangeLock::Acquired) => {}
                 Ok(RangeLock::Busy) => {
                     self.keep(file);
@@ -303,7 +335,7 @@ impl StripeLocks {
                 }
                 Err(e) => return Err(self.error("lock", stripe, e)),
             }
-            if still_at(&file, path)? {
+            if file.still_at(path)? {
                 return Ok(Some(OwnedStripe {
                     shared: Arc::clone(&self.shared),
                     file: Some(file),
@@ -324,7 +356,7 @@ impl StripeLocks {
     }
 
     /// Keeps an unlocked description for the next owned stripe.
-    fn keep(&self, file: File) {
+    fn keep(&self, file: Description) {
         keep(&self.shared, file);
     }
 
@@ -450,7 +482,7 @@ impl Drop for StripeGuard<'_> {
 /// replaced under it.
 const MAX_OWNED_TRIES: u32 = 4;
 
-fn keep(shared: &Shared, file: File) {
+fn keep(shared: &Shared, file: Description) {
     let mut pool = shared.pool.lock();
     if pool.len() < POOL {
         pool.push(file);
@@ -477,7 +509,7 @@ fn keep(shared: &Shared, file: File) {
 pub struct OwnedStripe {
     shared: Arc<Shared>,
     /// `None` only while dropping.
-    file: Option<File>,
+    file: Option<Description>,
     stripe: u32,
 }
 
@@ -496,7 +528,7 @@ impl Drop for OwnedStripe {
         };
         // Unlock explicitly (a forked child may share the description);
         // a description that fails to unlock is closed, which releases it.
-        if unlock_byte(&file, u64::from(self.stripe)).is_ok() {
+        if unlock_byte(&file.file, u64::from(self.stripe)).is_ok() {
             keep(&self.shared, file);
         }
     }
