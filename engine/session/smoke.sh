@@ -64,4 +64,14 @@ expect "$(http "$url_b" GET /count "$c2" | body)" 1 "after logout the old cookie
 start k --type cookie --secret "$secret"
 k1=$(http "$url_k" GET /count | cookie_of)
 expect "$(http "$url_k" GET /count "$k1" | body)" 2 "cookie session /count"
-echo "session smoke: ok (file: two processes on one data dir; cookie)"
+# The network types are registered and --url reaches the backend: with no
+# server on the port, the start fails at once naming it (no server needed).
+for t in "redis redis://127.0.0.1:1/0" "memcached 127.0.0.1:1"; do
+  set -- $t
+  if "$exe" --listen 127.0.0.1:0 --type "$1" --url "$2" >"$scratch/$1.out" 2>"$scratch/$1.err"; then
+    echo "smoke: --type $1 with no server started anyway"; exit 1
+  fi
+  grep -q "127.0.0.1:1" "$scratch/$1.err" || { echo "smoke: --type $1: the error does not name the server:"; cat "$scratch/$1.err"; exit 1; }
+done
+
+echo "session smoke: ok (file: two processes on one data dir; cookie; redis and memcached flags)"

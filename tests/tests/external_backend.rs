@@ -146,6 +146,8 @@ fn the_toy_passes_the_published_suite() {
             ("ttl_against_the_clock", "expires_by_clock"),
             ("update_keeps_the_ttl", "expires_by_clock"),
             ("change_stamp_moves_with_content", "change_stamp"),
+            ("async_raw_operations", "as_async"),
+            ("async_creation_locks", "as_async"),
         ]
     );
 }
@@ -160,6 +162,8 @@ fn the_bare_toy_passes_the_published_suite() {
             ("update_is_atomic", "atomic_update"),
             ("update_keeps_the_ttl", "atomic_update"),
             ("change_stamp_moves_with_content", "change_stamp"),
+            ("async_raw_operations", "as_async"),
+            ("async_creation_locks", "as_async"),
         ]
     );
 }

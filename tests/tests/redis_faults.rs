@@ -22,8 +22,12 @@ use carboy_tests::redis_server::{RedisCluster, RedisServer};
 const TIMEOUT_MS: u64 = 300;
 
 fn cache(url: &str) -> Cache {
+    cache_on(url, Arc::new(carboy_redis::RedisFactory::new()))
+}
+
+fn cache_on(url: &str, factory: Arc<carboy_redis::RedisFactory>) -> Cache {
     CacheManager::builder()
-        .backend_factory("redis", Arc::new(carboy_redis::RedisFactory::new()))
+        .backend_factory("redis", factory)
         .option("url", url)
         .option("connect_timeout_ms", TIMEOUT_MS.to_string())
         .option("command_timeout_ms", TIMEOUT_MS.to_string())
@@ -153,11 +157,30 @@ fn evicted_markers_err_toward_a_miss() {
     ) else {
         return;
     };
-    let c = cache(&server.url());
+    let factory = Arc::new(carboy_redis::RedisFactory::new());
+    let c = cache_on(&server.url(), Arc::clone(&factory));
     assert!(
         !c.backend().capabilities().never_evicts,
         "allkeys-lru may evict anything"
     );
+    // The markers namespace, as the cache opened it: it keeps its markers
+    // in memory under this change stamp.
+    let mut config = carboy::cache::BackendConfig::new("redis");
+    for (k, v) in [
+        ("url", server.url()),
+        ("connect_timeout_ms", TIMEOUT_MS.to_string()),
+        ("command_timeout_ms", TIMEOUT_MS.to_string()),
+    ] {
+        config.options.insert(k.into(), v);
+    }
+    let markers = carboy::cache::BackendFactory::open(
+        &*factory,
+        "carboy:markers",
+        &config,
+        &carboy::cache::OpenOptions::new().pinned(true),
+    )
+    .unwrap();
+    assert!(markers.capabilities().change_stamp);
     let marker = "carboy:{carboy:markers}:ns:faults";
     c.set("precious", "old").unwrap();
     c.invalidate_all(Invalidation::Hard).unwrap();
@@ -174,6 +197,9 @@ fn evicted_markers_err_toward_a_miss() {
     // Fill until the marker is evicted (each round writes 1 MiB more than
     // the limit, in values that are never read).
     let filler = cache(&server.url());
+    factory.sync_invalidations().unwrap();
+    let stamp = markers.change_stamp().unwrap();
+    assert_eq!(stamp, markers.change_stamp().unwrap(), "tracking");
     let blob = vec![7u8; 64 * 1024];
     let mut round = 0;
     while server.cli(&["exists", marker]).trim() == "1" {
@@ -187,6 +213,15 @@ fn evicted_markers_err_toward_a_miss() {
         }
     }
     c.backend().set(b"precious", &old, None).unwrap();
+    // redis's message about the eviction has arrived once this returns;
+    // it moved the stamp (a sync alone does not), so the cache reads the
+    // marker again and finds it lost.
+    factory.sync_invalidations().unwrap();
+    assert_ne!(
+        markers.change_stamp().unwrap(),
+        stamp,
+        "the eviction of a marker moved the change stamp"
+    );
     assert_eq!(
         c.get::<String>("precious").unwrap(),
         None,

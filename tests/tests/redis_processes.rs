@@ -23,8 +23,12 @@ const THREADS: usize = 4;
 const LEASE_MS: u64 = 1_000;
 
 fn manager(url: &str, prefix: &str) -> CacheManager {
+    manager_on(url, prefix, Arc::new(carboy_redis::RedisFactory::new()))
+}
+
+fn manager_on(url: &str, prefix: &str, factory: Arc<carboy_redis::RedisFactory>) -> CacheManager {
     CacheManager::builder()
-        .backend_factory("redis", Arc::new(carboy_redis::RedisFactory::new()))
+        .backend_factory("redis", factory)
         .option("url", url)
         .option("prefix", prefix)
         .option("lock_lease_ms", LEASE_MS.to_string())
@@ -205,38 +209,46 @@ fn get(cache: &Cache, key: &str) -> String {
 
 fn values_and_invalidations(url: &str) {
     let p = "inval:";
-    let manager = manager(url, p);
+    let factory = Arc::new(carboy_redis::RedisFactory::new());
+    let manager = manager_on(url, p, Arc::clone(&factory));
+    // An invalidation made by a child is seen here once redis's message
+    // about it has arrived; sync_invalidations waits for that.
+    let run = |rest: &[&str]| {
+        let out = run(url, p, rest);
+        factory.sync_invalidations().unwrap();
+        out
+    };
     let users = manager.get_cache("users").unwrap();
     let regional = manager.region("r").unwrap().cache("pages").unwrap();
 
     users.set("alice", "admin").unwrap();
-    assert_eq!(run(url, p, &["get", "users", "alice"]), "admin");
-    run(url, p, &["set", "users", "bob", "editor"]);
+    assert_eq!(run(&["get", "users", "alice"]), "admin");
+    run(&["set", "users", "bob", "editor"]);
     assert_eq!(get(&users, "bob"), "editor");
 
-    run(url, p, &["invalidate-key", "users", "bob", "soft"]);
+    run(&["invalidate-key", "users", "bob", "soft"]);
     assert_eq!(get(&users, "bob"), "stale editor");
-    run(url, p, &["invalidate", "users", "soft"]);
+    run(&["invalidate", "users", "soft"]);
     assert_eq!(get(&users, "alice"), "stale admin");
-    run(url, p, &["invalidate", "users", "hard"]);
+    run(&["invalidate", "users", "hard"]);
     assert_eq!(get(&users, "alice"), "none");
     assert_eq!(get(&users, "bob"), "none");
     users.set("alice", "admin again").unwrap();
-    assert_eq!(run(url, p, &["get", "users", "alice"]), "admin again");
+    assert_eq!(run(&["get", "users", "alice"]), "admin again");
 
     regional.set("home", "<html>").unwrap();
-    assert_eq!(run(url, p, &["region-get", "pages", "home"]), "<html>");
-    run(url, p, &["invalidate-region", "soft"]);
+    assert_eq!(run(&["region-get", "pages", "home"]), "<html>");
+    run(&["invalidate-region", "soft"]);
     assert_eq!(get(&regional, "home"), "stale <html>");
     regional
         .get_or_insert_with("home", || "<html v2>".to_string())
         .unwrap();
-    assert_eq!(run(url, p, &["region-get", "pages", "home"]), "<html v2>");
-    run(url, p, &["invalidate-region", "hard"]);
+    assert_eq!(run(&["region-get", "pages", "home"]), "<html v2>");
+    run(&["invalidate-region", "hard"]);
     assert_eq!(get(&regional, "home"), "none");
     regional.set("home", "<html v3>").unwrap();
     regional.invalidate("home", Invalidation::Hard).unwrap();
-    assert_eq!(run(url, p, &["region-get", "pages", "home"]), "none");
+    assert_eq!(run(&["region-get", "pages", "home"]), "none");
     assert_eq!(get(&users, "alice"), "admin again");
 }
 

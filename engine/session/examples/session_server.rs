@@ -1,10 +1,17 @@
 //! The session demo server: an axum app whose session counter is shared by
-//! every process started on the same `--data-dir`.
+//! every process started on the same `--data-dir`, or on the same redis or
+//! memcached server (`--url`).
 //!
 //! ```text
 //! cargo run -p carboy-session --example session_server -- \
-//!     --listen 127.0.0.1:0 --data-dir /tmp/sessions [--type file|memory|cookie] \
+//!     --listen 127.0.0.1:0 --data-dir /tmp/sessions \
+//!     [--type file|memory|cookie|redis|memcached] [--url URL] \
 //!     [--secret S] [--timeout SECS]
+//!
+//! cargo run -p carboy-session --example session_server -- \
+//!     --type redis --url redis://127.0.0.1:6379/0 --secret S
+//! cargo run -p carboy-session --example session_server -- \
+//!     --type memcached --url 127.0.0.1:11211 --secret S
 //! ```
 //!
 //! Prints `listening on http://HOST:PORT` first, then serves `GET /count`,
@@ -27,8 +34,17 @@ struct Args {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Where sessions live.
-    #[arg(long = "type", default_value = "file", value_parser = ["file", "memory", "cookie"])]
+    #[arg(
+        long = "type",
+        default_value = "file",
+        value_parser = ["file", "memory", "cookie", "redis", "memcached"]
+    )]
     session_type: String,
+    /// The server of `--type redis` (`redis://HOST:PORT/DB`, or a
+    /// cluster's nodes separated by commas) or `--type memcached`
+    /// (`HOST:PORT`, several separated by `;`): `session.url`.
+    #[arg(long)]
+    url: Option<String>,
     /// Signs the session cookie (at least 16 bytes); required by --type cookie.
     #[arg(long)]
     secret: Option<String>,
@@ -40,10 +56,17 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    // `session.type = redis` / `memcached` find these backends; the
+    // library itself depends on neither.
+    if let Err(e) = carboy_redis::register().and_then(|()| carboy_memcached::register()) {
+        eprintln!("session_server: {e}");
+        std::process::exit(1);
+    }
     let options = DemoOptions {
         listen: args.listen,
         data_dir: args.data_dir,
         session_type: args.session_type,
+        url: args.url,
         secret: args.secret,
         timeout: args.timeout,
     };

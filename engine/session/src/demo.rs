@@ -59,8 +59,12 @@ pub struct DemoOptions {
     pub listen: SocketAddr,
     /// `session.data_dir`.
     pub data_dir: Option<PathBuf>,
-    /// `file`, `memory` or `cookie`.
+    /// `file`, `memory`, `cookie`, or any registered backend (`redis`,
+    /// `memcached`: the example registers both).
     pub session_type: String,
+    /// `session.url`, handed to the backend as `cache.url`
+    /// (`redis://127.0.0.1:6379/0`, `127.0.0.1:11211`).
+    pub url: Option<String>,
     /// `session.secret` (and, for `cookie`, the validate key).
     pub secret: Option<String>,
     /// `session.timeout`, in seconds.
@@ -79,6 +83,13 @@ impl DemoOptions {
         }
         if let Some(s) = &self.secret {
             config = config.secret([s.clone()]);
+        }
+        if let Some(u) = &self.url {
+            // As `session.url` in a settings map: passed through to the
+            // backend, and named so in its errors.
+            config
+                .cache_options
+                .push(("url".into(), "session.url".into(), u.clone()));
         }
         config.timeout(self.timeout.map(Duration::from_secs))
     }

@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{Client, spawn_demo};
+use support::{Client, runtime, spawn_demo};
 
 const SECRET: &str = "a test secret of at least sixteen bytes";
 
@@ -20,7 +20,7 @@ fn main() {
         hold_key_lock(&args[2], &args[3]);
         return;
     }
-    let tests: [(&str, fn()); 4] = [
+    support::run_tests(&[
         (
             "two_servers_on_one_data_dir_lose_no_update",
             two_servers_on_one_data_dir_lose_no_update,
@@ -37,30 +37,7 @@ fn main() {
             "a_session_lock_excludes_other_processes_and_dies_with_its_own",
             a_session_lock_excludes_other_processes_and_dies_with_its_own,
         ),
-    ];
-    let mut failed = 0;
-    for (name, test) in tests {
-        let outcome = std::panic::catch_unwind(test);
-        match outcome {
-            Ok(()) => println!("test {name} ... ok"),
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed += 1;
-            }
-        }
-    }
-    println!("{} passed, {failed} failed", tests.len() - failed);
-    if failed > 0 {
-        std::process::exit(1);
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
+    ]);
 }
 
 const CLIENTS: usize = 8;

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::async_backend::AsyncBackend;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
@@ -380,6 +381,17 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// let a process miss an invalidation.
     fn change_stamp(&self) -> Result<u128> {
         Err(unsupported::<Self>("read a change stamp"))
+    }
+
+    /// This backend's native async operations, if it has any (a network
+    /// backend with an async client): `Some(self)` for a backend that
+    /// implements [`AsyncBackend`]. The async front
+    /// (`AsyncCache`, feature `async`) then awaits them for reads, writes
+    /// and the creation lock instead of calling the blocking methods
+    /// directly or on helper threads. The default, `None`, keeps those
+    /// paths. It must answer the same on every call.
+    fn as_async(&self) -> Option<&dyn AsyncBackend> {
+        None
     }
 }
 

@@ -17,7 +17,7 @@ use super::flight::{Join, Outcome};
 use super::key::{self, CacheKey};
 use super::lock_wait::{self, Lock, Wait};
 use super::namespace::{Cache, Found};
-use super::policy::OnLockTimeout;
+use super::policy::{self, OnBackendError, OnLockTimeout};
 use crate::error::{Error, Result};
 
 /// The error of [`Cache::get_or_create`]: the cache failed, or the creator
@@ -135,15 +135,52 @@ impl<C: Codec> Cache<C> {
         }
         let key = self.stored_key(key)?;
         let mut create = Some(create);
+        match self.get_or_create_stored(&key, &mut create) {
+            Err(CreateError::Cache(e)) => self.after_backend_error(e, create),
+            done => done,
+        }
+    }
+
+    /// What a `get_or_create` whose backend failed does, as
+    /// `cache.on_backend_error` says: return the error, or run the creator
+    /// (if it has not run) without the cache.
+    pub(super) fn after_backend_error<V, E, F>(
+        &self,
+        e: Error,
+        create: Option<F>,
+    ) -> Result<V, CreateError<E>>
+    where
+        F: FnOnce() -> Result<V, E>,
+    {
+        match (self.policy.on_backend_error, create) {
+            (OnBackendError::Create, Some(create)) if policy::is_backend_failure(&e) => {
+                create().map_err(|e| CreateError::Creator(Arc::new(e)))
+            }
+            _ => Err(CreateError::Cache(e)),
+        }
+    }
+
+    /// [`get_or_create`](Self::get_or_create) of the stored form of a
+    /// key; `create` is taken when the creator runs.
+    fn get_or_create_stored<V, E, F>(
+        &self,
+        key: &[u8],
+        create: &mut Option<F>,
+    ) -> Result<V, CreateError<E>>
+    where
+        V: Serialize + DeserializeOwned,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Result<V, E>,
+    {
         loop {
-            let stale = match self.lookup::<V>(&key)? {
+            let stale = match self.lookup::<V>(key)? {
                 Found::Fresh(e) => return Ok(e.value),
                 Found::Stale(e) if self.policy.serve_stale => Some(e.value),
                 _ => None,
             };
             // `leader` is `None` only for a nested creator that went past
             // another thread's flight (see below).
-            let (leader, guard) = match self.ns.shared.flights.join(&key) {
+            let (leader, guard) = match self.ns.shared.flights.join(key) {
                 Join::Follow(follower) => {
                     if let Some(v) = stale {
                         return Ok(v);
@@ -155,8 +192,8 @@ impl<C: Codec> Cache<C> {
                     // leader re-checks under that lock, so the value is
                     // still created once.
                     let nested = if creating_depth() > 0 {
-                        let hash = key::lock_hash(&key);
-                        Some(self.take_creation_lock(&key, hash, true)?)
+                        let hash = key::lock_hash(key);
+                        Some(self.take_creation_lock(key, hash, true)?)
                     } else {
                         None
                     };
@@ -174,8 +211,8 @@ impl<C: Codec> Cache<C> {
                 }
                 Join::Lead(leader) => {
                     // Hashed only here: a hit never needs the lock.
-                    let hash = key::lock_hash(&key);
-                    match self.take_creation_lock(&key, hash, stale.is_none()) {
+                    let hash = key::lock_hash(key);
+                    match self.take_creation_lock(key, hash, stale.is_none()) {
                         Ok(Lock::Held(g)) => (Some(leader), g),
                         Ok(Lock::TimedOut(waited)) => {
                             let create = create.take();
@@ -201,7 +238,7 @@ impl<C: Codec> Cache<C> {
             // Holding the lock: someone may have finished meanwhile.
             let markers = self.ns.markers()?;
             let (ns, region) = markers;
-            if let Found::Fresh(e) = self.lookup_under::<V>(&key, markers)? {
+            if let Found::Fresh(e) = self.lookup_under::<V>(key, markers)? {
                 drop(guard);
                 finish(Outcome::Retry);
                 return Ok(e.value);
@@ -227,7 +264,7 @@ impl<C: Codec> Cache<C> {
                     let entry = self.entry(&value, expire, ns.epoch, region.epoch).ok();
                     let kept = entry
                         .as_ref()
-                        .filter(|e| self.store(&key, e, expire).is_ok());
+                        .filter(|e| self.store(key, e, expire).is_ok());
                     drop(guard);
                     if let Some(entry) = kept {
                         // Followers decode the encoding after the envelope.

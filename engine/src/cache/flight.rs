@@ -31,14 +31,23 @@ pub(crate) enum Outcome {
 }
 
 struct Flight {
-    outcome: Mutex<Option<Outcome>>,
+    state: Mutex<State>,
     /// Blocking followers wait here.
     done: Condvar,
-    /// Async followers (feature `async`) wait here: woken with the
-    /// blocking ones, so both fronts can follow one flight.
-    wakers: Mutex<Vec<std::task::Waker>>,
     /// Threads that joined as followers.
     followers: std::sync::atomic::AtomicUsize,
+}
+
+/// A flight's outcome and its async followers, under one lock: a follower
+/// that finds no outcome registers its waker before the leader can take
+/// the wakers, so none is missed.
+struct State {
+    outcome: Option<Outcome>,
+    /// Async followers (feature `async`), woken with the blocking ones so
+    /// that both fronts can follow one flight. Each follower keeps the
+    /// index of its slot and replaces its waker there when polled again,
+    /// so registering is O(1) whatever the herd's size.
+    wakers: Vec<std::task::Waker>,
 }
 
 /// The flights of one namespace in this process.
@@ -83,9 +92,11 @@ impl Flights {
             });
         }
         let flight = Arc::new(Flight {
-            outcome: Mutex::new(None),
+            state: Mutex::new(State {
+                outcome: None,
+                wakers: Vec::new(),
+            }),
             done: Condvar::new(),
-            wakers: Mutex::new(Vec::new()),
             followers: Default::default(),
         });
         map.insert(key.to_vec(), Arc::clone(&flight));
@@ -124,9 +135,12 @@ impl Leader<'_> {
         // Leave the map first, so a thread arriving from now on starts a
         // new flight (and reads the backend) instead of joining this one.
         self.flights.map.lock().remove(&self.key);
-        *self.flight.outcome.lock() = Some(outcome);
+        let wakers = {
+            let mut state = self.flight.state.lock();
+            state.outcome = Some(outcome);
+            std::mem::take(&mut state.wakers)
+        };
         self.flight.done.notify_all();
-        let wakers = std::mem::take(&mut *self.flight.wakers.lock());
         for waker in wakers {
             waker.wake();
         }
@@ -142,31 +156,39 @@ impl Drop for Leader<'_> {
 impl Follower {
     /// Waits for the leader's outcome.
     pub(crate) fn wait(self) -> Outcome {
-        let mut outcome = self.flight.outcome.lock();
+        let mut state = self.flight.state.lock();
         loop {
-            if let Some(o) = outcome.as_ref() {
+            if let Some(o) = state.outcome.as_ref() {
                 return o.clone();
             }
-            self.flight.done.wait(&mut outcome);
+            self.flight.done.wait(&mut state);
         }
     }
 
     /// Waits for the leader's outcome without blocking the thread.
     #[cfg(feature = "async")]
     pub(crate) fn outcome(self) -> impl std::future::Future<Output = Outcome> {
+        // This follower's slot in the flight's wakers, once registered.
+        let mut slot: Option<usize> = None;
         std::future::poll_fn(move |cx| {
-            // The waker goes in before the outcome is looked at: a leader
-            // that ends in between sets the outcome first, then wakes.
-            {
-                let mut wakers = self.flight.wakers.lock();
-                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    wakers.push(cx.waker().clone());
+            let mut state = self.flight.state.lock();
+            if let Some(o) = state.outcome.as_ref() {
+                return std::task::Poll::Ready(o.clone());
+            }
+            // No outcome yet, so the wakers were not taken: the slot is
+            // still this follower's.
+            match slot.and_then(|i| state.wakers.get_mut(i)) {
+                Some(w) => {
+                    if !w.will_wake(cx.waker()) {
+                        w.clone_from(cx.waker());
+                    }
+                }
+                None => {
+                    slot = Some(state.wakers.len());
+                    state.wakers.push(cx.waker().clone());
                 }
             }
-            match self.flight.outcome.lock().as_ref() {
-                Some(o) => std::task::Poll::Ready(o.clone()),
-                None => std::task::Poll::Pending,
-            }
+            std::task::Poll::Pending
         })
     }
 }
@@ -206,5 +228,50 @@ mod tests {
         drop(leader);
         assert!(matches!(follower.wait(), Outcome::Retry));
         assert!(matches!(flights.join(b"k"), Join::Lead(_)));
+    }
+
+    /// Async followers, each polled twice before the leader ends (as a
+    /// runtime may): each is woken once, and each then sees the outcome.
+    #[cfg(feature = "async")]
+    #[test]
+    fn async_followers_register_once_and_are_woken_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Context, Poll, Wake, Waker};
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let flights = Flights::default();
+        let Join::Lead(leader) = flights.join(b"k") else {
+            panic!("first joiner must lead")
+        };
+        let mut followers = Vec::new();
+        for _ in 0..100 {
+            let Join::Follow(f) = flights.join(b"k") else {
+                panic!("later joiners must follow")
+            };
+            let count = Arc::new(Count(AtomicUsize::new(0)));
+            followers.push((Box::pin(f.outcome()), count));
+        }
+        for _ in 0..2 {
+            for (f, count) in &mut followers {
+                let waker = Waker::from(Arc::clone(count));
+                let pending = f.as_mut().poll(&mut Context::from_waker(&waker));
+                assert!(pending.is_pending());
+            }
+        }
+        assert_eq!(flights.followers(b"k"), 100);
+        leader.finish(Outcome::Created(Arc::from(&b"v"[..])));
+        for (f, count) in &mut followers {
+            assert_eq!(count.0.load(Ordering::Relaxed), 1, "woken exactly once");
+            let waker = Waker::from(Arc::clone(count));
+            match f.as_mut().poll(&mut Context::from_waker(&waker)) {
+                Poll::Ready(Outcome::Created(v)) => assert_eq!(&*v, b"v"),
+                _ => panic!("a woken follower must see the created value"),
+            }
+        }
     }
 }

@@ -310,6 +310,7 @@ impl Region {
 /// | [`stale_for`](CacheManagerBuilder::stale_for) | none: stale values are kept until overwritten |
 /// | [`lock_timeout`](CacheManagerBuilder::lock_timeout) | 60 s ([`DEFAULT_LOCK_TIMEOUT`](super::DEFAULT_LOCK_TIMEOUT)) |
 /// | [`on_lock_timeout`](CacheManagerBuilder::on_lock_timeout) | [`OnLockTimeout::Error`](super::OnLockTimeout::Error) |
+/// | [`on_backend_error`](CacheManagerBuilder::on_backend_error) | [`OnBackendError::Error`](super::OnBackendError::Error) |
 /// | [`clock`](CacheManagerBuilder::clock) | [`SystemClock`] |
 ///
 /// ```
@@ -439,6 +440,15 @@ macro_rules! setters {
         /// [`lock_timeout`](Self::lock_timeout) (`cache.on_lock_timeout`).
         pub fn on_lock_timeout(mut self, action: super::OnLockTimeout) -> Self {
             self.$($wrap)*.on_lock_timeout = Some(action);
+            self
+        }
+
+        /// What `get_or_create` does when the backend fails under it
+        /// (`cache.on_backend_error`): return the error, or run the
+        /// creator uncached so that a cache outage leaves the application
+        /// serving ([`OnBackendError`](super::OnBackendError)).
+        pub fn on_backend_error(mut self, action: super::OnBackendError) -> Self {
+            self.$($wrap)*.on_backend_error = Some(action);
             self
         }
 

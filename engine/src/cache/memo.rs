@@ -13,7 +13,7 @@
 //! or its region is not configured, or the cache fails, the function simply
 //! runs uncached: caching is an optimization, never a new way to fail.
 //!
-//! An `async fn` goes through [`AsyncCache`](super::AsyncCache) instead,
+//! An `async fn` goes through `AsyncCache` (feature `async`) instead,
 //! with the same keys and namespaces: see
 //! `async_requires_the_carboy_feature_async`, which exists only with cargo
 //! feature `async` (its name is the compile error a user without the

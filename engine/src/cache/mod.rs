@@ -15,6 +15,7 @@
 //! | piece | module | what it does |
 //! |---|---|---|
 //! | backend | [`Backend`], [`MemoryBackend`], [`FileBackend`] | bytes under keys, atomic update, creation lock |
+//! | native async backend | [`AsyncBackend`], through [`Backend::as_async`] | the same, as futures, for a backend with an async client |
 //! | creation lock | [`Backend::lock_creation`] + `flight.rs` | one creator per key across processes, and per process |
 //! | value envelope | `envelope.rs` | creation time, expiry, invalidation epochs, payload |
 //! | region policy | [`CacheManager`], [`Region`] | expiry, stale serving, key length, on/off |
@@ -58,6 +59,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod async_backend;
 mod backend;
 mod codec;
 mod create;
@@ -82,6 +84,9 @@ mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use async_backend::{
+    AsyncBackend, AsyncCreationGuard, AsyncUpdateFn, BackendFuture, LockWait, Locked,
+};
 pub use backend::{
     Backend, BackendConfig, BackendFactory, Capabilities, CreationGuard, Fetched, OpenOptions,
     OwnedCreation, OwnedCreationGuard, UpdateFn, unsupported,
@@ -99,5 +104,5 @@ pub use manager::{CacheManager, CacheManagerBuilder, Region, RegionSettings, ins
 pub use markers::Invalidation;
 pub use memory::{Bound, MemoryBackend, MemoryFactory};
 pub use namespace::{Cache, CachedValue};
-pub use policy::{DEFAULT_LOCK_TIMEOUT, OnLockTimeout};
+pub use policy::{DEFAULT_LOCK_TIMEOUT, OnBackendError, OnLockTimeout};
 pub use registry::register_backend;

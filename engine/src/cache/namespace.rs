@@ -240,7 +240,16 @@ impl<C: Codec> Cache<C> {
         key: &[u8],
         markers: (Marker, Marker),
     ) -> Result<Found<CachedValue<V>>> {
-        let found = self.peek(key, markers, |meta, stale, payload| {
+        self.found(self.ns.shared.backend.get(key), markers)
+    }
+
+    /// What [`lookup_under`](Self::lookup_under) makes of a fetch.
+    pub(super) fn found<V: DeserializeOwned>(
+        &self,
+        fetched: Result<Option<super::Fetched<'_>>>,
+        markers: (Marker, Marker),
+    ) -> Result<Found<CachedValue<V>>> {
+        let found = self.judge(fetched, markers, |meta, stale, payload| {
             let value = self.codec.decode::<V>(payload).ok()?;
             let entry = CachedValue {
                 value,
@@ -267,7 +276,18 @@ impl<C: Codec> Cache<C> {
         (ns, region): (Marker, Marker),
         f: impl FnOnce(&Meta, bool, &[u8]) -> Option<R>,
     ) -> Result<Option<R>> {
-        let fetched = match self.ns.shared.backend.get(key) {
+        self.judge(self.ns.shared.backend.get(key), (ns, region), f)
+    }
+
+    /// [`peek`](Self::peek) of what a fetch gave (the blocking backend's
+    /// or an [`AsyncBackend`](super::AsyncBackend)'s).
+    pub(super) fn judge<R>(
+        &self,
+        fetched: Result<Option<super::Fetched<'_>>>,
+        (ns, region): (Marker, Marker),
+        f: impl FnOnce(&Meta, bool, &[u8]) -> Option<R>,
+    ) -> Result<Option<R>> {
+        let fetched = match fetched {
             Ok(f) => f,
             // A damaged entry is a miss: the next creation overwrites it.
             Err(e) if e.is_corruption() => None,
@@ -406,22 +426,19 @@ impl<C: Codec> Cache<C> {
     /// stale value left looking fresh by a lost write).
     pub fn invalidate(&self, key: &(impl CacheKey + ?Sized), how: Invalidation) -> Result<()> {
         let key = self.stored_key(key)?;
-        let how = if self.ns.shared.caps.atomic_update {
+        match self.invalidation(how) {
+            Invalidation::Hard => self.ns.shared.backend.remove(&key).map(|_| ()),
+            Invalidation::Soft => self.ns.shared.backend.update(&key, &mut marked_stale),
+        }
+    }
+
+    /// How `invalidate` goes on this backend: as asked, or hard when the
+    /// backend cannot mark a value stale atomically.
+    pub(super) fn invalidation(&self, how: Invalidation) -> Invalidation {
+        if self.ns.shared.caps.atomic_update {
             how
         } else {
             Invalidation::Hard
-        };
-        match how {
-            Invalidation::Hard => self.ns.shared.backend.remove(&key).map(|_| ()),
-            Invalidation::Soft => self.ns.shared.backend.update(&key, &mut |current| {
-                let bytes = current?;
-                let (mut meta, payload) = Meta::decode(bytes)?;
-                meta.stale = true;
-                let mut out = Vec::with_capacity(bytes.len());
-                meta.encode_into(&mut out);
-                out.extend_from_slice(payload);
-                Some(out)
-            }),
         }
     }
 
@@ -452,4 +469,16 @@ impl<C: Codec> Cache<C> {
             self.invalidate_all(Invalidation::Hard)
         }
     }
+}
+
+/// A soft invalidation of one stored entry: the same entry marked stale
+/// (`None`, nothing to store, when there is none or it is unreadable).
+pub(super) fn marked_stale(current: Option<&[u8]>) -> Option<Vec<u8>> {
+    let bytes = current?;
+    let (mut meta, payload) = Meta::decode(bytes)?;
+    meta.stale = true;
+    let mut out = Vec::with_capacity(bytes.len());
+    meta.encode_into(&mut out);
+    out.extend_from_slice(payload);
+    Some(out)
 }

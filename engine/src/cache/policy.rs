@@ -18,6 +18,8 @@ pub(crate) struct Policy {
     /// How long a caller waits for a key's creation lock (`None`: forever).
     pub lock_timeout: Option<Duration>,
     pub on_lock_timeout: OnLockTimeout,
+    /// What `get_or_create` does when the backend fails (an outage).
+    pub on_backend_error: OnBackendError,
 }
 
 /// `cache.lock_timeout` when nothing sets it: long enough for any creator
@@ -39,6 +41,37 @@ pub enum OnLockTimeout {
     /// Run the creator without the lock and return its value without
     /// storing it (the lock's holder stores its own). `create`.
     Create,
+}
+
+/// What a caller of `get_or_create` does when the backend fails under it
+/// (setting `cache.on_backend_error`): a network backend whose server is
+/// down or stopped, a file backend whose disk fails.
+///
+/// "Fails" means an error of kind [`ErrorKind::Backend`](crate::ErrorKind::Backend)
+/// (what a backend in another crate reports: `carboy-redis` and
+/// `carboy-memcached` name the server and the operation) or
+/// [`ErrorKind::Io`](crate::ErrorKind::Io), from reading the value or the
+/// invalidation markers, or from taking the creation lock. A value that
+/// cannot be *stored* after its creation never fails the call (it is
+/// counted in [`Cache::store_failures`](super::Cache::store_failures)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnBackendError {
+    /// Return the error (as [`CreateError::Cache`](super::CreateError::Cache));
+    /// the creator does not run. The default, and
+    /// `cache.on_backend_error = error`.
+    #[default]
+    Error,
+    /// Run the creator without the cache and return its value (nothing is
+    /// stored, no lock is held): a cache outage leaves the application
+    /// serving, at the price of every caller creating its own value until
+    /// the backend is back. `create`.
+    Create,
+}
+
+/// True when `e` is the backend failing (see [`OnBackendError`]).
+pub(crate) fn is_backend_failure(e: &crate::Error) -> bool {
+    matches!(e.kind(), crate::ErrorKind::Backend | crate::ErrorKind::Io)
 }
 
 impl Policy {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::backend::{BackendConfig, BackendFactory};
 use super::key::DEFAULT_KEY_LENGTH;
-use super::policy::{DEFAULT_LOCK_TIMEOUT, OnLockTimeout, Policy};
+use super::policy::{DEFAULT_LOCK_TIMEOUT, OnBackendError, OnLockTimeout, Policy};
 use super::registry;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -26,6 +26,7 @@ pub(crate) struct Overrides {
     pub stale_for: Option<Option<Duration>>,
     pub lock_timeout: Option<Option<Duration>>,
     pub on_lock_timeout: Option<OnLockTimeout>,
+    pub on_backend_error: Option<OnBackendError>,
     /// Backend-specific settings by short name, with the full setting
     /// name they came from (for error messages).
     pub options: BTreeMap<String, (String, String)>,
@@ -47,6 +48,7 @@ impl Overrides {
             stale_for: over.stale_for.or(self.stale_for),
             lock_timeout: over.lock_timeout.or(self.lock_timeout),
             on_lock_timeout: over.on_lock_timeout.or(self.on_lock_timeout),
+            on_backend_error: over.on_backend_error.or(self.on_backend_error),
             options,
         }
     }
@@ -145,6 +147,13 @@ fn set_option(o: &mut Overrides, setting: &str, name: &str, value: &str) -> Resu
             o.on_lock_timeout = Some(match value.trim().to_ascii_lowercase().as_str() {
                 "error" => OnLockTimeout::Error,
                 "create" => OnLockTimeout::Create,
+                _ => return Err(invalid(setting, value, "expected error or create")),
+            })
+        }
+        "on_backend_error" => {
+            o.on_backend_error = Some(match value.trim().to_ascii_lowercase().as_str() {
+                "error" => OnBackendError::Error,
+                "create" => OnBackendError::Create,
                 _ => return Err(invalid(setting, value, "expected error or create")),
             })
         }
@@ -255,7 +264,7 @@ pub(crate) fn resolve(
                 format!(
                     "unknown setting for backend {kind:?} (common settings: type, data_dir, \
                      lock_dir, expire, enabled, key_length, serve_stale, stale_for, lock_timeout, \
-                     on_lock_timeout, regions; \
+                     on_lock_timeout, on_backend_error, regions; \
                      this backend also takes: {})",
                     if accepted.is_empty() {
                         "nothing else".to_string()
@@ -291,6 +300,7 @@ pub(crate) fn resolve(
             enabled: o.enabled.unwrap_or(true),
             lock_timeout: o.lock_timeout.unwrap_or(Some(DEFAULT_LOCK_TIMEOUT)),
             on_lock_timeout: o.on_lock_timeout.unwrap_or_default(),
+            on_backend_error: o.on_backend_error.unwrap_or_default(),
         },
     })
 }
@@ -335,6 +345,12 @@ mod tests {
         assert_eq!(base.policy.lock_timeout, Some(Duration::from_secs(5)));
         assert_eq!(base.policy.on_lock_timeout, OnLockTimeout::Create);
         assert_eq!(patient.policy.lock_timeout, None);
+        assert_eq!(defaults.policy.on_backend_error, OnBackendError::Error);
+        let outage = parse([("cache.on_backend_error", "Create")]).unwrap();
+        let outage = resolve(&outage.defaults, &Overrides::default(), &clock).unwrap();
+        assert_eq!(outage.policy.on_backend_error, OnBackendError::Create);
+        let err = parse([("cache.on_backend_error", "retry")]).unwrap_err();
+        assert!(err.to_string().contains("cache.on_backend_error"), "{err}");
         let err = parse([("cache.on_lock_timeout", "shrug")]).unwrap_err();
         assert!(err.to_string().contains("cache.on_lock_timeout"), "{err}");
     }

@@ -9,6 +9,7 @@ use redis::Script;
 use crate::keys::Layout;
 use crate::lock;
 use crate::server::Server;
+use crate::tracking::Tracker;
 
 /// One cache namespace stored in redis (a server or a cluster). Opened by
 /// [`RedisFactory`](crate::RedisFactory).
@@ -17,6 +18,8 @@ pub struct RedisBackend {
     pub(crate) namespace: String,
     pub(crate) layout: Layout,
     pub(crate) caps: Capabilities,
+    /// The change stamp (the pinned markers namespace only).
+    pub(crate) tracker: Option<Arc<Tracker>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -25,6 +28,7 @@ impl std::fmt::Debug for RedisBackend {
             .field("servers", &self.server.settings.display)
             .field("namespace", &self.namespace)
             .field("capabilities", &self.caps)
+            .field("tracked", &self.tracker.is_some())
             .finish()
     }
 }
@@ -55,6 +59,23 @@ impl RedisBackend {
     pub fn servers(&self) -> &str {
         &self.server.settings.display
     }
+
+    /// A write through this backend was answered: it is visible to every
+    /// `get`, so the change stamp may move (at once, for every manager of
+    /// this process, without waiting for the server's message).
+    fn wrote(&self) {
+        if let Some(t) = &self.tracker {
+            t.bump();
+        }
+    }
+
+    /// True while this namespace's change stamp is fed by redis's
+    /// invalidation messages (the pinned markers namespace, its listener
+    /// connected and subscribed). False for other namespaces, or while the
+    /// listener is down (the stamp then moves on every read).
+    pub fn is_tracking(&self) -> bool {
+        self.tracker.as_ref().is_some_and(|t| t.is_up())
+    }
 }
 
 impl Backend for RedisBackend {
@@ -72,13 +93,16 @@ impl Backend for RedisBackend {
             // PX 0 is refused: a TTL under a millisecond is one.
             cmd.arg("PX").arg((ttl.as_millis() as u64).max(1));
         }
-        self.server.query::<()>(&self.namespace, "SET", &cmd)
+        self.server.query::<()>(&self.namespace, "SET", &cmd)?;
+        self.wrote();
+        Ok(())
     }
 
     fn remove(&self, key: &[u8]) -> carboy::Result<bool> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.layout.value(key));
         let n: i64 = self.server.query(&self.namespace, "DEL", &cmd)?;
+        self.wrote();
         Ok(n > 0)
     }
 
@@ -118,8 +142,21 @@ impl Backend for RedisBackend {
                         .invoke(c)
                 })?;
             if wrote == 1 {
+                self.wrote();
                 return Ok(());
             }
+        }
+    }
+
+    /// With the pinned markers namespace only: a counter moved by redis's
+    /// invalidation messages for the namespace's keys (changes, evictions,
+    /// expiries, flushes) and by this process's own writes, steady while
+    /// nothing changed; a new value on every call while the listener is
+    /// not connected (see the crate's "Change stamp" section).
+    fn change_stamp(&self) -> carboy::Result<u128> {
+        match &self.tracker {
+            Some(t) => Ok(t.stamp()),
+            None => Err(carboy::cache::unsupported::<Self>("read a change stamp")),
         }
     }
 

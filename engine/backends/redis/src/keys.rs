@@ -63,6 +63,11 @@ impl Layout {
         out
     }
 
+    /// `<prefix>{<namespace>}`: the start of every key of the namespace.
+    pub(crate) fn tagged(&self) -> &[u8] {
+        &self.tagged
+    }
+
     /// The redis key of `key`'s value.
     pub(crate) fn value(&self, key: &[u8]) -> Vec<u8> {
         self.build(b":", b"#sha256:", key)

@@ -59,16 +59,51 @@
 //!   a configuration opens. If CONFIG is disabled, no. The cache then
 //!   treats a missing invalidation marker as lost (a miss), never as
 //!   "never invalidated".
-//! * `list_keys`, `change_stamp`, `expires_by_clock`: no. Without key
-//!   listing, `Cache::keys` answers `Unsupported` and `Cache::clear` is a
-//!   hard invalidation of the namespace through its marker.
+//! * `change_stamp`: for the pinned markers namespace (below).
+//! * `list_keys`, `expires_by_clock`: no. Without key listing,
+//!   `Cache::keys` answers `Unsupported` and `Cache::clear` is a hard
+//!   invalidation of the namespace through its marker.
+//!
+//! ## Change stamp (redis's client-side caching)
+//!
+//! The cache keeps its invalidation markers in memory while the markers
+//! namespace's change stamp holds still. Here the stamp is a counter fed
+//! by redis's server-assisted client-side caching (redis 6 or later): a
+//! listener thread per configuration keeps one connection that runs
+//! `CLIENT TRACKING ON REDIRECT <its own id> BCAST PREFIX
+//! <prefix>{carboy:markers}` and `SUBSCRIBE __redis__:invalidate`, and
+//! moves the stamp on every message: a marker written by any process,
+//! evicted under `maxmemory`, expired, or a flushed database.
+//!
+//! * redis publishes a message after the command that changed the key has
+//!   run, and no later than its reply to that command: the stamp moves
+//!   only after the change is visible to `GET`.
+//! * Another process's invalidation is seen once this process's listener
+//!   has read redis's message (its delivery: a network hop and a thread
+//!   wake-up). [`RedisFactory::sync_invalidations`] waits for it when a
+//!   caller needs "invalidated before I asked" across processes. Writes
+//!   through this process (any manager with the same settings) move the
+//!   stamp as soon as redis has answered them.
+//! * While the listener is not subscribed (not yet connected, its
+//!   connection closed, killed, or silent past `cache.command_timeout_ms`
+//!   with a ping unanswered) the stamp has a new value on every read, so
+//!   every access reads the markers, as without a stamp; it moves once
+//!   more when tracking is on again. The listener reconnects by itself
+//!   (pausing at most a second between attempts).
+//! * In a cluster the listener tracks the master that holds the markers'
+//!   slot (following `MOVED`) and checks every `cache.command_timeout_ms`
+//!   that it still does; a failover or a moved slot is noticed within
+//!   that check (or at once when the master's connection closes), and
+//!   writes that reach the new master before it are the cluster's window.
 //!
 //! ## Costs
 //!
-//! Without a change stamp the cache reads the invalidation markers on
+//! A hit is one `GET` (the value) while the markers' stamp holds still;
+//! while the tracking listener is down, the cache reads the markers on
 //! every access: a hit is two `GET`s (the namespace's marker, the value),
 //! three in a region (its marker too), each one round trip
-//! (`benches/redis.rs` measures it). In a cluster, one namespace's keys
+//! (`benches/redis.rs` measures it). Each configuration keeps one more
+//! connection and one thread for the listener. In a cluster, one namespace's keys
 //! live on one master (the price of the hash tag), so a very large or
 //! very hot namespace does not spread over the cluster.
 //!
@@ -84,9 +119,10 @@ mod keys;
 mod lock;
 mod server;
 mod settings;
+mod tracking;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use carboy::cache::{Backend, BackendConfig, BackendFactory, Capabilities, OpenOptions};
 use parking_lot::Mutex;
@@ -100,13 +136,20 @@ pub use settings::{
 
 use keys::Layout;
 use server::Server;
+use tracking::Tracker;
 
 /// Opens cache namespaces on redis. One factory keeps one connection pool
 /// per distinct configuration (`url` and the other settings).
 #[derive(Debug, Default)]
 pub struct RedisFactory {
     servers: Mutex<HashMap<String, Arc<Server>>>,
+    /// The tracked (pinned) namespaces this factory opened, for
+    /// [`sync_invalidations`](RedisFactory::sync_invalidations).
+    tracked: Mutex<Vec<Tracked>>,
 }
+
+/// A tracked namespace: its server, its name, its tracker while open.
+type Tracked = (Arc<Server>, String, Weak<Tracker>);
 
 impl RedisFactory {
     /// A factory with no connection yet.
@@ -127,6 +170,38 @@ impl RedisFactory {
     }
 }
 
+impl RedisFactory {
+    /// Returns once every invalidation that redis had recorded before this
+    /// call (by any process, on any machine) moves the change stamp of the
+    /// markers namespaces this factory opened: it writes a key under each
+    /// tracked prefix and waits for redis's message about it (messages
+    /// come in order).
+    ///
+    /// Without it, an invalidation made by another process is seen once
+    /// this process's listener has read redis's message about it, which
+    /// redis sends no later than its reply to the invalidation: the window
+    /// is that message's delivery. Call this where a happened-before
+    /// across processes matters ("process A invalidated, told B, and B
+    /// must not serve the old value").
+    ///
+    /// Costs one write and one message per tracked namespace; an error
+    /// (naming the server) when the write fails or no message comes within
+    /// three `cache.command_timeout_ms` plus one `cache.connect_timeout_ms`. A listener that is down makes this
+    /// return at once: the stamp then moves on every read.
+    pub fn sync_invalidations(&self) -> carboy::Result<()> {
+        let tracked: Vec<_> = self
+            .tracked
+            .lock()
+            .iter()
+            .filter_map(|(s, ns, t)| Some((Arc::clone(s), ns.clone(), t.upgrade()?)))
+            .collect();
+        for (server, ns, tracker) in tracked {
+            tracker.sync(&server, &ns)?;
+        }
+        Ok(())
+    }
+}
+
 impl BackendFactory for RedisFactory {
     fn open(
         &self,
@@ -140,20 +215,35 @@ impl BackendFactory for RedisFactory {
             server::Eviction::OnlyWithTtl => options.pinned,
             server::Eviction::Any | server::Eviction::Unknown => false,
         };
-        let caps = Capabilities::NONE
-            .creation_locks(true)
-            .atomic_update(true)
-            .never_evicts(never_evicts);
         let layout = Layout::new(
             &server.settings.prefix,
             namespace,
             server.settings.max_key_length,
         );
+        // The markers namespace gets a change stamp from redis's
+        // invalidation messages (see "Change stamp" above).
+        let tracker = options.pinned.then(|| {
+            let t = Tracker::open(&server.settings, layout.tagged().to_vec());
+            let mut tracked = self.tracked.lock();
+            tracked.retain(|(_, _, t)| t.strong_count() > 0);
+            tracked.push((
+                Arc::clone(&server),
+                namespace.to_string(),
+                Arc::downgrade(&t),
+            ));
+            t
+        });
+        let caps = Capabilities::NONE
+            .creation_locks(true)
+            .atomic_update(true)
+            .change_stamp(tracker.is_some())
+            .never_evicts(never_evicts);
         Ok(Arc::new(RedisBackend {
             server,
             namespace: namespace.to_string(),
             layout,
             caps,
+            tracker,
         }))
     }
 

@@ -142,6 +142,7 @@ pub fn run_child_if_asked() -> bool {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: None,
         session_type: "file".into(),
+        url: None,
         secret: None,
         timeout: None,
     };
@@ -152,19 +153,64 @@ pub fn run_child_if_asked() -> bool {
             "--listen" => options.listen = value.parse().expect("listen address"),
             "--data-dir" => options.data_dir = Some(value.into()),
             "--type" => options.session_type = value,
+            "--url" => options.url = Some(value),
             "--secret" => options.secret = Some(value),
             "--timeout" => options.timeout = Some(value.parse().expect("timeout")),
             other => panic!("unknown flag {other}"),
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    if let Err(e) = rt.block_on(carboy_session::demo::run(options)) {
+    // As the example does: `--type redis|memcached` find their backends.
+    carboy_redis::register().expect("register the redis backend");
+    carboy_memcached::register().expect("register the memcached backend");
+    if let Err(e) = runtime().block_on(carboy_session::demo::run(options)) {
         eprintln!("demo server: {e}");
         std::process::exit(1);
     }
     true
+}
+
+/// The runtime of a test or a demo child: two workers, timers and I/O.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+static SKIPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called by a test that returns early because something it needs is not
+/// there (after printing why): [`run_tests`] reports it as skipped.
+pub fn mark_skipped() {
+    SKIPPED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The main of a `harness = false` test binary: runs each named test,
+/// catching its panic, prints `test NAME ... ok|skipped|FAILED` and a
+/// summary, and exits with 1 if any failed.
+pub fn run_tests(tests: &[(&str, fn())]) {
+    use std::sync::atomic::Ordering;
+    let (mut failed, mut skipped) = (0, 0);
+    for (name, test) in tests {
+        SKIPPED.store(false, Ordering::SeqCst);
+        match std::panic::catch_unwind(test) {
+            Ok(()) if SKIPPED.load(Ordering::SeqCst) => {
+                println!("test {name} ... skipped");
+                skipped += 1;
+            }
+            Ok(()) => println!("test {name} ... ok"),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    println!(
+        "{} passed, {skipped} skipped, {failed} failed",
+        tests.len() - failed - skipped
+    );
+    if failed > 0 {
+        std::process::exit(1);
+    }
 }

@@ -15,6 +15,14 @@
 //! | `set`, `remove`, storing a created value, when they need not wait | the calling task (`file`: this process's idle writer lease or a free `flock`, `durability = none`; `memory`: always) |
 //! | `set`, `remove`, storing a created value otherwise; `invalidate*`, `clear` | a helper thread (a writer lock held elsewhere, an fsync under `durability = sync`) |
 //!
+//! On a backend with native async operations
+//! ([`Backend::as_async`](super::Backend::as_async), an
+//! [`AsyncBackend`]), the lookups, `set`, `remove`, `invalidate` of a key,
+//! storing a created value and the creation lock await the backend's own
+//! futures on the task instead; the markers are still read with the
+//! blocking backend, and `invalidate_all` and `clear` still run on a
+//! helper thread.
+//!
 //! Both fronts share one namespace's flights and locks: an [`AsyncCache`]
 //! and a [`Cache`] on the same namespace, in one process or several, still
 //! create each value once.
@@ -31,7 +39,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use self::lock::{AsyncLock, off_thread};
+use self::lock::{AsyncLock, HeldLock, off_thread};
+use super::async_backend::{AsyncBackend, AsyncCreationGuard, LockWait, Locked};
 use super::codec::{Codec, Postcard};
 use super::create::CreateError;
 use super::envelope;
@@ -39,8 +48,8 @@ use super::flight::{Join, Leader, Outcome};
 use super::key::{self, CacheKey};
 use super::lock_wait::Wait;
 use super::markers::Invalidation;
-use super::namespace::{Cache, CachedValue, Found};
-use super::policy::OnLockTimeout;
+use super::namespace::{Cache, CachedValue, Found, marked_stale};
+use super::policy::{self, OnBackendError, OnLockTimeout};
 use crate::error::{Error, Result};
 
 /// One cache namespace for async code: [`Cache`]'s API, name for name,
@@ -52,7 +61,8 @@ use crate::error::{Error, Result};
 /// * **One creator per key** across the tasks of a process, the threads
 ///   of the blocking front, and other processes; the other tasks await it
 ///   (or get the stale value at once), never blocking a worker thread.
-/// * **A hit is a direct call**: one fetch on the calling task.
+/// * **A hit is a direct call**: one fetch on the calling task (awaited,
+///   on a backend with native async operations).
 /// * **Cancellation**: dropping a `get_or_create` future while its creator
 ///   runs frees the key (the flight and the cross-process lock); a waiting
 ///   task takes over; nothing from the cancelled creator is stored. Once
@@ -136,25 +146,109 @@ impl<C: Codec> AsyncCache<C> {
         self.cache.serving_stale(serve).to_async()
     }
 
-    /// As [`Cache::get`]: a direct call, no thread hop.
+    /// The backend's native async operations, if it offers them
+    /// ([`Backend::as_async`](super::Backend::as_async)).
+    fn native(&self) -> Option<&dyn AsyncBackend> {
+        self.cache.ns.shared.backend.as_async()
+    }
+
+    /// As [`Cache::get`]: a direct call, no thread hop (awaited, on a
+    /// backend with native async operations).
     pub async fn get<V: DeserializeOwned>(
         &self,
         key: &(impl CacheKey + ?Sized),
     ) -> Result<Option<V>> {
-        self.cache.get(key)
+        let Some(native) = self.native() else {
+            return self.cache.get(key);
+        };
+        if !self.cache.policy.enabled {
+            return Ok(None);
+        }
+        let key = self.cache.stored_key(key)?;
+        let markers = self.cache.ns.markers()?;
+        let fetched = native.get(&key).await;
+        // A stale value is not decoded: it would be thrown away.
+        self.cache.judge(fetched, markers, |_, stale, payload| {
+            (!stale)
+                .then(|| self.cache.codec.decode(payload).ok())
+                .flatten()
+        })
     }
 
-    /// As [`Cache::get_entry`]: a direct call.
+    /// As [`Cache::get_entry`]: a direct call (or awaited, as `get`).
     pub async fn get_entry<V: DeserializeOwned>(
         &self,
         key: &(impl CacheKey + ?Sized),
     ) -> Result<Option<CachedValue<V>>> {
-        self.cache.get_entry(key)
+        if self.native().is_none() {
+            return self.cache.get_entry(key);
+        }
+        if !self.cache.policy.enabled {
+            return Ok(None);
+        }
+        let key = self.cache.stored_key(key)?;
+        Ok(match self.lookup(&key).await? {
+            Found::Fresh(e) | Found::Stale(e) => Some(e),
+            Found::Missing => None,
+        })
     }
 
-    /// As [`Cache::contains`]: a direct call.
+    /// As [`Cache::contains`]: a direct call (or awaited, as `get`).
     pub async fn contains(&self, key: &(impl CacheKey + ?Sized)) -> Result<bool> {
-        self.cache.contains(key)
+        let Some(native) = self.native() else {
+            return self.cache.contains(key);
+        };
+        if !self.cache.policy.enabled {
+            return Ok(false);
+        }
+        let key = self.cache.stored_key(key)?;
+        let markers = self.cache.ns.markers()?;
+        let fetched = native.get(&key).await;
+        let fresh = self
+            .cache
+            .judge(fetched, markers, |_, stale, _| Some(!stale))?;
+        Ok(fresh == Some(true))
+    }
+
+    /// The entry of a stored key: a direct call, or awaited on a backend
+    /// with native async operations. The markers are read first, with the
+    /// blocking backend (see [`AsyncBackend`]).
+    async fn lookup<V: DeserializeOwned>(&self, key: &[u8]) -> Result<Found<CachedValue<V>>> {
+        match self.native() {
+            None => self.cache.lookup(key),
+            Some(native) => {
+                let markers = self.cache.ns.markers()?;
+                self.cache.found(native.get(key).await, markers)
+            }
+        }
+    }
+
+    /// Takes the creation lock of a stored key as `wait` says: through
+    /// the backend's native async lock, or on a helper thread
+    /// (`lock.rs`).
+    async fn lock<'a>(&'a self, key: &'a [u8], wait: Wait) -> Result<Got<'a>> {
+        let hash = key::lock_hash(key);
+        let shared = &self.cache.ns.shared;
+        let Some(native) = self.native() else {
+            let caps = shared.caps.creation_locks;
+            return Ok(
+                match lock::take(&shared.backend, caps, key, hash, wait).await? {
+                    AsyncLock::Held(held) => Got::Held(Hold::Thread(held)),
+                    AsyncLock::Busy => Got::Busy,
+                    AsyncLock::TimedOut(waited) => Got::TimedOut(waited),
+                },
+            );
+        };
+        let (how, timeout) = match wait {
+            Wait::No => (LockWait::No, Duration::ZERO),
+            Wait::Forever => (LockWait::Forever, Duration::ZERO),
+            Wait::For(t) => (LockWait::UpTo(t), t),
+        };
+        Ok(match native.lock_creation(key, hash, how).await? {
+            Locked::Held(guard) => Got::Held(Hold::Native(native, guard)),
+            Locked::Busy => Got::Busy,
+            Locked::TimedOut => Got::TimedOut(timeout),
+        })
     }
 
     /// As [`Cache::set`]; the write runs on the task when the backend can
@@ -187,6 +281,10 @@ impl<C: Codec> AsyncCache<C> {
                 namespace: self.cache.ns.name.clone(),
                 reason,
             })?;
+        if let Some(native) = self.native() {
+            let ttl = self.cache.policy.backend_ttl(expire);
+            return native.set(&stored, &entry, ttl).await;
+        }
         if lock::store_now(&self.cache, &stored, &entry, expire)? {
             return Ok(());
         }
@@ -195,9 +293,13 @@ impl<C: Codec> AsyncCache<C> {
     }
 
     /// As [`Cache::remove`]; on the task when the backend can remove
-    /// without waiting, otherwise on a helper thread.
+    /// without waiting, otherwise on a helper thread (or awaited on a
+    /// backend with native async operations).
     pub async fn remove(&self, key: &(impl CacheKey + ?Sized)) -> Result<bool> {
         let stored = self.cache.stored_key(key)?;
+        if let Some(native) = self.native() {
+            return native.remove(&stored).await;
+        }
         if let Some(existed) = self.cache.ns.shared.backend.try_remove_now(&stored)? {
             return Ok(existed);
         }
@@ -205,23 +307,37 @@ impl<C: Codec> AsyncCache<C> {
         off_thread(move || cache.remove(&key)).await
     }
 
-    /// As [`Cache::invalidate`]; runs on a helper thread.
+    /// As [`Cache::invalidate`]; runs on a helper thread (or is awaited on
+    /// a backend with native async operations: a remove, or an update
+    /// that marks the value stale).
     pub async fn invalidate(
         &self,
         key: &(impl CacheKey + ?Sized),
         how: Invalidation,
     ) -> Result<()> {
+        if let Some(native) = self.native() {
+            let key = self.cache.stored_key(key)?;
+            return match self.cache.invalidation(how) {
+                Invalidation::Hard => native.remove(&key).await.map(drop),
+                Invalidation::Soft => {
+                    let mut stale = marked_stale;
+                    native.update(&key, &mut stale).await
+                }
+            };
+        }
         let (cache, key) = (self.cache.clone(), key.key_bytes().into_owned());
         off_thread(move || cache.invalidate(&key, how)).await
     }
 
-    /// As [`Cache::invalidate_all`]; runs on a helper thread.
+    /// As [`Cache::invalidate_all`]; runs on a helper thread (the marker
+    /// is written with the blocking backend, whatever the backend).
     pub async fn invalidate_all(&self, how: Invalidation) -> Result<()> {
         let cache = self.cache.clone();
         off_thread(move || cache.invalidate_all(how)).await
     }
 
-    /// As [`Cache::clear`]; runs on a helper thread.
+    /// As [`Cache::clear`]; runs on a helper thread (with the blocking
+    /// backend, whatever the backend).
     pub async fn clear(&self) -> Result<()> {
         let cache = self.cache.clone();
         off_thread(move || cache.clear()).await
@@ -265,15 +381,48 @@ impl<C: Codec> AsyncCache<C> {
                 .await
                 .map_err(|e| CreateError::Creator(Arc::new(e)));
         }
-        let key = cache.stored_key(key)?.into_owned();
+        // Borrowed (no allocation) unless the key is hashed to fit.
+        let key = cache.stored_key(key)?;
         let mut create = Some(create);
+        match self.get_or_create_stored(&key, &mut create).await {
+            // `cache.on_backend_error = create`: an outage runs the
+            // creator (if it has not run) without the cache.
+            Err(CreateError::Cache(e))
+                if cache.policy.on_backend_error == OnBackendError::Create
+                    && policy::is_backend_failure(&e) =>
+            {
+                match create.take() {
+                    Some(create) => create()
+                        .await
+                        .map_err(|e| CreateError::Creator(Arc::new(e))),
+                    None => Err(CreateError::Cache(e)),
+                }
+            }
+            done => done,
+        }
+    }
+
+    /// [`get_or_create`](Self::get_or_create) of the stored form of a
+    /// key; `create` is taken when the creator runs.
+    async fn get_or_create_stored<V, E, F, Fut>(
+        &self,
+        key: &[u8],
+        create: &mut Option<F>,
+    ) -> std::result::Result<V, CreateError<E>>
+    where
+        V: Serialize + DeserializeOwned,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>>,
+    {
+        let cache = &self.cache;
         loop {
-            let stale = match cache.lookup::<V>(&key)? {
+            let stale = match self.lookup::<V>(key).await? {
                 Found::Fresh(e) => return Ok(e.value),
                 Found::Stale(e) if cache.policy.serve_stale => Some(e.value),
                 _ => None,
             };
-            let leader = match cache.ns.shared.flights.join(&key) {
+            let leader = match cache.ns.shared.flights.join(key) {
                 Join::Follow(follower) => {
                     if let Some(v) = stale {
                         return Ok(v);
@@ -285,34 +434,29 @@ impl<C: Codec> AsyncCache<C> {
                 }
                 Join::Lead(leader) => leader,
             };
-            let hash = key::lock_hash(&key);
             let wait = Wait::new(stale.is_none(), cache.policy.lock_timeout);
             let shared = &cache.ns.shared;
-            let held = match lock::take(
-                &shared.backend,
-                shared.caps.creation_locks,
-                &key,
-                hash,
-                wait,
-            )
-            .await?
-            {
-                AsyncLock::Held(held) => held,
-                AsyncLock::Busy => match stale {
+            let held = match self.lock(key, wait).await? {
+                Got::Held(held) => held,
+                Got::Busy => match stale {
                     Some(v) => {
                         leader.finish(Outcome::Retry);
                         return Ok(v);
                     }
                     None => continue,
                 },
-                AsyncLock::TimedOut(waited) => {
+                Got::TimedOut(waited) => {
                     return self.after_timeout(leader, waited, create.take()).await;
                 }
             };
             // Holding the lock: someone may have finished meanwhile.
             let markers = cache.ns.markers()?;
             let (ns, region) = markers;
-            if let Found::Fresh(e) = cache.lookup_under::<V>(&key, markers)? {
+            let again = match &held {
+                Hold::Native(native, _) => cache.found::<V>(native.get(key).await, markers)?,
+                Hold::Thread(_) => cache.lookup_under::<V>(key, markers)?,
+            };
+            if let Found::Fresh(e) = again {
                 drop(held);
                 leader.finish(Outcome::Retry);
                 return Ok(e.value);
@@ -329,9 +473,20 @@ impl<C: Codec> AsyncCache<C> {
                 Ok(value) => {
                     let expire = cache.policy.expire;
                     let entry = cache.entry(&value, expire, ns.epoch, region.epoch).ok();
-                    let kept = match entry {
-                        Some(entry) => lock::store_created(cache, &key, entry, expire, held).await,
-                        None => {
+                    let kept = match (entry, held) {
+                        (Some(entry), Hold::Native(native, guard)) => {
+                            // Awaited here: dropped (cancelled) during the
+                            // write, the backend's set is dropped with the
+                            // lock; one set stores a value whole or not.
+                            let ttl = cache.policy.backend_ttl(expire);
+                            let stored = native.set(key, &entry, ttl).await;
+                            drop(guard);
+                            stored.ok().map(|()| entry)
+                        }
+                        (Some(entry), Hold::Thread(held)) => {
+                            lock::store_created(cache, key, entry, expire, held).await
+                        }
+                        (None, held) => {
                             drop(held);
                             None
                         }
@@ -413,4 +568,18 @@ impl<C: Codec> AsyncCache<C> {
             CreateError::Creator(never) => match *never {},
         })
     }
+}
+
+/// A creation lock held for a task: by a helper thread, or through the
+/// backend's native async lock. Dropping it releases the lock.
+enum Hold<'a> {
+    Thread(HeldLock),
+    Native(&'a dyn AsyncBackend, AsyncCreationGuard<'a>),
+}
+
+/// What asking for a creation lock gave.
+enum Got<'a> {
+    Held(Hold<'a>),
+    Busy,
+    TimedOut(Duration),
 }

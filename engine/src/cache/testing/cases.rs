@@ -415,3 +415,145 @@ pub(super) fn cache_with_another_codec(f: &Fixture) {
     Schema(3).encode(&8u32, &mut raw).unwrap();
     assert_eq!(raw, vec![3, 8]);
 }
+
+/// Get, set, remove and update through the backend's native async
+/// operations, each seen by the blocking methods and the other way round.
+pub(super) fn async_raw_operations(f: &Fixture) {
+    let b = f.backend("async-raw");
+    let ctx = f.name();
+    let Some(a) = b.as_async() else {
+        panic!("{ctx}: as_async answered Some once and None now")
+    };
+    f.block_on(async {
+        assert!(a.get(b"a").await.unwrap().is_none(), "{ctx}");
+        a.set(b"a", b"1", None).await.unwrap();
+        let big = vec![0xAB; 1 << 20];
+        a.set(b"\x00big\xff", &big, None).await.unwrap();
+        assert_eq!(
+            a.get(b"a").await.unwrap().as_deref(),
+            Some(&b"1"[..]),
+            "{ctx}"
+        );
+        let got = a.get(b"\x00big\xff").await.unwrap().map(|v| v.to_vec());
+        assert_eq!(got.as_deref(), Some(&big[..]), "{ctx}");
+        assert_eq!(
+            b.get(b"a").unwrap().as_deref(),
+            Some(&b"1"[..]),
+            "{ctx}: the blocking get does not see the async set"
+        );
+        b.set(b"b", b"2", None).unwrap();
+        assert_eq!(
+            a.get(b"b").await.unwrap().as_deref(),
+            Some(&b"2"[..]),
+            "{ctx}: the async get does not see the blocking set"
+        );
+        assert!(a.remove(b"a").await.unwrap(), "{ctx}");
+        assert!(!a.remove(b"a").await.unwrap(), "{ctx}");
+        assert!(b.get(b"a").unwrap().is_none(), "{ctx}");
+        let updated = a
+            .update(b"b", &mut |cur| {
+                assert_eq!(cur, Some(&b"2"[..]));
+                Some(b"3".to_vec())
+            })
+            .await;
+        if f.caps.atomic_update {
+            updated.unwrap();
+            assert_eq!(b.get(b"b").unwrap().as_deref(), Some(&b"3"[..]), "{ctx}");
+        } else {
+            assert!(
+                matches!(updated, Err(Error::Unsupported { .. })),
+                "{ctx}: update is not declared but answered {updated:?}"
+            );
+            assert_eq!(b.get(b"b").unwrap().as_deref(), Some(&b"2"[..]), "{ctx}");
+        }
+    });
+}
+
+/// The native creation lock: without waiting, forever, and up to a time
+/// (ended by the backend's own timer), sharing its holders with the
+/// blocking lock.
+pub(super) fn async_creation_locks(f: &Fixture) {
+    use crate::cache::{LockWait, Locked};
+    let b = f.backend("async-locks");
+    let ctx = f.name();
+    let Some(a) = b.as_async() else {
+        panic!("{ctx}: as_async answered Some once and None now")
+    };
+    let blocking_gets_it = || {
+        std::thread::scope(|s| {
+            s.spawn(|| b.lock_creation(b"k", 42, false).unwrap().is_some())
+                .join()
+                .unwrap()
+        })
+    };
+    f.block_on(async {
+        let held = match a.lock_creation(b"k", 42, LockWait::Forever).await.unwrap() {
+            Locked::Held(g) => g,
+            other => panic!("{ctx}: a free lock answered {other:?}"),
+        };
+        if !f.caps.creation_locks {
+            assert!(matches!(
+                a.lock_creation(b"k", 42, LockWait::No).await.unwrap(),
+                Locked::Held(_)
+            ));
+            return;
+        }
+        let busy = a.lock_creation(b"k", 42, LockWait::No).await.unwrap();
+        assert!(matches!(busy, Locked::Busy), "{ctx}: {busy:?}, not Busy");
+        assert!(
+            !blocking_gets_it(),
+            "{ctx}: a blocking taker got a held lock"
+        );
+        let bounded = LockWait::UpTo(Duration::from_millis(50));
+        let late = a.lock_creation(b"k", 42, bounded).await.unwrap();
+        assert!(
+            matches!(late, Locked::TimedOut),
+            "{ctx}: {late:?}, not TimedOut"
+        );
+        drop(held);
+        assert!(blocking_gets_it(), "{ctx}: the lock was not released");
+        // A blocking holder excludes the async taker.
+        let blocking = b.lock_creation(b"k", 42, true).unwrap();
+        let busy = a.lock_creation(b"k", 42, LockWait::No).await.unwrap();
+        assert!(matches!(busy, Locked::Busy), "{ctx}: {busy:?}, not Busy");
+        drop(blocking);
+        let free = a.lock_creation(b"k", 42, LockWait::No).await.unwrap();
+        assert!(matches!(free, Locked::Held(_)), "{ctx}: {free:?}, not Held");
+    });
+}
+
+/// Get-or-create through the async front (on the native path when the
+/// backend has one): created once, then hits, seen by the blocking front.
+#[cfg(feature = "async")]
+pub(super) fn async_front_get_or_create(f: &Fixture) {
+    let ctx = f.name();
+    let c = f.manager.get_cache("async-front").unwrap();
+    let front = c.to_async();
+    f.block_on(async {
+        let mut runs = 0;
+        for _ in 0..3 {
+            let v: String = front
+                .get_or_create("u1", || {
+                    runs += 1;
+                    async { Ok::<_, String>("alice".to_string()) }
+                })
+                .await
+                .unwrap();
+            assert_eq!(v, "alice", "{ctx}");
+        }
+        assert_eq!(runs, 1, "{ctx}: created more than once");
+        assert_eq!(
+            c.get::<String>("u1").unwrap().as_deref(),
+            Some("alice"),
+            "{ctx}"
+        );
+        front.set("u2", "bob").await.unwrap();
+        assert_eq!(
+            front.get::<String>("u2").await.unwrap().as_deref(),
+            Some("bob")
+        );
+        assert!(front.contains("u2").await.unwrap(), "{ctx}");
+        assert!(front.remove("u2").await.unwrap(), "{ctx}");
+        assert_eq!(c.get::<String>("u2").unwrap(), None, "{ctx}");
+    });
+}

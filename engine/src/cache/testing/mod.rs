@@ -13,6 +13,21 @@
 //! operation answers [`Error::Unsupported`](crate::Error::Unsupported). Cases whose operations
 //! degrade without a capability assert the degraded behaviour instead.
 //!
+//! A backend with native async operations ([`Backend::as_async`]) also
+//! runs the `async_*` cases: get, set, remove and update through
+//! [`AsyncBackend`](super::AsyncBackend), seen by the blocking methods
+//! and the other way round; its creation lock (without waiting, forever,
+//! and up to a time, which the backend's own timer ends: the case waits
+//! 50 ms of real time for it), excluding blocking holders and excluded by
+//! them. The other backends skip these two ("does not declare
+//! as_async"). With feature `async`, every backend also runs
+//! get-or-create, get, set and remove through
+//! `AsyncCache` (`async_front_get_or_create`: on the
+//! native path when there is one, on the helper threads otherwise). The
+//! futures of these cases run on [`Suite::block_on_with`]'s executor (a
+//! backend whose futures need a runtime, such as tokio's reactor or timer,
+//! passes that runtime's `block_on`).
+//!
 //! ```toml
 //! [dev-dependencies]
 //! carboy = { version = "0.1", features = ["testing"] }
@@ -32,8 +47,11 @@
 mod cases;
 
 use std::fmt;
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -49,6 +67,36 @@ pub struct Suite {
     name: String,
     factory: Arc<dyn BackendFactory>,
     options: Vec<(String, String)>,
+    executor: Executor,
+}
+
+/// A future the async cases run to completion.
+pub type CaseFuture<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// Runs the async cases' futures ([`Suite::block_on_with`]).
+#[derive(Clone)]
+struct Executor(Arc<dyn Fn(CaseFuture<'_>) + Send + Sync>);
+
+impl fmt::Debug for Executor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Executor")
+    }
+}
+
+/// The default executor: polls on this thread, parking it between
+/// wake-ups. Enough for futures that need no runtime of their own.
+fn park_until_done(mut future: CaseFuture<'_>) {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    while future.as_mut().poll(&mut cx) == Poll::Pending {
+        std::thread::park();
+    }
 }
 
 /// What became of one case.
@@ -114,18 +162,23 @@ impl fmt::Display for Report {
 /// One case: its name, the capability it needs (if any), and its body.
 struct Case {
     name: &'static str,
-    needs: fn(&Capabilities) -> Option<&'static str>,
+    needs: fn(&Fixture) -> Option<&'static str>,
     run: fn(&Fixture),
 }
 
-fn always(_: &Capabilities) -> Option<&'static str> {
+fn always(_: &Fixture) -> Option<&'static str> {
     None
+}
+
+/// The backend offers native async operations.
+fn native(f: &Fixture) -> Option<&'static str> {
+    (!f.native).then_some("as_async")
 }
 
 macro_rules! needs {
     ($($field:ident),+) => {
-        |c: &Capabilities| {
-            $(if !c.$field {
+        |f: &Fixture| {
+            $(if !f.caps.$field {
                 return Some(stringify!($field));
             })+
             None
@@ -199,6 +252,22 @@ const CASES: &[Case] = &[
         needs: always,
         run: cache_with_another_codec,
     },
+    Case {
+        name: "async_raw_operations",
+        needs: native,
+        run: async_raw_operations,
+    },
+    Case {
+        name: "async_creation_locks",
+        needs: native,
+        run: async_creation_locks,
+    },
+    #[cfg(feature = "async")]
+    Case {
+        name: "async_front_get_or_create",
+        needs: always,
+        run: async_front_get_or_create,
+    },
 ];
 
 impl Suite {
@@ -209,7 +278,32 @@ impl Suite {
             name: name.to_string(),
             factory,
             options: Vec::new(),
+            executor: Executor(Arc::new(park_until_done)),
         }
+    }
+
+    /// How the `async_*` cases run their futures (for a backend with
+    /// native async operations): `run` must poll the future to
+    /// completion. The default polls it on the calling thread, parking
+    /// between wake-ups; a backend whose futures need a runtime passes
+    /// its `block_on`:
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use carboy::cache::{MemoryFactory, testing::Suite};
+    /// # struct Runtime;
+    /// # impl Runtime { fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # } }
+    /// let runtime = Arc::new(Runtime); // tokio::runtime::Runtime, say
+    /// let suite = Suite::new("memory", Arc::new(MemoryFactory))
+    ///     .block_on_with(move |future| runtime.block_on(future));
+    /// ```
+    pub fn block_on_with(mut self, run: impl Fn(CaseFuture<'_>) + Send + Sync + 'static) -> Suite {
+        self.executor = Executor(Arc::new(run));
+        self
     }
 
     /// A backend setting by its short name (as
@@ -257,7 +351,7 @@ impl Suite {
     fn outcome(&self, case: &Case) -> Outcome {
         let result = catch_unwind(AssertUnwindSafe(|| {
             let fixture = Fixture::new(self);
-            if let Some(cap) = (case.needs)(&fixture.caps) {
+            if let Some(cap) = (case.needs)(&fixture) {
                 return Outcome::Skipped(cap);
             }
             (case.run)(&fixture);
@@ -283,6 +377,8 @@ struct Fixture {
     manager: CacheManager,
     /// What a data namespace of the backend declares.
     caps: Capabilities,
+    /// It offers native async operations ([`Backend::as_async`]).
+    native: bool,
 }
 
 impl Fixture {
@@ -304,9 +400,10 @@ impl Fixture {
             )
             .build()
             .expect("the suite's cache manager builds");
-        let caps = {
+        let (caps, native) = {
             let probe: Cache = manager.get_cache("probe").expect("a namespace opens");
-            probe.backend().capabilities()
+            let backend = probe.backend();
+            (backend.capabilities(), backend.as_async().is_some())
         };
         Fixture {
             suite: suite.clone(),
@@ -314,7 +411,13 @@ impl Fixture {
             clock,
             manager,
             caps,
+            native,
         }
+    }
+
+    /// Runs an async case's future on the suite's executor.
+    fn block_on(&self, future: impl Future<Output = ()>) {
+        (self.suite.executor.0)(Box::pin(future));
     }
 
     /// A raw backend namespace.
