@@ -2,7 +2,9 @@
 //! a StripeLocks stripe excludes other processes (and their threads) with
 //! no lost update, a try from another process sees the lock held, different
 //! stripes are held at once, and a lock held by a SIGKILLed process is free
-//! right after, with no file to clean.
+//! right after, with no file to clean. An owned stripe
+//! (`StripeLocks::try_lock_owned`, the async front's) and another
+//! process's stripe exclude each other both ways.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -237,6 +239,36 @@ fn locks_of_a_killed_process_are_free_at_once_with_nothing_to_clean() {
     // The same two lock files, reused: nothing was left to clean up.
     assert_eq!(list(&lock_dir), files_before);
     assert_eq!(files_before.len(), 2, "{files_before:?}");
+}
+
+#[test]
+fn owned_stripes_and_other_processes_exclude_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.carboy.create-lock");
+    let path_arg = path.to_str().unwrap();
+    let mine = StripeLocks::open(&path, 64).unwrap();
+
+    // Held here as an owned stripe: busy for another process.
+    let owned = mine.try_lock_owned(5).unwrap().expect("free");
+    let out = last_line(child("lock-try", &stripe_args(path_arg, "64", "69")));
+    assert_eq!(out, "busy", "another process took an owned stripe");
+    let out = last_line(child("lock-try", &stripe_args(path_arg, "64", "6")));
+    assert_eq!(out, "acquired", "another stripe");
+    // A process waiting for it gets it once the guard (moved to another
+    // thread) is dropped; then the owned attempt here is busy.
+    let mut waiter = child("lock-hold", &stripe_args(path_arg, "64", "5"));
+    wait_until_blocked_on(&path);
+    std::thread::spawn(move || drop(owned)).join().unwrap();
+    waiter.expect_line("held");
+    assert!(mine.try_lock_owned(5).unwrap().is_none());
+    assert!(mine.try_lock_owned(69).unwrap().is_none());
+    assert!(mine.try_lock_owned(6).unwrap().is_some());
+    // Killed while holding it: free at once.
+    kill(waiter);
+    assert!(
+        mine.try_lock_owned(5).unwrap().is_some(),
+        "the killed process's stripe is still locked"
+    );
 }
 
 /// Waits until `/proc/locks` shows a blocked waiter (a `->` line) on the

@@ -90,6 +90,38 @@ impl fmt::Debug for CreationGuard<'_> {
     }
 }
 
+/// A creation lock held by whoever owns this guard, on any thread
+/// ([`Backend::try_lock_creation_owned`]): `Send` and `'static`, unlike a
+/// [`CreationGuard`]. Dropping it releases the lock.
+pub struct OwnedCreationGuard(#[allow(dead_code)] Box<dyn Send>);
+
+impl OwnedCreationGuard {
+    /// A guard that releases `lock` when dropped (on whichever thread
+    /// drops it).
+    pub fn holding<T: Send + 'static>(lock: T) -> OwnedCreationGuard {
+        OwnedCreationGuard(Box::new(lock))
+    }
+}
+
+impl fmt::Debug for OwnedCreationGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OwnedCreationGuard")
+    }
+}
+
+/// What [`Backend::try_lock_creation_owned`] answers.
+#[derive(Debug)]
+pub enum OwnedCreation {
+    /// The lock is held until the guard is dropped.
+    Held(OwnedCreationGuard),
+    /// Someone else holds it (a thread or task of this process, another
+    /// process); the caller may wait for it the ordinary way.
+    Busy,
+    /// The backend offers no owned creation lock (the default): use
+    /// [`Backend::lock_creation`].
+    NotOffered,
+}
+
 /// The function [`Backend::update`] applies: the current value (if any)
 /// to the next one (`None` removes the key).
 pub type UpdateFn<'f> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'f;
@@ -220,6 +252,15 @@ pub fn unsupported<B: ?Sized>(operation: &'static str) -> Error {
 /// processes). The others are optional, declared in [`Capabilities`]; by
 /// default they answer [`Error::Unsupported`].
 ///
+/// Three optional methods are fast paths for async callers, which must
+/// never block the thread they run on: [`try_lock_creation_owned`](Self::try_lock_creation_owned),
+/// [`try_set_now`](Self::try_set_now) and
+/// [`try_remove_now`](Self::try_remove_now). Each either does its work
+/// without waiting for anyone or says it would wait (by default they
+/// always say so, or "not offered"); the async front then does the same
+/// work the ordinary way on a helper thread. A backend offers them when
+/// it can tell, without blocking, that the operation will not wait.
+///
 /// The conformance suite is published: `carboy::cache::testing` (cargo
 /// feature `testing`) runs it against any [`BackendFactory`]; the built-in
 /// backends run it from `tests/tests/backend_suite.rs`. Run it against
@@ -288,6 +329,46 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> Result<Option<CreationGuard<'_>>> {
         let _ = (key, hash, wait);
         Ok(Some(CreationGuard::in_process()))
+    }
+
+    /// Takes the creation lock of `key` (as
+    /// [`lock_creation`](Self::lock_creation) with `wait` false) only if
+    /// that needs no wait at all, for a holder that may release it from
+    /// another thread: [`OwnedCreation::Held`] with a `Send + 'static`
+    /// guard, [`OwnedCreation::Busy`] when someone else holds it, or (the
+    /// default) [`OwnedCreation::NotOffered`].
+    ///
+    /// The lock is the same as `lock_creation`'s: an owned holder and a
+    /// `lock_creation` holder exclude each other, in one process and
+    /// across processes, and so do two owned holders. An owned lock
+    /// belongs to no thread, so a thread that holds it and then calls
+    /// `lock_creation` for the same key waits for it. Offer it only with
+    /// [`Capabilities::creation_locks`]; the `file` backend does (an open
+    /// file description of its own per guard).
+    fn try_lock_creation_owned(&self, key: &[u8], hash: u64) -> Result<OwnedCreation> {
+        let _ = (key, hash);
+        Ok(OwnedCreation::NotOffered)
+    }
+
+    /// [`set`](Self::set), if it can be done without waiting for another
+    /// process, another thread's lock or the device: `Ok(true)` when
+    /// done, `Ok(false)` (the default) when it would wait and nothing was
+    /// written, so that the caller does the `set` where waiting is fine.
+    /// The `file` backend writes when the store's writer lock is free in
+    /// this process and needs no wait from another one (see
+    /// `Store::try_transaction`), never under `durability = sync`; the
+    /// `memory` backend always writes.
+    fn try_set_now(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let _ = (key, value, ttl);
+        Ok(false)
+    }
+
+    /// [`remove`](Self::remove), under the rule of
+    /// [`try_set_now`](Self::try_set_now): `Ok(Some(was_present))` when
+    /// done, `Ok(None)` (the default) when it would wait.
+    fn try_remove_now(&self, key: &[u8]) -> Result<Option<bool>> {
+        let _ = key;
+        Ok(None)
     }
 
     /// A number that changes whenever the namespace's content may have

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::backend::{
     Backend, BackendConfig, BackendFactory, Capabilities, CreationGuard, Fetched, OpenOptions,
-    UpdateFn,
+    OwnedCreation, OwnedCreationGuard, UpdateFn,
 };
 use crate::error::{Error, Result};
 use crate::sync::StripeLocks;
@@ -128,6 +128,40 @@ impl Backend for FileBackend {
         }
     }
 
+    fn try_lock_creation_owned(&self, _key: &[u8], hash: u64) -> Result<OwnedCreation> {
+        Ok(match self.locks.try_lock_owned(hash)? {
+            Some(stripe) => OwnedCreation::Held(OwnedCreationGuard::holding(stripe)),
+            None => OwnedCreation::Busy,
+        })
+    }
+
+    fn try_set_now(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let Some(mut txn) = self.store.try_transaction()? else {
+            return Ok(false);
+        };
+        let expiry = match ttl {
+            Some(ttl) => Expiry::AtUnixMs(
+                self.store
+                    .clock()
+                    .now_unix_ms()
+                    .saturating_add(ttl.as_millis().min(u128::from(u64::MAX)) as u64),
+            ),
+            None => Expiry::Never,
+        };
+        txn.put_with_expiry(key, value, expiry)?;
+        txn.commit()?;
+        Ok(true)
+    }
+
+    fn try_remove_now(&self, key: &[u8]) -> Result<Option<bool>> {
+        let Some(mut txn) = self.store.try_transaction()? else {
+            return Ok(None);
+        };
+        let existed = txn.delete(key)?;
+        txn.commit()?;
+        Ok(Some(existed))
+    }
+
     fn change_stamp(&self) -> Result<u128> {
         self.store.change_stamp()
     }
@@ -203,5 +237,82 @@ impl BackendFactory for FileFactory {
         FileFactory::dirs(config)?;
         FileFactory::options(config)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::MemoryBackend;
+
+    fn open(dir: &std::path::Path, durability: Durability) -> FileBackend {
+        FileBackend::open(dir, dir, "ns", &Options::new().durability(durability)).unwrap()
+    }
+
+    #[test]
+    fn an_owned_creation_lock_excludes_lock_creation_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = open(dir.path(), Durability::None);
+        let OwnedCreation::Held(owned) = backend.try_lock_creation_owned(b"k", 42).unwrap() else {
+            panic!("a free lock was not handed over");
+        };
+        // Not this thread's: its own try finds it busy, as another's would.
+        assert!(backend.lock_creation(b"k", 42, false).unwrap().is_none());
+        assert!(matches!(
+            backend.try_lock_creation_owned(b"k", 42).unwrap(),
+            OwnedCreation::Busy
+        ));
+        std::thread::spawn(move || drop(owned)).join().unwrap();
+        let thread_held = backend.lock_creation(b"k", 42, false).unwrap().unwrap();
+        assert!(matches!(
+            backend.try_lock_creation_owned(b"k", 42).unwrap(),
+            OwnedCreation::Busy
+        ));
+        drop(thread_held);
+        // The default of a backend that offers none.
+        let memory = MemoryBackend::new(Arc::new(crate::SystemClock));
+        assert!(matches!(
+            memory.try_lock_creation_owned(b"k", 42).unwrap(),
+            OwnedCreation::NotOffered
+        ));
+    }
+
+    #[test]
+    fn writes_now_only_when_they_need_not_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = open(dir.path(), Durability::None);
+        assert!(backend.try_set_now(b"k", b"1", None).unwrap());
+        assert_eq!(backend.get(b"k").unwrap().as_deref(), Some(&b"1"[..]));
+        assert!(
+            backend
+                .try_set_now(b"t", b"x", Some(Duration::from_secs(60)))
+                .unwrap()
+        );
+        assert!(backend.store.get(b"t").unwrap().unwrap().expiry() != Expiry::Never);
+        // Another thread's transaction: would wait, nothing written.
+        let txn = backend.store.transaction().unwrap();
+        std::thread::scope(|s| {
+            let r = s.spawn(|| {
+                (
+                    backend.try_set_now(b"k", b"2", None).unwrap(),
+                    backend.try_remove_now(b"k").unwrap(),
+                )
+            });
+            assert_eq!(r.join().unwrap(), (false, None));
+        });
+        drop(txn);
+        assert_eq!(backend.get(b"k").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(backend.try_remove_now(b"k").unwrap(), Some(true));
+        assert_eq!(backend.try_remove_now(b"k").unwrap(), Some(false));
+        // Sync durability: never on the caller (the fsync waits).
+        let dir = tempfile::tempdir().unwrap();
+        let synced = open(dir.path(), Durability::Sync);
+        assert!(!synced.try_set_now(b"k", b"1", None).unwrap());
+        assert_eq!(synced.try_remove_now(b"k").unwrap(), None);
+        assert!(synced.get(b"k").unwrap().is_none());
+        // memory: always at once.
+        let memory = MemoryBackend::new(Arc::new(crate::SystemClock));
+        assert!(memory.try_set_now(b"k", b"1", None).unwrap());
+        assert_eq!(memory.try_remove_now(b"k").unwrap(), Some(true));
     }
 }

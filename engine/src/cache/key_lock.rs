@@ -23,7 +23,10 @@
 //! Both waits together are bounded by `cache.lock_timeout` (none: forever);
 //! past it the answer is [`Error::LockTimeout`](crate::Error::LockTimeout). The async front takes the
 //! in-process lock on the task when it is free and otherwise waits on a
-//! helper thread, and has a helper thread take and hold the creation lock
+//! helper thread; it takes the creation lock on the task when it is free
+//! and the backend offers an owned lock
+//! ([`Backend::try_lock_creation_owned`]: the file backend's owned
+//! stripes), and otherwise has a helper thread take and hold it
 //! (`future/lock.rs`): no runtime worker ever blocks.
 //!
 //! What it does not do: on a backend without creation locks (`memory`), a
@@ -195,8 +198,8 @@ mod async_front {
     /// a task, a request's extensions, a session handle.
     #[must_use = "the key is unlocked as soon as the lock is dropped"]
     pub struct AsyncKeyLock {
-        // Release order: the helper thread's creation lock, then the
-        // in-process lock.
+        // Release order: the creation lock (owned by the task or held by
+        // a helper thread), then the in-process lock.
         _creation: HeldLock,
         _local: Local,
     }
@@ -213,8 +216,10 @@ mod async_front {
         /// As [`Cache::lock_key`](crate::cache::Cache::lock_key), without
         /// blocking the calling thread: the in-process lock is taken on
         /// the task when it is free, otherwise awaited from a helper
-        /// thread; the backend's creation lock is taken and held by a
-        /// helper thread until the [`AsyncKeyLock`] is dropped. Bounded by
+        /// thread; the backend's creation lock is taken on the task when
+        /// it is free and the backend offers an owned lock (the `file`
+        /// backend does), otherwise taken and held by a helper thread,
+        /// until the [`AsyncKeyLock`] is dropped. Bounded by
         /// `cache.lock_timeout` ([`Error::LockTimeout`](crate::Error::LockTimeout)
         /// past it). Dropping the future before it is ready releases
         /// whatever it had taken.

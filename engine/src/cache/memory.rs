@@ -173,6 +173,16 @@ impl Backend for MemoryBackend {
         Ok(stored)
     }
 
+    /// Always immediate: the map lives in this process, its locks are
+    /// held only for the length of one operation.
+    fn try_set_now(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.set(key, value, ttl).map(|()| true)
+    }
+
+    fn try_remove_now(&self, key: &[u8]) -> Result<Option<bool>> {
+        self.remove(key).map(Some)
+    }
+
     fn keys(&self) -> Result<Vec<Vec<u8>>> {
         let now = self.clock.now_unix_ms();
         let fresh = |s: &Slot| s.drop_at.is_none_or(|at| at > now);

@@ -89,7 +89,7 @@ pub use async_backend::{
 };
 pub use backend::{
     Backend, BackendConfig, BackendFactory, Capabilities, CreationGuard, Fetched, OpenOptions,
-    UpdateFn, unsupported,
+    OwnedCreation, OwnedCreationGuard, UpdateFn, unsupported,
 };
 pub use codec::{Codec, Postcard};
 pub use create::CreateError;

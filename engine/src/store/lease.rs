@@ -33,13 +33,19 @@ impl Shared {
     /// `true` when the lock was taken afresh (a system call), `false` when
     /// an idle lease was taken over (none).
     pub(crate) fn acquire_exclusive(&self) -> Result<bool> {
-        if self.held.swap(false, Ordering::AcqRel) {
+        if self.take_idle_lease() {
             return Ok(false);
         }
         self.lock
             .lock_exclusive()
             .map_err(|e| Error::io("lock", &self.lock_path, e))?;
         Ok(true)
+    }
+
+    /// With `rw` held for writing: takes over this process's idle lease
+    /// if it has one (no system call); false if it has none.
+    pub(crate) fn take_idle_lease(&self) -> bool {
+        self.held.swap(false, Ordering::AcqRel)
     }
 
     /// With `rw` held for writing, at the end of a write: gives the flock

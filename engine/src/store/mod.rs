@@ -453,6 +453,41 @@ impl Store {
         Ok(Transaction::begin(guard, self.durability, &*self.clock))
     }
 
+    /// Starts a write transaction if that needs no wait: `Ok(None)` when
+    /// it would wait (another thread of this process writes or holds a
+    /// snapshot, another process holds the writer lock), and always with
+    /// [`Durability::Sync`], whose commit waits for an `fdatasync`.
+    ///
+    /// It never makes a system call that can wait for another process:
+    /// while this process keeps the writer lock as an idle lease (after
+    /// its last commit, as long as no other process asked for it) it
+    /// makes none; otherwise one non-blocking `flock`, then the checks a
+    /// fresh acquisition makes. The commit of such a transaction waits
+    /// for nothing either. This is how async callers write on their own
+    /// task and go to a thread only when they would wait.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store = carboy::Store::open(dir.path().join("s.carboy"))?;
+    /// let mut txn = store.try_transaction()?.expect("nobody else writes");
+    /// txn.put(b"k", b"v")?;
+    /// // Meanwhile, this thread's own transaction makes the next one wait.
+    /// assert!(store.try_transaction()?.is_none());
+    /// txn.commit()?;
+    /// assert!(store.try_transaction()?.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_transaction(&self) -> Result<Option<Transaction<'_>>> {
+        // Only a commit that ends in the page cache waits for nothing.
+        if self.durability != Durability::None {
+            return Ok(None);
+        }
+        Ok(self
+            .shared
+            .try_write_lock()?
+            .map(|guard| Transaction::begin(guard, self.durability, &*self.clock)))
+    }
+
     /// A consistent view for iteration and repeated reads: it holds a
     /// shared lock, so writers (in every process) wait until it is dropped.
     pub fn snapshot(&self) -> Result<Snapshot<'_>> {

@@ -101,6 +101,52 @@ impl Shared {
         super::recovery::recover_locked(&guard.fs)?;
         Ok(guard)
     }
+
+    /// [`write_lock`](Self::write_lock) if it need not wait: `None` when
+    /// the in-process write lock is held (by any thread, this one
+    /// included) or when this process holds no idle lease and another
+    /// process holds the flock. Makes no system call that can wait for
+    /// another process: under an idle lease none at all; otherwise one
+    /// non-blocking `flock` and the checks of a fresh acquisition.
+    pub(crate) fn try_write_lock(&self) -> Result<Option<WriteGuard<'_>>> {
+        if let Some(cause) = self.latched.lock().clone() {
+            return Err(Error::Latched {
+                path: self.data_path.clone(),
+                cause,
+            });
+        }
+        // A thread that holds a transaction or a snapshot of this
+        // namespace finds `rw` taken: "would wait", not an error.
+        let Some(rw) = self.rw.try_write() else {
+            return Ok(None);
+        };
+        let fresh = if self.take_idle_lease() {
+            false
+        } else if self
+            .lock
+            .try_lock_exclusive()
+            .map_err(|e| Error::io("lock", &self.lock_path, e))?
+        {
+            true
+        } else {
+            return Ok(None);
+        };
+        let mut guard = WriteGuard {
+            shared: self,
+            _rw: rw,
+            _held: super::reentry::Held::new(self, true),
+            fs: self.file.load_full(),
+            lease_ok: false,
+        };
+        guard.fs = if fresh {
+            self.adopt_checked(&guard.fs)?
+        } else {
+            self.adopt_current_file_locked(&guard.fs)?
+        };
+        guard.lease_ok = true;
+        super::recovery::recover_locked(&guard.fs)?;
+        Ok(Some(guard))
+    }
 }
 
 /// A write transaction: reads see its own writes, and its writes become
@@ -529,4 +575,65 @@ pub(crate) fn check_sizes(key: &[u8], value: &[u8]) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Durability, Options, Store};
+
+    /// The writer lock as another process would hold it: a `flock` on a
+    /// description of the lock file of our own.
+    fn foreign_flock(store: &Store) -> std::fs::File {
+        let file = std::fs::File::open(&store.shared.lock_path).unwrap();
+        file.try_lock().expect("the writer lock is free");
+        file
+    }
+
+    #[test]
+    fn try_transaction_never_waits_for_another_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.carboy")).unwrap();
+        // Another "process" holds the writer lock: would wait.
+        let other = foreign_flock(&store);
+        assert!(store.try_transaction().unwrap().is_none());
+        drop(other);
+        // Free: a fresh flock, the usual checks, a commit.
+        let mut txn = store.try_transaction().unwrap().expect("free");
+        txn.put(b"k", b"1").unwrap();
+        // Another thread of this process finds it taken.
+        std::thread::scope(|s| {
+            let busy = s.spawn(|| store.try_transaction().map(|t| t.is_none()));
+            assert!(busy.join().unwrap().unwrap(), "beside another thread's");
+        });
+        txn.commit().unwrap();
+        assert_eq!(store.get_owned(b"k").unwrap().as_deref(), Some(&b"1"[..]));
+        // Kept as an idle lease: the next one takes it over (no flock;
+        // a foreign one is refused meanwhile).
+        assert!(store.shared.holds_lease());
+        let f = std::fs::File::open(&store.shared.lock_path).unwrap();
+        assert!(f.try_lock().is_err(), "the lease holds the flock");
+        let mut txn = store.try_transaction().unwrap().expect("the lease");
+        txn.put(b"k", b"2").unwrap();
+        txn.commit().unwrap();
+        assert_eq!(store.get_owned(b"k").unwrap().as_deref(), Some(&b"2"[..]));
+        // A snapshot of this thread: would wait, not an error.
+        let snap = store.snapshot().unwrap();
+        assert!(store.try_transaction().unwrap().is_none());
+        drop(snap);
+    }
+
+    #[test]
+    fn try_transaction_refuses_sync_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Options::new()
+            .durability(Durability::Sync)
+            .open(dir.path().join("s.carboy"))
+            .unwrap();
+        assert!(store.try_transaction().unwrap().is_none());
+        store.put(b"k", b"v").unwrap();
+        assert!(
+            store.try_transaction().unwrap().is_none(),
+            "under a lease too"
+        );
+    }
 }

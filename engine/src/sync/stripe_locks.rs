@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::marker::PhantomData;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::thread::ThreadId;
@@ -33,7 +34,45 @@ struct Shared {
     stripes: u32,
     /// Stripes held, by thread.
     held: Mutex<HashMap<(ThreadId, u32), Held>>,
+    /// Unlocked descriptions of the lock file, kept by dropped
+    /// [`OwnedStripe`]s for the next one (at most [`POOL`]).
+    pool: Mutex<Vec<Description>>,
 }
+
+/// An open description of the lock file, with the identity (device,
+/// inode) of the file it opened, read once: checking that it is still the
+/// file at the path then costs one `stat`.
+#[derive(Debug)]
+struct Description {
+    file: File,
+    id: (u64, u64),
+}
+
+impl Description {
+    fn open(path: &Path) -> Result<Description> {
+        let file = open_lock_file(path)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("stat lock file", path, e))?;
+        Ok(Description {
+            file,
+            id: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// True if the file at `path` is still the one this describes.
+    fn still_at(&self, path: &Path) -> Result<bool> {
+        match std::fs::metadata(path) {
+            Ok(now) => Ok((now.dev(), now.ino()) == self.id),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("stat lock file", path, e)),
+        }
+    }
+}
+
+/// How many unlocked descriptions a lock file keeps for owned stripes:
+/// about the number of stripes a process holds at once as owned guards.
+const POOL: usize = 16;
 
 /// Cross-process creation locks for the keys of one namespace: `stripes`
 /// byte-range locks on **one** lock file, the stripe of a key chosen from
@@ -56,6 +95,17 @@ struct Shared {
 /// thread may lock a stripe it already holds (a creator that creates
 /// another key of the same stripe): that is counted, not locked again.
 /// The file stays empty (locks past its end are allowed).
+///
+/// **Owned stripes.** [`try_lock_owned`](Self::try_lock_owned) takes a
+/// stripe without waiting and hands back an [`OwnedStripe`] that is `Send`
+/// and `'static`: it belongs to no thread (an async task keeps it across
+/// worker threads). It has an open file description of its own, so it
+/// conflicts with every thread's stripe and every other owned stripe, in
+/// this process or another; it is not counted in a thread's reentrancy (a
+/// thread that holds an owned stripe and then locks the same stripe with
+/// [`lock`](Self::lock) waits for it, like anyone else). Dropped, it
+/// unlocks and keeps its description for the next one (up to 16 per lock
+/// file), which saves the `open` and `close`.
 ///
 /// **Cost.** An acquisition that misses this thread's held stripes costs an
 /// `open`, one `fcntl`, two `stat`s and, on release, an `fcntl` and a
@@ -128,6 +178,7 @@ impl StripeLocks {
                 path: path.clone(),
                 stripes,
                 held: Mutex::new(HashMap::new()),
+                pool: Mutex::new(Vec::new()),
             })
         })?;
         if shared.stripes != stripes {
@@ -230,6 +281,83 @@ impl StripeLocks {
     /// ```
     pub fn try_lock(&self, hash: u64) -> Result<Option<StripeGuard<'_>>> {
         self.acquire(hash, false)
+    }
+
+    /// Locks the stripe of `hash` without waiting, for whoever holds the
+    /// returned [`OwnedStripe`] (`Send`, `'static`: a task may keep it
+    /// across threads); `Ok(None)` if any thread or process, including
+    /// this thread through [`lock`](Self::lock) or another owned stripe,
+    /// holds it. Dropping the guard unlocks it.
+    ///
+    /// Never waits on another process: one non-blocking `fcntl` and one
+    /// `stat` (is the locked file still the one at the path?), plus an
+    /// `open` and an `fstat` when no description is pooled.
+    ///
+    /// # Errors
+    ///
+    /// As for [`lock`](Self::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let locks = carboy::sync::StripeLocks::open(dir.path().join("l"), 16)?;
+    /// let owned = locks.try_lock_owned(3)?.expect("free");
+    /// // Another thread, or this one, finds the stripe taken.
+    /// assert!(locks.try_lock(3)?.is_none());
+    /// assert!(locks.try_lock_owned(19)?.is_none());
+    /// // The guard can go to another thread, which releases it.
+    /// std::thread::spawn(move || drop(owned)).join().unwrap();
+    /// assert!(locks.try_lock(3)?.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_lock_owned(&self, hash: u64) -> Result<Option<OwnedStripe>> {
+        let stripe = self.stripe_for(hash);
+        let path = &self.shared.path;
+        let mut pooled = self.shared.pool.lock().pop();
+        for _ in 0..MAX_OWNED_TRIES {
+            let file = match pooled.take() {
+                Some(file) => file,
+                None => Description::open(path)?,
+            };
+            match lock_byte(&file.file, u64::from(stripe), false) {
+                Ok(RangeLock::Acquired) => {}
+                Ok(RangeLock::Busy) => {
+                    self.keep(file);
+                    return Ok(None);
+                }
+                Err(e) if range_lock_unsupported(&e) => {
+                    return Err(Error::LockUnsupported {
+                        path: path.clone(),
+                        what: "open file description byte-range lock",
+                        source: e,
+                    });
+                }
+                Err(e) => return Err(self.error("lock", stripe, e)),
+            }
+            if file.still_at(path)? {
+                return Ok(Some(OwnedStripe {
+                    shared: Arc::clone(&self.shared),
+                    file: Some(file),
+                    stripe,
+                }));
+            }
+            // A pooled description of a file since removed or replaced
+            // (or one replaced as we opened it): closing releases it; the
+            // pool goes too, all of it opened on the old file.
+            drop(file);
+            self.shared.pool.lock().clear();
+        }
+        Err(self.error(
+            "lock",
+            stripe,
+            io::Error::other("the lock file was removed or replaced while locking it"),
+        ))
+    }
+
+    /// Keeps an unlocked description for the next owned stripe.
+    fn keep(&self, file: Description) {
+        keep(&self.shared, file);
     }
 
     fn acquire(&self, hash: u64, wait: bool) -> Result<Option<StripeGuard<'_>>> {
@@ -347,6 +475,62 @@ impl StripeGuard<'_> {
 impl Drop for StripeGuard<'_> {
     fn drop(&mut self) {
         self.locks.release(self.thread, self.stripe);
+    }
+}
+
+/// Attempts of [`StripeLocks::try_lock_owned`] when the lock file is
+/// replaced under it.
+const MAX_OWNED_TRIES: u32 = 4;
+
+fn keep(shared: &Shared, file: Description) {
+    let mut pool = shared.pool.lock();
+    if pool.len() < POOL {
+        pool.push(file);
+    }
+}
+
+/// A stripe of a [`StripeLocks`] held by whoever owns this guard
+/// ([`StripeLocks::try_lock_owned`]): `Send` and `'static`, unlike a
+/// [`StripeGuard`]. It holds the stripe through an open file description
+/// of its own, so it conflicts with every other holder, threads of this
+/// process included; dropping it unlocks the stripe (and the kernel does,
+/// if the process dies first).
+///
+/// # Examples
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let locks = carboy::sync::StripeLocks::open(dir.path().join("l"), 8)?;
+/// let owned = locks.try_lock_owned(13)?.expect("free");
+/// assert_eq!(owned.stripe(), 5);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct OwnedStripe {
+    shared: Arc<Shared>,
+    /// `None` only while dropping.
+    file: Option<Description>,
+    stripe: u32,
+}
+
+impl OwnedStripe {
+    /// The stripe held.
+    #[must_use]
+    pub fn stripe(&self) -> u32 {
+        self.stripe
+    }
+}
+
+impl Drop for OwnedStripe {
+    fn drop(&mut self) {
+        let Some(file) = self.file.take() else {
+            return;
+        };
+        // Unlock explicitly (a forked child may share the description);
+        // a description that fails to unlock is closed, which releases it.
+        if unlock_byte(&file.file, u64::from(self.stripe)).is_ok() {
+            keep(&self.shared, file);
+        }
     }
 }
 
@@ -473,6 +657,90 @@ mod tests {
         });
         assert!(locks.path().exists());
     }
+
+    #[test]
+    fn owned_stripes_conflict_with_thread_stripes_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = open(&dir, 16);
+        // A thread's stripe makes the owned one busy, on this thread too.
+        let held = locks.lock(5).unwrap();
+        assert!(locks.try_lock_owned(5).unwrap().is_none(), "same thread");
+        elsewhere(|| assert!(locks.try_lock_owned(21).unwrap().is_none()));
+        assert_eq!(
+            locks.try_lock_owned(6).unwrap().map(|g| g.stripe()),
+            Some(6)
+        );
+        drop(held);
+        // An owned stripe makes threads' and other owned attempts busy.
+        let owned = locks.try_lock_owned(5).unwrap().expect("free again");
+        assert!(locks.try_lock(5).unwrap().is_none(), "same thread");
+        elsewhere(|| assert!(locks.try_lock(5).unwrap().is_none()));
+        assert!(locks.try_lock_owned(5).unwrap().is_none());
+        // Not in the reentrancy table.
+        assert!(locks.shared.held.lock().is_empty());
+        // Released on another thread, where the guard travelled.
+        thread::spawn(move || drop(owned)).join().unwrap();
+        elsewhere(|| assert!(locks.try_lock(5).unwrap().is_some()));
+    }
+
+    #[test]
+    fn a_blocked_thread_gets_the_stripe_when_the_owned_guard_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = open(&dir, 16);
+        let inode = std::fs::metadata(locks.path()).unwrap().ino();
+        let owned = locks.try_lock_owned(2).unwrap().unwrap();
+        thread::scope(|s| {
+            let waiter = s.spawn(|| locks.lock(2).map(|g| g.stripe()).unwrap());
+            wait_until_blocked_on(inode);
+            drop(owned);
+            assert_eq!(waiter.join().unwrap(), 2);
+        });
+    }
+
+    #[test]
+    fn owned_stripes_exclude_each_other_and_reuse_descriptions() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = open(&dir, 1024);
+        let total = hammer(4, 100, |n, critical| {
+            let g = loop {
+                if let Some(g) = locks.try_lock_owned(7 + 1024 * n).unwrap() {
+                    break g;
+                }
+                thread::yield_now();
+            };
+            critical();
+            drop(g);
+        });
+        assert_eq!(total, 400);
+        let pooled = locks.shared.pool.lock().len();
+        assert!((1..=POOL).contains(&pooled), "{pooled} pooled");
+        // Many at once: the pool keeps at most POOL.
+        let many: Vec<_> = (0..40)
+            .map(|h| locks.try_lock_owned(h).unwrap().unwrap())
+            .collect();
+        drop(many);
+        assert_eq!(locks.shared.pool.lock().len(), POOL);
+    }
+
+    #[test]
+    fn an_owned_stripe_moves_to_a_replaced_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = open(&dir, 16);
+        drop(locks.try_lock_owned(1).unwrap().unwrap());
+        assert_eq!(locks.shared.pool.lock().len(), 1);
+        // The pooled description is of the old file: the new one is taken.
+        std::fs::remove_file(locks.path()).unwrap();
+        let g = locks.try_lock_owned(1).unwrap().unwrap();
+        let now = open_lock_file(locks.path()).unwrap();
+        assert_eq!(lock_byte(&now, 1, false).unwrap(), RangeLock::Busy);
+        drop(g);
+        assert_eq!(lock_byte(&now, 1, false).unwrap(), RangeLock::Acquired);
+    }
+
+    const _: () = {
+        const fn send_and_static<T: Send + 'static>() {}
+        send_and_static::<OwnedStripe>();
+    };
 
     #[test]
     fn a_missing_directory_is_made_again() {

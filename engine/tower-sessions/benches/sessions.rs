@@ -13,8 +13,11 @@
 //! `SESSIONS_BENCH_WARMUP` seconds (default 1), `SESSIONS_BENCH_ROUNDS`
 //! (default 3; the rows run in turn each round, the median is shown).
 //!
-//! To add a row, hand [`drive`] an `axum::Router` that serves `GET /count`
-//! (see `rows` in `main`).
+//! Rows: tower-sessions' layer over its `MemoryStore` (the baseline) and
+//! over carboy's `CarboyStore`; carboy-session's own layer (the demo
+//! server's router) on `file`, `memory` and cookie sessions. To add a row,
+//! hand [`drive`] an `axum::Router` that serves `GET /count` (see `rows`
+//! in `main`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -26,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use carboy::cache::CacheManager;
+use carboy_session::{SessionConfig, SessionType};
 use carboy_tower_sessions::{CarboyStore, SessionLockLayer, SessionLocks};
 use support::Client;
 use tower_sessions::MemoryStore;
@@ -114,6 +118,15 @@ fn memory_manager() -> CacheManager {
         .expect("a memory cache manager")
 }
 
+/// carboy-session's settings for a server-side session on `backend`
+/// (sessions live an hour after last use, as in the tower-sessions rows).
+fn session_config(backend: &str) -> SessionConfig {
+    SessionConfig::new()
+        .session_type(SessionType::Backend(backend.to_string()))
+        .secret(["benchmark id-signing key"])
+        .timeout(Some(Duration::from_secs(3600)))
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Ok(v) => v
@@ -177,9 +190,44 @@ fn main() {
                 support::router(CarboyStore::new(&memory_manager(), "sessions").expect("store"))
             }),
         ),
-        // carboy-session's own middleware: add its row here after the
-        // merge, e.g. ("carboy-session SessionLayer, file backend",
-        // Box::new(|| /* a Router serving GET /count through it */)).
+        // carboy-session's own middleware, the demo server's router.
+        (
+            "carboy-session SessionLayer, file backend",
+            Box::new(move || {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let config = session_config("file").data_dir(dir.path());
+                dirs.lock().expect("dirs").push(dir);
+                carboy_session::demo::router(config.build().expect("file sessions"))
+            }),
+        ),
+        (
+            "carboy-session SessionLayer, memory backend",
+            Box::new(|| {
+                let config = session_config("memory");
+                carboy_session::demo::router(config.build().expect("memory sessions"))
+            }),
+        ),
+        (
+            "carboy-session SessionLayer, cookie session (signed)",
+            Box::new(|| {
+                let config = SessionConfig::new()
+                    .session_type(SessionType::Cookie)
+                    .secret(["benchmark validate key, newest"])
+                    .timeout(Some(Duration::from_secs(3600)));
+                carboy_session::demo::router(config.build().expect("cookie sessions"))
+            }),
+        ),
+        (
+            "carboy-session SessionLayer, cookie session (encrypted)",
+            Box::new(|| {
+                let config = SessionConfig::new()
+                    .session_type(SessionType::Cookie)
+                    .secret(["benchmark validate key, newest"])
+                    .encrypt_key(["benchmark encrypt key, newest"])
+                    .timeout(Some(Duration::from_secs(3600)));
+                carboy_session::demo::router(config.build().expect("cookie sessions"))
+            }),
+        ),
     ];
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

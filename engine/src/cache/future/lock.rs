@@ -1,5 +1,11 @@
-//! The creation lock for the async front: taken and held by a helper
-//! thread (`helper_threads.rs`), never by a runtime worker.
+//! The creation lock for the async front: taken on the task when the
+//! backend can hand over a lock that is free at once and owned by no
+//! thread ([`Backend::try_lock_creation_owned`]: the `file` backend's
+//! owned stripes); otherwise taken and held by a helper thread
+//! (`helper_threads.rs`), never by a runtime worker. Also the async
+//! front's writes: on the task when the backend can write without
+//! waiting ([`Backend::try_set_now`]), otherwise on a helper thread
+//! ([`off_thread`]).
 //!
 //! A creation lock may be waited for as long as another process creates,
 //! and the file backend's stripes belong to the thread that locks them
@@ -16,16 +22,21 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use super::oneshot;
-use crate::cache::backend::Backend;
+use crate::cache::backend::{Backend, OwnedCreation, OwnedCreationGuard};
+use crate::cache::codec::Codec;
 use crate::cache::helper_threads;
 use crate::cache::lock_wait::{self, Lock, Wait};
+use crate::cache::namespace::Cache;
 use crate::error::{Error, Result};
 
 /// A creation lock held for a task; dropping it releases the lock.
 pub(crate) struct HeldLock {
-    /// The holder thread waits until this closes; `None` when nothing is
-    /// held (a backend without cross-process creation locks).
+    /// The holder thread waits until this closes; `None` when no helper
+    /// thread holds it (a backend without cross-process creation locks,
+    /// or an owned lock).
     _release: Option<mpsc::Sender<()>>,
+    /// The lock, when the task itself holds it (taken on the task).
+    _owned: Option<OwnedCreationGuard>,
 }
 
 /// What asking for a creation lock gave.
@@ -52,10 +63,25 @@ pub(crate) async fn take(
             Wait::Forever | Wait::For(_) => Wait::Forever,
         };
         return Ok(match lock_wait::lock(backend, key, hash, wait)? {
-            Lock::Held(_) => AsyncLock::Held(HeldLock { _release: None }),
+            Lock::Held(_) => AsyncLock::Held(HeldLock {
+                _release: None,
+                _owned: None,
+            }),
             Lock::Busy => AsyncLock::Busy,
             Lock::TimedOut(d) => AsyncLock::TimedOut(d),
         });
+    }
+    // Free now: held by the task, no thread hop. Busy and not to be
+    // waited for: the answer a helper thread would give.
+    match backend.try_lock_creation_owned(key, hash)? {
+        OwnedCreation::Held(guard) => {
+            return Ok(AsyncLock::Held(HeldLock {
+                _release: None,
+                _owned: Some(guard),
+            }));
+        }
+        OwnedCreation::Busy if matches!(wait, Wait::No) => return Ok(AsyncLock::Busy),
+        OwnedCreation::Busy | OwnedCreation::NotOffered => {}
     }
     let (tx, rx) = oneshot::channel::<Result<AsyncLock>>();
     let (backend, key) = (Arc::clone(backend), key.to_vec());
@@ -65,6 +91,7 @@ pub(crate) async fn take(
                 let (release, released) = mpsc::channel::<()>();
                 let held = HeldLock {
                     _release: Some(release),
+                    _owned: None,
                 };
                 if tx.send(Ok(AsyncLock::Held(held))).is_ok() {
                     // Until the task drops its HeldLock (or the value
@@ -103,4 +130,45 @@ pub(crate) async fn off_thread<T: Send + 'static>(
             reason: "no helper thread could be started for a cache write".into(),
         })
     })
+}
+
+/// Stores `entry` under the stored key `key` on the calling task if the
+/// backend can without waiting ([`Backend::try_set_now`]): true when
+/// stored, false when the caller must store it with [`off_thread`].
+pub(crate) fn store_now<C: Codec>(
+    cache: &Cache<C>,
+    key: &[u8],
+    entry: &[u8],
+    expire: Option<Duration>,
+) -> Result<bool> {
+    let ttl = cache.policy.backend_ttl(expire);
+    cache.ns.shared.backend.try_set_now(key, entry, ttl)
+}
+
+/// Stores a created value's `entry` under the stored key `key`, then
+/// releases its creation lock `held`: on the task when the backend can
+/// write without waiting, otherwise on a helper thread with the lock
+/// moved into the job, so that it is released once the value is stored
+/// even if the awaiting future is dropped meanwhile. The entry when
+/// stored; `None` when the write failed.
+pub(crate) async fn store_created<C: Codec>(
+    cache: &Cache<C>,
+    key: &[u8],
+    entry: Vec<u8>,
+    expire: Option<Duration>,
+    held: HeldLock,
+) -> Option<Vec<u8>> {
+    match store_now(cache, key, &entry, expire) {
+        Ok(true) => return Some(entry),
+        Ok(false) => {}
+        Err(_) => return None,
+    }
+    let (store, key) = (cache.clone(), key.to_vec());
+    off_thread(move || {
+        let kept = store.store(&key, &entry, expire).map(|()| entry);
+        drop(held);
+        kept
+    })
+    .await
+    .ok()
 }

@@ -10,8 +10,10 @@
 //! |---|---|
 //! | `get`, `get_entry`, `contains`, a hit of `get_or_create` | the calling task: one fetch, lock-free on `file`, no thread hop |
 //! | waiting for another task's creation | the task awaits the flight's outcome (woken with blocking followers) |
-//! | the creation lock (wait, try, or wait up to `cache.lock_timeout`) | a helper thread takes and holds it (`lock.rs`) |
-//! | `set`, `remove`, `invalidate*`, `clear`, storing a created value | a helper thread (a writer lock held elsewhere, an fsync under `durability = sync`) |
+//! | the creation lock, when free | the calling task, if the backend offers an owned lock (`file`: an owned stripe); one non-blocking `fcntl` |
+//! | the creation lock, when busy or not offered (wait, try, or wait up to `cache.lock_timeout`) | a helper thread takes and holds it (`lock.rs`) |
+//! | `set`, `remove`, storing a created value, when they need not wait | the calling task (`file`: this process's idle writer lease or a free `flock`, `durability = none`; `memory`: always) |
+//! | `set`, `remove`, storing a created value otherwise; `invalidate*`, `clear` | a helper thread (a writer lock held elsewhere, an fsync under `durability = sync`) |
 //!
 //! On a backend with native async operations
 //! ([`Backend::as_async`](super::Backend::as_async), an
@@ -249,7 +251,8 @@ impl<C: Codec> AsyncCache<C> {
         })
     }
 
-    /// As [`Cache::set`]; the write runs on a helper thread.
+    /// As [`Cache::set`]; the write runs on the task when the backend can
+    /// write without waiting, otherwise on a helper thread.
     pub async fn set<V: Serialize + ?Sized, K: CacheKey + ?Sized>(
         &self,
         key: &K,
@@ -258,7 +261,8 @@ impl<C: Codec> AsyncCache<C> {
         self.set_for(key, value, self.cache.policy.expire).await
     }
 
-    /// As [`Cache::set_for`]; the write runs on a helper thread.
+    /// As [`Cache::set_for`]; the write runs on the task when the backend
+    /// can write without waiting, otherwise on a helper thread.
     pub async fn set_for<V: Serialize + ?Sized>(
         &self,
         key: &(impl CacheKey + ?Sized),
@@ -281,15 +285,23 @@ impl<C: Codec> AsyncCache<C> {
             let ttl = self.cache.policy.backend_ttl(expire);
             return native.set(&stored, &entry, ttl).await;
         }
+        if lock::store_now(&self.cache, &stored, &entry, expire)? {
+            return Ok(());
+        }
         let cache = self.cache.clone();
         off_thread(move || cache.store(&stored, &entry, expire)).await
     }
 
-    /// As [`Cache::remove`]; runs on a helper thread (or is awaited on a
+    /// As [`Cache::remove`]; on the task when the backend can remove
+    /// without waiting, otherwise on a helper thread (or awaited on a
     /// backend with native async operations).
     pub async fn remove(&self, key: &(impl CacheKey + ?Sized)) -> Result<bool> {
+        let stored = self.cache.stored_key(key)?;
         if let Some(native) = self.native() {
-            return native.remove(&self.cache.stored_key(key)?).await;
+            return native.remove(&stored).await;
+        }
+        if let Some(existed) = self.cache.ns.shared.backend.try_remove_now(&stored)? {
+            return Ok(existed);
         }
         let (cache, key) = (self.cache.clone(), key.key_bytes().into_owned());
         off_thread(move || cache.remove(&key)).await
@@ -472,18 +484,7 @@ impl<C: Codec> AsyncCache<C> {
                             stored.ok().map(|()| entry)
                         }
                         (Some(entry), Hold::Thread(held)) => {
-                            let store = cache.clone();
-                            let stored_key = key.to_vec();
-                            // The lock goes with the write: released once
-                            // the value is stored, even if this future is
-                            // dropped while it is written.
-                            off_thread(move || {
-                                let kept = store.store(&stored_key, &entry, expire).map(|()| entry);
-                                drop(held);
-                                kept
-                            })
-                            .await
-                            .ok()
+                            lock::store_created(cache, key, entry, expire, held).await
                         }
                         (None, held) => {
                             drop(held);
