@@ -10,6 +10,7 @@
 //! The helpers live in modules; the most used ones are re-exported here.
 
 pub mod big_file;
+pub mod cache_child;
 mod checks;
 pub mod child_process;
 pub mod fuzzing;

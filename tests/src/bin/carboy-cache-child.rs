@@ -16,12 +16,11 @@
 //! * `invalidate-region <data_dir> hard|soft`
 //! * `region-get <data_dir> <ns> <key>`: like `get`, through region `r`.
 
-use std::io::{BufRead, Write};
 use std::path::Path;
-use std::sync::Barrier;
 use std::time::Duration;
 
-use carboy::cache::{Cache, CacheManager, Invalidation, RegionSettings};
+use carboy::cache::{CacheManager, RegionSettings};
+use carboy_tests::cache_child::{self, fail, how, print_entry};
 
 fn manager(dir: &Path, serve_stale: bool) -> CacheManager {
     CacheManager::builder()
@@ -34,34 +33,6 @@ fn manager(dir: &Path, serve_stale: bool) -> CacheManager {
         .unwrap_or_else(|e| fail(&e.to_string()))
 }
 
-fn fail(msg: &str) -> ! {
-    eprintln!("carboy-cache-child: {msg}");
-    std::process::exit(2)
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-fn how(arg: &str) -> Invalidation {
-    match arg {
-        "hard" => Invalidation::Hard,
-        "soft" => Invalidation::Soft,
-        _ => fail("expected hard or soft"),
-    }
-}
-
-fn print_entry(cache: &Cache, key: &str) {
-    match cache.get_entry::<String>(key) {
-        Ok(Some(e)) if e.stale => say(&format!("stale {}", e.value)),
-        Ok(Some(e)) => say(&e.value),
-        Ok(None) => say("none"),
-        Err(e) => fail(&e.to_string()),
-    }
-}
-
 fn dogpile(dir: &Path, threads: usize, serve_stale: bool) {
     let cache = manager(dir, serve_stale)
         .get_cache("dogpile")
@@ -69,42 +40,7 @@ fn dogpile(dir: &Path, threads: usize, serve_stale: bool) {
     let parent = dir
         .parent()
         .unwrap_or_else(|| fail("data dir has no parent"));
-    let start = Barrier::new(threads);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                start.wait();
-                say("calling");
-                let got = cache.get_or_create("k", || {
-                    let assert = std::fs::OpenOptions::new()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(parent.join("assert.lock"))
-                        .unwrap_or_else(|e| fail(&e.to_string()));
-                    if assert.try_lock().is_err() {
-                        say("DOUBLE");
-                        std::process::exit(3);
-                    }
-                    say("creating");
-                    let mut line = String::new();
-                    std::io::stdin().lock().read_line(&mut line).unwrap_or(0);
-                    let mut log = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(parent.join("creators"))
-                        .unwrap_or_else(|e| fail(&e.to_string()));
-                    let _ = writeln!(log, "{}", std::process::id());
-                    drop(assert);
-                    Ok::<_, std::io::Error>("new".to_string())
-                });
-                match got {
-                    Ok(v) => say(&format!("got {v}")),
-                    Err(e) => fail(&e.to_string()),
-                }
-            });
-        }
-    });
+    cache_child::dogpile(&cache, threads, parent);
 }
 
 fn main() {

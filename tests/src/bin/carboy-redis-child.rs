@@ -24,12 +24,13 @@
 //! * `invalidate-region hard|soft`
 //! * `region-get <ns> <key>`: like `get`, through region `r`.
 
-use std::io::{BufRead, Read, Write};
+use std::io::Read;
 use std::path::Path;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Duration;
 
-use carboy::cache::{Cache, CacheManager, Invalidation, RegionSettings};
+use carboy::cache::{CacheManager, RegionSettings};
+use carboy_tests::cache_child::{dogpile, fail, how, print_entry, say};
 
 fn manager(url: &str, prefix: &str, lease_ms: &str, serve_stale: bool) -> CacheManager {
     CacheManager::builder()
@@ -42,73 +43,6 @@ fn manager(url: &str, prefix: &str, lease_ms: &str, serve_stale: bool) -> CacheM
         .region("r", RegionSettings::new().expire(Duration::from_secs(60)))
         .build()
         .unwrap_or_else(|e| fail(&e.to_string()))
-}
-
-fn fail(msg: &str) -> ! {
-    eprintln!("carboy-redis-child: {msg}");
-    std::process::exit(2)
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-fn how(arg: &str) -> Invalidation {
-    match arg {
-        "hard" => Invalidation::Hard,
-        "soft" => Invalidation::Soft,
-        _ => fail("expected hard or soft"),
-    }
-}
-
-fn print_entry(cache: &Cache, key: &str) {
-    match cache.get_entry::<String>(key) {
-        Ok(Some(e)) if e.stale => say(&format!("stale {}", e.value)),
-        Ok(Some(e)) => say(&e.value),
-        Ok(None) => say("none"),
-        Err(e) => fail(&e.to_string()),
-    }
-}
-
-fn dogpile(cache: &Cache, threads: usize, dir: &Path) {
-    let start = Barrier::new(threads);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                start.wait();
-                say("calling");
-                let got = cache.get_or_create("k", || {
-                    let assert = std::fs::OpenOptions::new()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(dir.join("assert.lock"))
-                        .unwrap_or_else(|e| fail(&e.to_string()));
-                    if assert.try_lock().is_err() {
-                        say("DOUBLE");
-                        std::process::exit(3);
-                    }
-                    say("creating");
-                    let mut line = String::new();
-                    std::io::stdin().lock().read_line(&mut line).unwrap_or(0);
-                    let mut log = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(dir.join("creators"))
-                        .unwrap_or_else(|e| fail(&e.to_string()));
-                    let _ = writeln!(log, "{}", std::process::id());
-                    drop(assert);
-                    Ok::<_, std::io::Error>("new".to_string())
-                });
-                match got {
-                    Ok(v) => say(&format!("got {v}")),
-                    Err(e) => fail(&e.to_string()),
-                }
-            });
-        }
-    });
 }
 
 fn main() {
