@@ -62,7 +62,8 @@ impl Conn {
     }
 }
 
-enum Clients {
+/// The clients of a deployment.
+pub(crate) enum Clients {
     Single(Client),
     Cluster(ClusterClient),
 }
@@ -97,6 +98,8 @@ pub(crate) struct Server {
     clients: Clients,
     idle: Mutex<Vec<Conn>>,
     eviction: OnceLock<Eviction>,
+    /// The async path's connections (one per tokio runtime).
+    pub(crate) aio: crate::aio::AsyncConns,
 }
 
 impl fmt::Debug for Server {
@@ -151,7 +154,13 @@ impl Server {
             clients,
             idle: Mutex::new(Vec::new()),
             eviction: OnceLock::new(),
+            aio: Default::default(),
         })
+    }
+
+    /// The deployment's clients.
+    pub(crate) fn clients(&self) -> &Clients {
+        &self.clients
     }
 
     fn connect(&self) -> RedisResult<Conn> {

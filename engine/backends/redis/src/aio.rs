@@ -1,0 +1,265 @@
+//! The native async path: redis's own async connections on the caller's
+//! tokio runtime, for [`AsyncBackend`](carboy::cache::AsyncBackend).
+//!
+//! One connection per runtime and deployment, shared by every task: a
+//! `MultiplexedConnection` (standalone) or the async cluster client's
+//! connection, both pipelining the commands of concurrent tasks over one
+//! socket per node, so a thousand tasks cost no thread and no socket
+//! each. It is opened lazily, by the first async call made inside a tokio
+//! runtime, and kept per runtime (a connection's I/O is driven by the
+//! runtime that opened it: another runtime, idle or shut down, would never
+//! answer). Every command is bounded by `cache.command_timeout_ms` and
+//! every connection by `cache.connect_timeout_ms` on tokio's timer.
+//! A connection that fails to reach its server is dropped; if a call ran
+//! on a kept connection that turns out closed (a restarted server, a
+//! runtime shut down), it runs once more on a new one, as the blocking
+//! pool does. A timeout is not retried.
+//!
+//! Outside a tokio runtime the async methods run the blocking ones on the
+//! calling thread instead (see the crate's "Async" section).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use tokio::runtime::{Handle, Id};
+
+use crate::server::{Server, failure};
+
+/// How many runtimes' connections are kept at most (the oldest goes).
+const RUNTIMES: usize = 8;
+
+/// An async connection: to a standalone server, or to a cluster. Cloning
+/// it is cheap (a handle to the same socket(s)).
+#[derive(Clone)]
+pub(crate) enum AConn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for AConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            AConn::Single(c) => c.req_packed_command(cmd),
+            AConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            AConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            AConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            AConn::Single(c) => c.get_db(),
+            AConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// One runtime's connection.
+struct Kept {
+    runtime: Id,
+    /// Which connection this is, so that a failure drops only the one
+    /// that failed (not a newer one another task opened meanwhile).
+    serial: u64,
+    conn: AConn,
+}
+
+/// The async connections of one deployment.
+#[derive(Default)]
+pub(crate) struct AsyncConns {
+    kept: Mutex<Vec<Kept>>,
+    /// Held while a connection is opened, so that the tasks that all find
+    /// none open one between them, not one each.
+    opening: tokio::sync::Mutex<()>,
+    serial: AtomicU64,
+}
+
+impl std::fmt::Debug for AsyncConns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncConns")
+            .field("runtimes", &self.kept.lock().len())
+            .finish()
+    }
+}
+
+/// True when the calling code runs inside a tokio runtime (the async
+/// path's condition).
+pub(crate) fn in_tokio() -> bool {
+    Handle::try_current().is_ok()
+}
+
+/// The error of a timed-out wait.
+pub(crate) fn timed_out(what: &str) -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {what}"),
+    ))
+}
+
+/// True when `e` says the connection is unusable.
+fn broken(e: &RedisError) -> bool {
+    !e.is_timeout() && (e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error())
+}
+
+impl AsyncConns {
+    fn find(&self, runtime: Id) -> Option<(u64, AConn)> {
+        self.kept
+            .lock()
+            .iter()
+            .find(|k| k.runtime == runtime)
+            .map(|k| (k.serial, k.conn.clone()))
+    }
+
+    fn forget(&self, serial: u64) {
+        self.kept.lock().retain(|k| k.serial != serial);
+    }
+}
+
+impl Server {
+    /// Opens an async connection on the current runtime, within
+    /// `cache.connect_timeout_ms`.
+    async fn open_async(&self) -> RedisResult<AConn> {
+        let s = &self.settings;
+        let opening = async {
+            match self.clients() {
+                crate::server::Clients::Single(client) => {
+                    let config = redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(s.connect_timeout))
+                        .set_response_timeout(Some(s.command_timeout));
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map(AConn::Single)
+                }
+                crate::server::Clients::Cluster(client) => {
+                    client.get_async_connection().await.map(AConn::Cluster)
+                }
+            }
+        };
+        // The cluster client opens a connection to every node: give it
+        // one connect timeout plus one command timeout (it asks for the
+        // slots).
+        let limit = if s.cluster {
+            s.connect_timeout + s.command_timeout
+        } else {
+            s.connect_timeout
+        };
+        match tokio::time::timeout(limit, opening).await {
+            Ok(r) => r,
+            Err(_) => Err(timed_out("cache.connect_timeout_ms")),
+        }
+    }
+
+    /// This runtime's connection (opened if there is none) and whether it
+    /// was kept from before.
+    async fn async_conn(&self, runtime: Id) -> RedisResult<(u64, AConn, bool)> {
+        if let Some((serial, conn)) = self.aio.find(runtime) {
+            return Ok((serial, conn, true));
+        }
+        let _opening = self.aio.opening.lock().await;
+        if let Some((serial, conn)) = self.aio.find(runtime) {
+            return Ok((serial, conn, false));
+        }
+        let conn = self.open_async().await?;
+        let serial = self.aio.serial.fetch_add(1, Ordering::Relaxed);
+        let mut kept = self.aio.kept.lock();
+        kept.retain(|k| k.runtime != runtime);
+        if kept.len() >= RUNTIMES {
+            kept.remove(0);
+        }
+        kept.push(Kept {
+            runtime,
+            serial,
+            conn: conn.clone(),
+        });
+        Ok((serial, conn, false))
+    }
+
+    /// Runs `f` on this runtime's connection, bounded by
+    /// `cache.command_timeout_ms`; errors as carboy reports them (a
+    /// [`RedisFailure`](crate::RedisFailure) naming the server and
+    /// `operation`). Must be called inside a tokio runtime.
+    pub(crate) async fn with_async<T, F, Fut>(
+        &self,
+        namespace: &str,
+        operation: &'static str,
+        mut f: F,
+    ) -> carboy::Result<T>
+    where
+        F: FnMut(AConn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let fail = |e| failure(&self.settings.display, namespace, operation, e);
+        let runtime = Handle::try_current()
+            .map_err(|e| fail(RedisError::from(std::io::Error::other(e.to_string()))))?
+            .id();
+        let limit = self.settings.command_timeout;
+        let run = |conn: AConn, f: &mut F| {
+            let call = f(conn);
+            async move {
+                match tokio::time::timeout(limit, call).await {
+                    Ok(r) => r,
+                    Err(_) => Err(timed_out("cache.command_timeout_ms")),
+                }
+            }
+        };
+        let (mut serial, conn, reused) = self.async_conn(runtime).await.map_err(fail)?;
+        let mut result = run(conn, &mut f).await;
+        if let Err(e) = &result
+            && reused
+            && broken(e)
+        {
+            // A kept connection to a server that restarted (or a runtime
+            // that ended): once more, on a new one.
+            self.aio.forget(serial);
+            let (s, conn, _) = self.async_conn(runtime).await.map_err(fail)?;
+            serial = s;
+            result = run(conn, &mut f).await;
+        }
+        match result {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // A timeout keeps the connection (multiplexed: a late
+                // answer is matched to its dropped request and ignored);
+                // a broken one goes.
+                if broken(&e) {
+                    self.aio.forget(serial);
+                }
+                Err(fail(e))
+            }
+        }
+    }
+
+    /// Runs one command on the async path.
+    pub(crate) async fn query_async<T: redis::FromRedisValue>(
+        &self,
+        namespace: &str,
+        operation: &'static str,
+        cmd: &Cmd,
+    ) -> carboy::Result<T> {
+        self.with_async(namespace, operation, |mut c| async move {
+            cmd.query_async(&mut c).await
+        })
+        .await
+    }
+}
+
+/// A pause of the lock's wait: from 1 ms, doubling up to 25 ms (as the
+/// blocking lock's).
+pub(crate) fn next_pause(pause: Duration) -> Duration {
+    (pause * 2).min(Duration::from_millis(25))
+}
