@@ -263,3 +263,96 @@ impl Server {
 pub(crate) fn next_pause(pause: Duration) -> Duration {
     (pause * 2).min(Duration::from_millis(25))
 }
+
+/// The creation locks whose async release is on its way (spawned by a
+/// dropped guard, not answered yet), by redis key, with how many releases
+/// of each are in flight. A later lock try in this process, blocking or
+/// async, waits for them first: "dropped, then taken again here" is then
+/// ordered, as it is on the blocking path (whose release is answered
+/// before its guard's drop returns). Other processes see the release when
+/// it lands, a round trip later.
+#[derive(Debug, Default)]
+pub(crate) struct Releasing {
+    keys: Mutex<std::collections::HashMap<Vec<u8>, usize>>,
+    /// Wakes blocking waiters.
+    done: parking_lot::Condvar,
+    /// Wakes async waiters.
+    done_async: tokio::sync::Notify,
+}
+
+/// One release in flight: ends it when dropped (answered, failed, or its
+/// task dropped unrun by a runtime that shut down).
+pub(crate) struct InFlight {
+    server: std::sync::Arc<Server>,
+    key: Vec<u8>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let r = &self.server.releasing;
+        let mut keys = r.keys.lock();
+        if let Some(n) = keys.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                keys.remove(&self.key);
+            }
+        }
+        drop(keys);
+        r.done.notify_all();
+        r.done_async.notify_waiters();
+    }
+}
+
+impl Releasing {
+    /// Records a release of `key` about to be sent.
+    pub(crate) fn begin(server: &std::sync::Arc<Server>, key: &[u8]) -> InFlight {
+        *server.releasing.keys.lock().entry(key.to_vec()).or_insert(0) += 1;
+        InFlight {
+            server: std::sync::Arc::clone(server),
+            key: key.to_vec(),
+        }
+    }
+
+    /// The longest a lock try waits for this process's releases of its
+    /// key: what a release may take (a reconnection, a command, a retry).
+    fn bound(server: &Server) -> Duration {
+        let s = &server.settings;
+        s.connect_timeout + s.command_timeout * 2
+    }
+
+    /// Blocks until no release of `key` is in flight (or the bound).
+    pub(crate) fn wait(server: &Server, key: &[u8]) {
+        let r = &server.releasing;
+        let mut keys = r.keys.lock();
+        if !keys.contains_key(key) {
+            return;
+        }
+        let deadline = std::time::Instant::now() + Self::bound(server);
+        while keys.contains_key(key) {
+            if r.done.wait_until(&mut keys, deadline).timed_out() {
+                return;
+            }
+        }
+    }
+
+    /// Waits, on the async path, until no release of `key` is in flight
+    /// (or the bound).
+    pub(crate) async fn wait_async(server: &Server, key: &[u8]) {
+        let r = &server.releasing;
+        if !r.keys.lock().contains_key(key) {
+            return;
+        }
+        let all = async {
+            loop {
+                // Created before the check: a release that ends between
+                // the check and the await still wakes it.
+                let notified = r.done_async.notified();
+                if !r.keys.lock().contains_key(key) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(Self::bound(server), all).await;
+    }
+}

@@ -142,6 +142,14 @@
 //!   abandoned before its answer came (its future dropped, or timed out)
 //!   also spawns a compare-and-delete of its token, so a cancelled
 //!   waiter leaves nothing locked.
+//! * A release on its way is recorded in the process: a later lock try
+//!   on the same key from this process (async or blocking, same factory)
+//!   waits for it first (at most a connect and two command timeouts), so
+//!   "dropped, then taken again here" is ordered as on the blocking path.
+//!   Other processes see the lock free once the release lands. (A
+//!   blocking lock call made on a current-thread runtime's own thread
+//!   right after an async guard's drop waits out that bound: the release
+//!   needs the runtime that thread is blocking.)
 //! * The change stamp and its listener thread are shared with the
 //!   blocking path; the async front reads the markers with the blocking
 //!   `get` (in memory while the stamp holds still).

@@ -55,6 +55,7 @@ pub(crate) fn try_lock(
     namespace: &str,
     key: Vec<u8>,
 ) -> carboy::Result<Option<HeldLock>> {
+    crate::aio::Releasing::wait(server, &key);
     let token = token()?;
     let lease = server.settings.lock_lease;
     let mut cmd = redis::cmd("SET");
@@ -214,10 +215,12 @@ fn spawn_unlock(
     else {
         return;
     };
-    // On a runtime that has shut down the task is dropped unrun: the lock
-    // then frees itself when its lease runs out.
+    let in_flight = crate::aio::Releasing::begin(&server, &key);
+    // On a runtime that has shut down the task is dropped unrun (ending
+    // `in_flight`): the lock then frees itself when its lease runs out.
     drop(handle.spawn(async move {
         unlock_async(&server, &namespace, &key, &token).await;
+        drop(in_flight);
     }));
 }
 
@@ -252,6 +255,7 @@ pub(crate) async fn try_lock_async(
     namespace: &str,
     key: &[u8],
 ) -> carboy::Result<Option<AsyncHeld>> {
+    crate::aio::Releasing::wait_async(server, key).await;
     let token = token()?;
     let lease = server.settings.lock_lease;
     let mut cmd = redis::cmd("SET");

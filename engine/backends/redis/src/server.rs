@@ -100,6 +100,8 @@ pub(crate) struct Server {
     eviction: OnceLock<Eviction>,
     /// The async path's connections (one per tokio runtime).
     pub(crate) aio: crate::aio::AsyncConns,
+    /// The async creation locks being released.
+    pub(crate) releasing: crate::aio::Releasing,
 }
 
 impl fmt::Debug for Server {
@@ -155,6 +157,7 @@ impl Server {
             idle: Mutex::new(Vec::new()),
             eviction: OnceLock::new(),
             aio: Default::default(),
+            releasing: Default::default(),
         })
     }
 
