@@ -306,7 +306,12 @@ impl Drop for InFlight {
 impl Releasing {
     /// Records a release of `key` about to be sent.
     pub(crate) fn begin(server: &std::sync::Arc<Server>, key: &[u8]) -> InFlight {
-        *server.releasing.keys.lock().entry(key.to_vec()).or_insert(0) += 1;
+        *server
+            .releasing
+            .keys
+            .lock()
+            .entry(key.to_vec())
+            .or_insert(0) += 1;
         InFlight {
             server: std::sync::Arc::clone(server),
             key: key.to_vec(),

@@ -264,8 +264,10 @@ impl AsyncBackend for RedisBackend {
                 let (rkey, cur, next) = (&rkey, &cur, &next);
                 let wrote: i64 = self
                     .server
-                    .with_async(&self.namespace, "compare-and-set script", |mut c| {
-                        async move {
+                    .with_async(
+                        &self.namespace,
+                        "compare-and-set script",
+                        |mut c| async move {
                             compare_and_set()
                                 .key(rkey)
                                 .arg(if cur.is_some() { "1" } else { "0" })
@@ -274,8 +276,8 @@ impl AsyncBackend for RedisBackend {
                                 .arg(next.as_deref().unwrap_or_default())
                                 .invoke_async(&mut c)
                                 .await
-                        }
-                    })
+                        },
+                    )
                     .await?;
                 if wrote == 1 {
                     self.wrote();
