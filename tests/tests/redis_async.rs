@@ -5,7 +5,9 @@
 //! start no thread and open no connection per call (the process's carboy
 //! helper and lease-keeper threads, and the server's `connected_clients`,
 //! stay flat); a killed server gives typed errors naming it within the
-//! timeouts, and a restarted one is used again; a dropped `get_or_create`
+//! timeouts, and a restarted one is used again; a stopped one (SIGSTOP)
+//! costs at most the timeouts, as a typed timeout, and is used again once
+//! continued; a dropped `get_or_create`
 //! future releases its redis lock at once (another manager then creates,
 //! long before the lease would have freed it).
 
@@ -267,6 +269,39 @@ fn killed_server_gives_typed_errors() {
             .await
             .unwrap();
         assert_eq!(v, "after", "the restarted server is empty: created again");
+    });
+}
+
+#[test]
+fn stopped_server_costs_the_timeout() {
+    let Some(server) = RedisServer::start("stopped_server_costs_the_timeout") else {
+        return;
+    };
+    let runtime = multi_thread();
+    let c = cache(&server.url(), "stopped");
+    runtime.block_on(async {
+        c.set("k", "v").await.unwrap();
+    });
+    server.signal("STOP");
+    let bound = Duration::from_millis(2 * TIMEOUT_MS) + Duration::from_secs(2);
+    let outcome = runtime.block_on(async {
+        let started = Instant::now();
+        let r = c.get::<String>("k").await;
+        (r, started.elapsed())
+    });
+    server.signal("CONT");
+    let (r, took) = outcome;
+    let Err(carboy::Error::Backend { source, .. }) = &r else {
+        panic!("expected Error::Backend from a stopped server, got {r:?}");
+    };
+    let failure = source
+        .downcast_ref::<RedisFailure>()
+        .unwrap_or_else(|| panic!("the source is not a RedisFailure: {source}"));
+    assert!(failure.timed_out, "{failure}");
+    assert_eq!(failure.server, server.addr(), "{failure}");
+    assert!(took <= bound, "took {took:?}");
+    runtime.block_on(async {
+        assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("v"));
     });
 }
 

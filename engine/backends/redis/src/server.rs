@@ -65,7 +65,7 @@ impl Conn {
 /// The clients of a deployment.
 pub(crate) enum Clients {
     Single(Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 /// What a server's `maxmemory-policy` lets it evict, from the safest to
@@ -145,7 +145,7 @@ impl Server {
                 .retries(1)
                 .build()
                 .map_err(|e| failure(&settings.display, "", "configure the cluster client", e))?;
-            Clients::Cluster(client)
+            Clients::Cluster(Box::new(client))
         } else {
             let client = Client::open(settings.nodes[0].clone())
                 .map_err(|e| failure(&settings.display, "", "configure the client", e))?;
