@@ -130,63 +130,64 @@ impl AsyncConns {
 }
 
 impl Server {
-    /// Opens an async connection on the current runtime, within
-    /// `cache.connect_timeout_ms`.
+    /// Opens an async connection on the current runtime.
     async fn open_async(&self) -> RedisResult<AConn> {
         let s = &self.settings;
-        let opening = async {
-            match self.clients() {
-                crate::server::Clients::Single(client) => {
-                    let config = redis::AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(s.connect_timeout))
-                        .set_response_timeout(Some(s.command_timeout));
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await
-                        .map(AConn::Single)
-                }
-                crate::server::Clients::Cluster(client) => {
-                    client.get_async_connection().await.map(AConn::Cluster)
-                }
+        match self.clients() {
+            crate::server::Clients::Single(client) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(s.connect_timeout))
+                    .set_response_timeout(Some(s.command_timeout));
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(AConn::Single)
             }
-        };
-        // The cluster client opens a connection to every node: give it
-        // one connect timeout plus one command timeout (it asks for the
-        // slots).
+            crate::server::Clients::Cluster(client) => {
+                client.get_async_connection().await.map(AConn::Cluster)
+            }
+        }
+    }
+
+    /// This runtime's connection (opened if there is none) and whether it
+    /// was kept from before. Opening, waiting for another task's opening
+    /// included, is bounded by `cache.connect_timeout_ms` (plus a command
+    /// timeout on a cluster, whose client also asks for the slots): tasks
+    /// queued behind an opening that hangs (a stopped server) wait one
+    /// timeout in all, not one each.
+    async fn async_conn(&self, runtime: Id) -> RedisResult<(u64, AConn, bool)> {
+        if let Some((serial, conn)) = self.aio.find(runtime) {
+            return Ok((serial, conn, true));
+        }
+        let s = &self.settings;
         let limit = if s.cluster {
             s.connect_timeout + s.command_timeout
         } else {
             s.connect_timeout
         };
+        let opening = async {
+            let _opening = self.aio.opening.lock().await;
+            if let Some((serial, conn)) = self.aio.find(runtime) {
+                return Ok((serial, conn, false));
+            }
+            let conn = self.open_async().await?;
+            let serial = self.aio.serial.fetch_add(1, Ordering::Relaxed);
+            let mut kept = self.aio.kept.lock();
+            kept.retain(|k| k.runtime != runtime);
+            if kept.len() >= RUNTIMES {
+                kept.remove(0);
+            }
+            kept.push(Kept {
+                runtime,
+                serial,
+                conn: conn.clone(),
+            });
+            Ok((serial, conn, false))
+        };
         match tokio::time::timeout(limit, opening).await {
             Ok(r) => r,
             Err(_) => Err(timed_out("cache.connect_timeout_ms")),
         }
-    }
-
-    /// This runtime's connection (opened if there is none) and whether it
-    /// was kept from before.
-    async fn async_conn(&self, runtime: Id) -> RedisResult<(u64, AConn, bool)> {
-        if let Some((serial, conn)) = self.aio.find(runtime) {
-            return Ok((serial, conn, true));
-        }
-        let _opening = self.aio.opening.lock().await;
-        if let Some((serial, conn)) = self.aio.find(runtime) {
-            return Ok((serial, conn, false));
-        }
-        let conn = self.open_async().await?;
-        let serial = self.aio.serial.fetch_add(1, Ordering::Relaxed);
-        let mut kept = self.aio.kept.lock();
-        kept.retain(|k| k.runtime != runtime);
-        if kept.len() >= RUNTIMES {
-            kept.remove(0);
-        }
-        kept.push(Kept {
-            runtime,
-            serial,
-            conn: conn.clone(),
-        });
-        Ok((serial, conn, false))
     }
 
     /// Runs `f` on this runtime's connection, bounded by
