@@ -3,7 +3,11 @@
 //! through `Cache::get_or_create` and `Cache::get`, against a raw client
 //! `GET` plus decode of the same value, in one run; prints the times per
 //! call, the ratio, and how many redis commands one hit sends (from the
-//! server's `INFO commandstats`). Then, if `python3` has redis-py,
+//! server's `INFO commandstats`). The async rows do the same through
+//! carboy's `AsyncCache` (the backend's native async path, on a
+//! current-thread tokio runtime) against a raw `MultiplexedConnection`
+//! `GET` plus decode on the same runtime; each call of both is one
+//! `block_on`. Then, if `python3` has redis-py,
 //! dogpile.cache and Beaker (`pip install redis dogpile.cache Beaker`),
 //! runs `tools/bench/beaker/redis_hits.py` on the same server and prints
 //! their hits beside carboy's.
@@ -335,6 +339,46 @@ fn main() {
     let (raw_ns, hit_ns, region_ns, get_ns, backend_ns) =
         (times[0], times[1], times[2], times[3], times[4]);
 
+    // The async rows, on one current-thread runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let mut araw = rt
+        .block_on(client.get_multiplexed_async_connection())
+        .expect("a raw async connection");
+    let mut araw_get = || {
+        rt.block_on(async {
+            let bytes: Vec<u8> = redis::cmd("GET")
+                .arg("raw:user")
+                .query_async(&mut araw)
+                .await
+                .expect("GET");
+            let u: User = Postcard.decode(&bytes).expect("decode");
+            black_box(u);
+        })
+    };
+    let araw_cmds = commands_per_call(&mut stats, 1_000, || {
+        for _ in 0..1_000 {
+            araw_get();
+        }
+    });
+    let ausers = users.to_async();
+    let amake = || async { Ok::<_, std::convert::Infallible>(user()) };
+    let mut ahit = || {
+        rt.block_on(async {
+            let u: User = ausers.get_or_create("u42", amake).await.expect("a hit");
+            black_box(u);
+        })
+    };
+    let ahit_cmds = commands_per_call(&mut stats, 1_000, || {
+        for _ in 0..1_000 {
+            ahit();
+        }
+    });
+    let atimes = interleaved(n, &mut [&mut araw_get, &mut ahit]);
+    let (araw_ns, ahit_ns) = (atimes[0], atimes[1]);
+
     println!(
         "redis backend, loopback, one thread, {n} calls per row, redis-server on port {}",
         server.port
@@ -357,6 +401,15 @@ fn main() {
     println!(
         "| Backend::get (one GET, no decode) | {backend_ns:?} | 1 GET | {:.2}× |",
         backend_ns.as_secs_f64() / raw_ns.as_secs_f64()
+    );
+    println!(
+        "| async: raw MultiplexedConnection GET + postcard decode | {araw_ns:?} | {araw_cmds} | {:.2}× (async raw 1.00×) |",
+        araw_ns.as_secs_f64() / raw_ns.as_secs_f64()
+    );
+    println!(
+        "| async: AsyncCache::get_or_create hit (native path) | {ahit_ns:?} | {ahit_cmds} | {:.2}× (async raw {:.2}×) |",
+        ahit_ns.as_secs_f64() / raw_ns.as_secs_f64(),
+        ahit_ns.as_secs_f64() / araw_ns.as_secs_f64()
     );
     python_rows(&url, n, hit_ns);
     batched(&users, &mut stats, n);

@@ -3,9 +3,13 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use carboy::cache::{Backend, Capabilities, CreationGuard, Fetched, UpdateFn};
+use carboy::cache::{
+    AsyncBackend, AsyncCreationGuard, AsyncUpdateFn, Backend, BackendFuture, Capabilities,
+    CreationGuard, Fetched, LockWait, Locked, UpdateFn,
+};
 use redis::Script;
 
+use crate::aio::{in_tokio, next_pause};
 use crate::keys::Layout;
 use crate::lock;
 use crate::server::Server;
@@ -187,5 +191,189 @@ impl Backend for RedisBackend {
             lock::try_lock(&self.server, &self.namespace, rkey)?
         };
         Ok(held.map(CreationGuard::holding))
+    }
+
+    fn as_async(&self) -> Option<&dyn AsyncBackend> {
+        Some(self)
+    }
+}
+
+/// The native async path (see the crate's "Async" section): redis's async
+/// connections on the caller's tokio runtime; outside one, the blocking
+/// methods on the calling thread.
+impl AsyncBackend for RedisBackend {
+    fn get<'a>(&'a self, key: &'a [u8]) -> BackendFuture<'a, Option<Fetched<'a>>> {
+        Box::pin(async move {
+            if !in_tokio() {
+                return Backend::get(self, key);
+            }
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(self.layout.value(key));
+            let v: Option<Vec<u8>> = self
+                .server
+                .query_async(&self.namespace, "GET", &cmd)
+                .await?;
+            Ok(v.map(Fetched::Owned))
+        })
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            if !in_tokio() {
+                return Backend::set(self, key, value, ttl);
+            }
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.layout.value(key)).arg(value);
+            if let Some(ttl) = ttl {
+                cmd.arg("PX").arg((ttl.as_millis() as u64).max(1));
+            }
+            self.server
+                .query_async::<()>(&self.namespace, "SET", &cmd)
+                .await?;
+            self.wrote();
+            Ok(())
+        })
+    }
+
+    fn remove<'a>(&'a self, key: &'a [u8]) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            if !in_tokio() {
+                return Backend::remove(self, key);
+            }
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(self.layout.value(key));
+            let n: i64 = self
+                .server
+                .query_async(&self.namespace, "DEL", &cmd)
+                .await?;
+            self.wrote();
+            Ok(n > 0)
+        })
+    }
+
+    /// As the blocking `update`: read, compute, compare-and-set script,
+    /// start over if the key changed meanwhile.
+    fn update<'a>(&'a self, key: &'a [u8], f: &'a mut AsyncUpdateFn<'_>) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            if !in_tokio() {
+                return Backend::update(self, key, f);
+            }
+            let rkey = self.layout.value(key);
+            loop {
+                let mut get = redis::cmd("GET");
+                get.arg(&rkey);
+                let cur: Option<Vec<u8>> = self
+                    .server
+                    .query_async(&self.namespace, "GET", &get)
+                    .await?;
+                let next = f(cur.as_deref());
+                if cur.is_none() && next.is_none() {
+                    return Ok(());
+                }
+                let (rkey, cur, next) = (&rkey, &cur, &next);
+                let wrote: i64 = self
+                    .server
+                    .with_async(
+                        &self.namespace,
+                        "compare-and-set script",
+                        |mut c| async move {
+                            compare_and_set()
+                                .key(rkey)
+                                .arg(if cur.is_some() { "1" } else { "0" })
+                                .arg(cur.as_deref().unwrap_or_default())
+                                .arg(if next.is_some() { "set" } else { "del" })
+                                .arg(next.as_deref().unwrap_or_default())
+                                .invoke_async(&mut c)
+                                .await
+                        },
+                    )
+                    .await?;
+                if wrote == 1 {
+                    self.wrote();
+                    return Ok(());
+                }
+            }
+        })
+    }
+
+    /// `SET NX PX` with a random token, retried after a pause (1 ms,
+    /// doubling up to 25 ms, on tokio's timer) while someone else holds
+    /// it, for as long as `wait` allows. The guard is extended by a task
+    /// while held and released by a spawned compare-and-delete when
+    /// dropped.
+    fn lock_creation<'a>(
+        &'a self,
+        key: &'a [u8],
+        hash: u64,
+        wait: LockWait,
+    ) -> BackendFuture<'a, Locked<'a>> {
+        Box::pin(async move {
+            if !in_tokio() {
+                return self.lock_blocking(key, hash, wait);
+            }
+            let rkey = self.layout.lock(key);
+            let deadline = match wait {
+                LockWait::UpTo(d) => Some(tokio::time::Instant::now() + d),
+                _ => None,
+            };
+            let mut pause = Duration::from_millis(1);
+            loop {
+                if let Some(held) =
+                    lock::try_lock_async(&self.server, &self.namespace, &rkey).await?
+                {
+                    return Ok(Locked::Held(AsyncCreationGuard::holding(held)));
+                }
+                let nap = match (wait, deadline) {
+                    (LockWait::No, _) => return Ok(Locked::Busy),
+                    (_, Some(deadline)) => {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        if left.is_zero() {
+                            return Ok(Locked::TimedOut);
+                        }
+                        pause.min(left)
+                    }
+                    _ => pause,
+                };
+                tokio::time::sleep(nap).await;
+                pause = next_pause(pause);
+            }
+        })
+    }
+}
+
+impl RedisBackend {
+    /// The async `lock_creation` outside a tokio runtime: the blocking
+    /// lock on the calling thread (its guard's drop waits for the
+    /// release's round trip).
+    fn lock_blocking(&self, key: &[u8], _hash: u64, wait: LockWait) -> carboy::Result<Locked<'_>> {
+        let rkey = self.layout.lock(key);
+        let held = match wait {
+            LockWait::No => lock::try_lock(&self.server, &self.namespace, rkey)?,
+            LockWait::Forever => Some(lock::lock(&self.server, &self.namespace, rkey)?),
+            LockWait::UpTo(d) => {
+                let deadline = std::time::Instant::now() + d;
+                let mut pause = Duration::from_millis(1);
+                loop {
+                    if let Some(h) = lock::try_lock(&self.server, &self.namespace, rkey.clone())? {
+                        break Some(h);
+                    }
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Ok(Locked::TimedOut);
+                    }
+                    std::thread::sleep(pause.min(left));
+                    pause = next_pause(pause);
+                }
+            }
+        };
+        Ok(match held {
+            Some(h) => Locked::Held(AsyncCreationGuard::holding(h)),
+            None => Locked::Busy,
+        })
     }
 }

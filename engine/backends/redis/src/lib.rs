@@ -107,6 +107,53 @@
 //! live on one master (the price of the hash tag), so a very large or
 //! very hot namespace does not spread over the cluster.
 //!
+//! ## Async
+//!
+//! The backend offers carboy's native async seam
+//! ([`AsyncBackend`](carboy::cache::AsyncBackend), through
+//! `Backend::as_async`): `AsyncCache` (carboy's feature `async`) then
+//! awaits redis's own async client for its lookups, writes, updates and
+//! creation locks, with no helper thread and no thread per call.
+//!
+//! * **It needs a tokio runtime.** redis's async client runs on tokio:
+//!   the connections are opened lazily by the first async call made
+//!   inside a runtime, one per runtime (a `MultiplexedConnection`, or
+//!   the async cluster client's connection to each node), shared by every
+//!   task of that runtime: concurrent tasks pipeline their commands on
+//!   it. Called outside a tokio runtime (another executor), each async
+//!   method runs its blocking counterpart on the calling thread instead:
+//!   correct, but that executor's thread blocks for the round trip (and
+//!   a lock wait polls with thread sleeps).
+//! * Same keys, scripts, timeouts and errors as the blocking path: each
+//!   command is bounded by `cache.command_timeout_ms` and each connection
+//!   by `cache.connect_timeout_ms` (tokio's timer); a failure is a
+//!   [`RedisFailure`] naming the server and the operation. A connection
+//!   found closed (a restarted server) is replaced and the call run once
+//!   more, as on the blocking path; a timeout is not retried.
+//! * The creation lock is the same `SET NX PX` with a token, so async
+//!   and blocking holders, in any process, exclude each other. A wait
+//!   (`LockWait::Forever`, or up to `cache.lock_timeout`) retries after a
+//!   pause of 1 ms doubling to 25 ms on tokio's timer, and ends with
+//!   `TimedOut` at its deadline (one try in flight may finish up to
+//!   `cache.command_timeout_ms` later). While held, a task extends the
+//!   lease every third of it; the guard's drop stops that task and spawns
+//!   the compare-and-delete on the runtime without waiting for it (on a
+//!   runtime already shut down, the lease frees the lock). A lock try
+//!   abandoned before its answer came (its future dropped, or timed out)
+//!   also spawns a compare-and-delete of its token, so a cancelled
+//!   waiter leaves nothing locked.
+//! * A release on its way is recorded in the process: a later lock try
+//!   on the same key from this process (async or blocking, same factory)
+//!   waits for it first (at most a connect and two command timeouts), so
+//!   "dropped, then taken again here" is ordered as on the blocking path.
+//!   Other processes see the lock free once the release lands. (A
+//!   blocking lock call made on a current-thread runtime's own thread
+//!   right after an async guard's drop waits out that bound: the release
+//!   needs the runtime that thread is blocking.)
+//! * The change stamp and its listener thread are shared with the
+//!   blocking path; the async front reads the markers with the blocking
+//!   `get` (in memory while the stamp holds still).
+//!
 //! ## Errors
 //!
 //! A failed command is [`carboy::Error::Backend`] whose source is a
@@ -114,6 +161,7 @@
 //! that fails is dropped; the next call connects again, so a restarted
 //! server is used again without restarting the application.
 
+mod aio;
 mod backend;
 mod keys;
 mod lock;

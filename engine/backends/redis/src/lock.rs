@@ -55,6 +55,7 @@ pub(crate) fn try_lock(
     namespace: &str,
     key: Vec<u8>,
 ) -> carboy::Result<Option<HeldLock>> {
+    crate::aio::Releasing::wait(server, &key);
     let token = token()?;
     let lease = server.settings.lock_lease;
     let mut cmd = redis::cmd("SET");
@@ -181,5 +182,174 @@ impl Drop for HeldLock {
                     .arg(&self.token)
                     .invoke::<i64>(c)
             });
+    }
+}
+
+/// Releases the lock `key` if it still holds `token`, on the async path.
+async fn unlock_async(server: &Server, namespace: &str, key: &[u8], token: &[u8]) {
+    // A failed release leaves the lock to its lease.
+    let _ = server
+        .with_async(namespace, "release a creation lock", |mut c| async move {
+            unlock_script()
+                .key(key)
+                .arg(token)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await;
+}
+
+/// Spawns [`unlock_async`] on the current runtime (or on `fallback`, the
+/// runtime the lock was taken on): a drop must not wait. With neither,
+/// the lock is left to its lease.
+fn spawn_unlock(
+    fallback: Option<&tokio::runtime::Handle>,
+    server: Arc<Server>,
+    namespace: String,
+    key: Vec<u8>,
+    token: Vec<u8>,
+) {
+    let Some(handle) = tokio::runtime::Handle::try_current()
+        .ok()
+        .or_else(|| fallback.cloned())
+    else {
+        return;
+    };
+    let in_flight = crate::aio::Releasing::begin(&server, &key);
+    // On a runtime that has shut down the task is dropped unrun (ending
+    // `in_flight`): the lock then frees itself when its lease runs out.
+    drop(handle.spawn(async move {
+        unlock_async(&server, &namespace, &key, &token).await;
+        drop(in_flight);
+    }));
+}
+
+/// A `SET NX` whose answer is not known yet: if it is abandoned (its
+/// future dropped, or the answer timed out), the lock may have been taken
+/// with our token, so a compare-and-delete is sent.
+struct Unsure<'a> {
+    server: &'a Arc<Server>,
+    namespace: &'a str,
+    key: &'a [u8],
+    token: Option<Vec<u8>>,
+}
+
+impl Drop for Unsure<'_> {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            spawn_unlock(
+                None,
+                Arc::clone(self.server),
+                self.namespace.to_string(),
+                self.key.to_vec(),
+                token,
+            );
+        }
+    }
+}
+
+/// Tries once to take the lock stored at `key`, on the async path (inside
+/// a tokio runtime).
+pub(crate) async fn try_lock_async(
+    server: &Arc<Server>,
+    namespace: &str,
+    key: &[u8],
+) -> carboy::Result<Option<AsyncHeld>> {
+    crate::aio::Releasing::wait_async(server, key).await;
+    let token = token()?;
+    let lease = server.settings.lock_lease;
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key)
+        .arg(&token)
+        .arg("NX")
+        .arg("PX")
+        .arg(lease.as_millis() as u64);
+    let mut unsure = Unsure {
+        server,
+        namespace,
+        key,
+        token: Some(token.clone()),
+    };
+    let got: Option<String> = server
+        .query_async(namespace, "SET NX PX (creation lock)", &cmd)
+        .await?;
+    unsure.token = None;
+    if got.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(AsyncHeld::keep(
+        Arc::clone(server),
+        namespace.to_string(),
+        key.to_vec(),
+        token,
+    )))
+}
+
+/// A creation lock held on the async path: extended every third of the
+/// lease by a task on the runtime it was taken on (not a thread), released
+/// when dropped by a compare-and-delete spawned on the runtime (the drop
+/// does not wait for it).
+pub(crate) struct AsyncHeld {
+    server: Arc<Server>,
+    namespace: String,
+    key: Vec<u8>,
+    token: Vec<u8>,
+    keeper: tokio::task::JoinHandle<()>,
+    handle: tokio::runtime::Handle,
+}
+
+impl AsyncHeld {
+    fn keep(server: Arc<Server>, namespace: String, key: Vec<u8>, token: Vec<u8>) -> AsyncHeld {
+        let handle = tokio::runtime::Handle::current();
+        let lease = server.settings.lock_lease;
+        let (s, ns, k, t) = (
+            Arc::clone(&server),
+            namespace.clone(),
+            key.clone(),
+            token.clone(),
+        );
+        let keeper = handle.spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                let extended = s
+                    .with_async(&ns, "extend a creation lock's lease", |mut c| {
+                        let (k, t) = (&k, &t);
+                        async move {
+                            extend_script()
+                                .key(k)
+                                .arg(t)
+                                .arg(lease.as_millis() as u64)
+                                .invoke_async::<i64>(&mut c)
+                                .await
+                        }
+                    })
+                    .await;
+                // As the keeper thread: 0 means someone else holds it now.
+                if let Ok(0) = extended {
+                    return;
+                }
+            }
+        });
+        AsyncHeld {
+            server,
+            namespace,
+            key,
+            token,
+            keeper,
+            handle,
+        }
+    }
+}
+
+impl Drop for AsyncHeld {
+    fn drop(&mut self) {
+        self.keeper.abort();
+        spawn_unlock(
+            Some(&self.handle),
+            Arc::clone(&self.server),
+            std::mem::take(&mut self.namespace),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
     }
 }

@@ -62,9 +62,10 @@ impl Conn {
     }
 }
 
-enum Clients {
+/// The clients of a deployment.
+pub(crate) enum Clients {
     Single(Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 /// What a server's `maxmemory-policy` lets it evict, from the safest to
@@ -97,6 +98,10 @@ pub(crate) struct Server {
     clients: Clients,
     idle: Mutex<Vec<Conn>>,
     eviction: OnceLock<Eviction>,
+    /// The async path's connections (one per tokio runtime).
+    pub(crate) aio: crate::aio::AsyncConns,
+    /// The async creation locks being released.
+    pub(crate) releasing: crate::aio::Releasing,
 }
 
 impl fmt::Debug for Server {
@@ -140,7 +145,7 @@ impl Server {
                 .retries(1)
                 .build()
                 .map_err(|e| failure(&settings.display, "", "configure the cluster client", e))?;
-            Clients::Cluster(client)
+            Clients::Cluster(Box::new(client))
         } else {
             let client = Client::open(settings.nodes[0].clone())
                 .map_err(|e| failure(&settings.display, "", "configure the client", e))?;
@@ -151,7 +156,14 @@ impl Server {
             clients,
             idle: Mutex::new(Vec::new()),
             eviction: OnceLock::new(),
+            aio: Default::default(),
+            releasing: Default::default(),
         })
+    }
+
+    /// The deployment's clients.
+    pub(crate) fn clients(&self) -> &Clients {
+        &self.clients
     }
 
     fn connect(&self) -> RedisResult<Conn> {
