@@ -20,6 +20,7 @@ pub mod memcached_server;
 pub mod plan;
 pub mod redis_server;
 pub mod served;
+pub mod signals;
 mod surgery;
 mod values;
 

@@ -200,13 +200,10 @@ impl MemcachedServer {
         }
     }
 
-    /// Sends `signal` (`STOP`, `CONT`) to the server.
+    /// Sends `signal` (`STOP`, `CONT`) to the server and waits until every
+    /// thread is stopped, or running again ([`crate::signals`]).
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {}", self.pid());
+        crate::signals::signal(self.pid(), signal);
     }
 
     /// One `stats` value of the server (`evictions`, `curr_items`, …).

@@ -209,15 +209,10 @@ impl RedisServer {
         }
     }
 
-    /// Stops (SIGSTOP) or continues (SIGCONT) the server.
+    /// Stops (SIGSTOP) or continues (SIGCONT) the server, and waits until
+    /// every thread is stopped, or running again ([`crate::signals`]).
     pub fn signal(&self, signal: &str) {
-        let pid = self.pid().expect("the server runs");
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {pid}");
+        crate::signals::signal(self.pid().expect("the server runs"), signal);
     }
 
     /// Starts the server again on the same port (after [`kill`](Self::kill)),
