@@ -61,6 +61,7 @@
 //!
 //! See [`Settings`] for the table of settings and defaults.
 
+mod aio;
 mod error;
 mod keys;
 pub mod lock;
