@@ -143,7 +143,10 @@ fn hit_miss_and_invalidate_across_fronts() {
         let v: String = a.get_or_create("k", create("five")).await.unwrap();
         assert_eq!(v, "five");
         // The region's marker, invalidated by the blocking side's manager.
-        bm.region("r").unwrap().invalidate(Invalidation::Hard).unwrap();
+        bm.region("r")
+            .unwrap()
+            .invalidate(Invalidation::Hard)
+            .unwrap();
         assert_eq!(a.get::<String>("k").await.unwrap(), None);
         // A soft invalidation by the async front: stale, served while one
         // caller regenerates; the blocking front sees it stale too.
@@ -330,7 +333,10 @@ fn a_hit_is_one_round_trip() {
     let raw = raw(&server.address(), "trips");
     let runtime = current_thread();
     runtime.block_on(async {
-        for (c, what) in [(plain.to_async(), "namespace"), (in_region.to_async(), "region")] {
+        for (c, what) in [
+            (plain.to_async(), "namespace"),
+            (in_region.to_async(), "region"),
+        ] {
             // Warm up: the runtime's client and its pooled connection.
             c.set("k", "v").await.unwrap();
             assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("v"));

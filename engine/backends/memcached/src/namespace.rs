@@ -297,7 +297,10 @@ impl MemcachedNamespace {
 
     /// The other namespace of a `get_with`, if it is one of ours on the
     /// same servers (the markers namespace of the same configuration).
-    pub(crate) fn same_servers<'o>(&self, other: &'o dyn Backend) -> Option<&'o MemcachedNamespace> {
+    pub(crate) fn same_servers<'o>(
+        &self,
+        other: &'o dyn Backend,
+    ) -> Option<&'o MemcachedNamespace> {
         let other = other
             .as_any()
             .and_then(|o| o.downcast_ref::<MemcachedNamespace>())?;

@@ -43,6 +43,7 @@ use serde::de::DeserializeOwned;
 
 use self::lock::{AsyncLock, HeldLock, off_thread};
 use super::async_backend::{AsyncBackend, AsyncCreationGuard, LockWait, Locked};
+use super::backend::Fetched;
 use super::codec::{Codec, Postcard};
 use super::create::CreateError;
 use super::envelope;
@@ -50,7 +51,6 @@ use super::flight::{Join, Leader, Outcome};
 use super::key::{self, CacheKey};
 use super::lock_wait::Wait;
 use super::markers::{Invalidation, Marker, MarkerSlot};
-use super::backend::Fetched;
 use super::namespace::{Cache, CachedValue, Found, marked_stale};
 use super::policy::{self, OnBackendError, OnLockTimeout};
 use crate::error::{Error, Result};
@@ -296,10 +296,7 @@ impl<C: Codec> AsyncCache<C> {
             return ns.markers();
         }
         let keys: [&[u8]; 1] = [region.key()];
-        match native
-            .get_with(slot.key(), &**slot.backend(), &keys)
-            .await
-        {
+        match native.get_with(slot.key(), &**slot.backend(), &keys).await {
             Ok(Some((mine, mut theirs))) if theirs.len() == 1 => {
                 let theirs = theirs.pop().flatten();
                 Ok((read(slot, Ok(mine))?, read(region, Ok(theirs))?))
@@ -308,7 +305,9 @@ impl<C: Codec> AsyncCache<C> {
                 read(slot, native.get(slot.key()).await)?,
                 read(region, native.get(region.key()).await)?,
             )),
-            Err(e) if e.is_corruption() => Ok((slot.read_fetched(None)?, region.read_fetched(None)?)),
+            Err(e) if e.is_corruption() => {
+                Ok((slot.read_fetched(None)?, region.read_fetched(None)?))
+            }
             Err(e) => Err(e),
         }
     }
