@@ -20,12 +20,12 @@
 //!   not deleted. The token guards against a restarted server, whose CAS
 //!   counter starts again and could hand out our old CAS to a new holder.
 //!
-//! On the async path ([`AsyncLease`], carboy's `AsyncCache` on a tokio
+//! On the async path (`AsyncLease`, carboy's `AsyncCache` on a tokio
 //! runtime) the same commands, with a task in place of the thread: it
 //! renews the lease, and the guard's drop (which must not block) hands it
 //! the release, sent once any renewal in flight is answered; until it is
 //! answered, a later lock try of this process on that key (blocking or
-//! async) waits for it ([`Releasing`]), so "released, then taken again
+//! async) waits for it (`Releasing`), so "released, then taken again
 //! here" stays ordered as on the blocking path.
 //!
 //! Failures: a take whose answer is lost (the server stopped or died
