@@ -18,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use super::backend::{Fetched, unsupported};
+use super::backend::{Backend, Fetched, unsupported};
 use crate::error::Result;
 
 /// The future of one [`AsyncBackend`] operation.
@@ -106,13 +106,16 @@ impl fmt::Debug for AsyncCreationGuard<'_> {
 /// its get, set, remove and lock cases through these methods too when a
 /// backend offers them.
 ///
-/// What the async front still does with the blocking methods: it reads
-/// the invalidation markers with [`Backend::get`](super::Backend::get) on
-/// the calling task (the markers namespace is another backend namespace,
-/// read from memory while its change stamp holds still; a backend with no
-/// change stamp is read on every access, and a network backend would
-/// block the task there), and runs `invalidate_all` and `clear` on a
-/// helper thread.
+/// The invalidation markers: the markers namespace is another backend
+/// namespace, read from memory while its change stamp holds still. When
+/// it has no change stamp (memcached), the markers are read on every
+/// access, and the async front reads them through these futures: with
+/// the value in one call ([`get_with`](Self::get_with)) on a lookup, or
+/// through the markers namespace's own `as_async` (a `set`). Only where
+/// neither is offered does it read them with the blocking
+/// [`Backend::get`](super::Backend::get) on the calling task. A lost
+/// marker (an evicting backend) is rewritten with the blocking methods,
+/// and `invalidate_all` and `clear` run on a helper thread.
 ///
 /// [`Capabilities`]: super::Capabilities
 pub trait AsyncBackend: Send + Sync {
@@ -129,6 +132,25 @@ pub trait AsyncBackend: Send + Sync {
 
     /// As [`Backend::remove`](super::Backend::remove).
     fn remove<'a>(&'a self, key: &'a [u8]) -> BackendFuture<'a, bool>;
+
+    /// As [`Backend::get_with`](super::Backend::get_with): `key` from this
+    /// namespace with `other_keys` from `other` (the cache's markers
+    /// namespace) in one round trip, `Ok(Some((value, others)))`, or
+    /// `Ok(None)` (the default) for "not for this pair": the async front
+    /// then reads them one after the other. It asks only when the markers
+    /// namespace has no change stamp, so that a hit on a network backend
+    /// without one is one awaited round trip, not a blocking read of the
+    /// markers and then an awaited read of the value.
+    #[allow(clippy::type_complexity)]
+    fn get_with<'a: 'b, 'b>(
+        &'a self,
+        key: &'b [u8],
+        other: &'a dyn Backend,
+        other_keys: &'b [&'b [u8]],
+    ) -> BackendFuture<'b, Option<(Option<Fetched<'a>>, Vec<Option<Fetched<'a>>>)>> {
+        let _ = (key, other, other_keys);
+        Box::pin(std::future::ready(Ok(None)))
+    }
 
     /// As [`Backend::update`](super::Backend::update), with
     /// [`Capabilities::atomic_update`](super::Capabilities::atomic_update);

@@ -27,6 +27,8 @@
 //! | `update` (the invalidation markers, soft invalidation of a key) | `mg <key> v c t`, then `ms C<cas> T<remaining>` (or `md C<cas>`, or `ms` in add mode), retried on a CAS mismatch |
 //! | creation lock | `ms <key>/#lock/… MA T<lease>` with a random token, renewed every lease/3, released by `md C<cas>` if still ours ([`lock`] has the details) |
 //! | [`MemcachedNamespace::get_many`] | pipelined `mg`, one round trip per server |
+//! | a read with the invalidation markers (`Backend::get_with`, `AsyncBackend::get_with`) | the value's and the markers' `mg` pipelined: one round trip per server |
+//! | the same, from `AsyncCache` | the same commands on memcache's tokio client ([Async](#async)) |
 //!
 //! Keys: `<key_prefix><namespace>/<key>`, hashed (SHA-256) where the
 //! namespace or key is too long or not printable ASCII, so every carboy
@@ -57,10 +59,44 @@
 //! again without restarting the application. Each exchange (and each
 //! connection attempt) is bounded by `cache.timeout`.
 //!
+//! # Async
+//!
+//! A namespace implements carboy's `AsyncBackend` (`Backend::as_async`
+//! answers it), so carboy's `AsyncCache` awaits memcached on the calling
+//! task instead of blocking a runtime worker or hopping to a helper
+//! thread: `get`, `set`, `remove`, `update` (the `cas` loop), the value
+//! with its invalidation markers (one pipelined multi-get: a hit is one
+//! awaited round trip) and the creation lock. It runs on memcache's
+//! tokio meta client (`memcache::exp::AsyncMetaClient`):
+//!
+//! * one client per tokio runtime and configuration, made by the first
+//!   async call inside that runtime (a connection is driven by the runtime
+//!   that opened it), each with up to `cache.pool_size` idle connections
+//!   per server; keys route to the same servers as the blocking client's;
+//! * every connection attempt and every exchange bounded by
+//!   `cache.timeout` on tokio's timer; a connection whose exchange failed,
+//!   timed out or was cancelled is dropped, never reused, and a pooled one
+//!   found closed before anything was written is replaced and the command
+//!   sent once more; errors are the same [`ServerError`]s, naming the
+//!   server;
+//! * the lock: the same `ms MA` with a token and a lease, tried again
+//!   after a pause on tokio's timer (2 ms doubling to 100 ms) as
+//!   `LockWait` allows (not at all, forever, or up to
+//!   `cache.lock_timeout`); renewed every third of the lease by a task,
+//!   not a thread; the guard's drop does not wait: it hands the release
+//!   (the compare-and-delete) to that task, and a later lock try of this
+//!   process on the key waits for it. A take whose answer is lost (its
+//!   future dropped, a timeout) sends the release too, in case it landed.
+//!
+//! Outside a tokio runtime the async methods run the blocking ones on the
+//! calling thread. A runtime must have tokio's time and I/O drivers
+//! enabled (`enable_all`).
+//!
 //! # Settings
 //!
 //! See [`Settings`] for the table of settings and defaults.
 
+mod aio;
 mod error;
 mod keys;
 pub mod lock;

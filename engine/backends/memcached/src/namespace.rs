@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use carboy::Error;
-use carboy::cache::{Backend, Capabilities, CreationGuard, Fetched, UpdateFn};
+use carboy::cache::{AsyncBackend, Backend, Capabilities, CreationGuard, Fetched, UpdateFn};
 use memcache::exp::{Meta, MetaClient, MutationStatus, Rendezvous, Router, Ttl};
 
+use crate::aio::AsyncClients;
 use crate::error::{FailureKind, ServerError};
 use crate::keys;
-use crate::lock::Lease;
+use crate::lock::{Lease, Releasing};
 use crate::settings::Settings;
 
 /// What memcached stores beside a value in one item, in bytes: the item
@@ -26,7 +27,7 @@ pub const ITEM_OVERHEAD: usize = 64;
 const MAX_RELATIVE_TTL: u64 = 30 * 24 * 3600;
 
 /// How many compare-and-swap rounds `update` tries before it gives up.
-const MAX_CAS_ROUNDS: usize = 10_000;
+pub(crate) const MAX_CAS_ROUNDS: usize = 10_000;
 
 /// The key hash that spreads keys over servers (rendezvous hashing):
 /// SipHash-1-3 with fixed keys, the same in every process and build.
@@ -41,7 +42,11 @@ fn stable_hash(key: &[u8]) -> u64 {
 pub(crate) struct Servers {
     pub(crate) client: MetaClient,
     pub(crate) settings: Settings,
-    router: Rendezvous,
+    pub(crate) router: Rendezvous,
+    /// The async clients, one per tokio runtime (`aio.rs`).
+    pub(crate) aio: AsyncClients,
+    /// The creation locks whose release is on its way (`lock.rs`).
+    pub(crate) releasing: Releasing,
 }
 
 impl fmt::Debug for Servers {
@@ -69,6 +74,8 @@ impl Servers {
             client,
             settings,
             router,
+            aio: AsyncClients::default(),
+            releasing: Releasing::default(),
         })
     }
 
@@ -127,7 +134,7 @@ impl Servers {
 
 /// memcached's `SERVER_ERROR object too large for cache` (which the client
 /// reports as the outcome of a request it sent).
-fn too_large(e: &memcache::exp::Error) -> bool {
+pub(crate) fn too_large(e: &memcache::exp::Error) -> bool {
     use memcache::exp::Error as E;
     match e {
         E::Server(m) => m.contains("too large"),
@@ -169,7 +176,7 @@ pub(crate) fn server_ttl(ttl: Option<Duration>) -> Ttl {
 
 /// The remaining TTL memcached reported (`-1`: none), to write back with
 /// an updated value.
-fn remaining_ttl(ttl: Option<i64>) -> Ttl {
+pub(crate) fn remaining_ttl(ttl: Option<i64>) -> Ttl {
     match ttl {
         None | Some(-1) => Ttl::NEVER,
         Some(n) => server_ttl(Some(Duration::from_secs(u64::try_from(n).unwrap_or(1)))),
@@ -238,7 +245,7 @@ impl MemcachedNamespace {
 
     /// The values of several memcached keys (wire keys, of any namespace
     /// on these servers), one round trip per server, in their order.
-    fn get_wires(&self, wires: &[Vec<u8>]) -> carboy::Result<Vec<Option<Vec<u8>>>> {
+    pub(crate) fn get_wires(&self, wires: &[Vec<u8>]) -> carboy::Result<Vec<Option<Vec<u8>>>> {
         let Some(first) = wires.first() else {
             return Ok(Vec::new());
         };
@@ -269,11 +276,35 @@ impl MemcachedNamespace {
     }
 
     /// The largest value `wire` can hold.
-    fn max_value(&self, wire: &[u8]) -> usize {
+    pub(crate) fn max_value(&self, wire: &[u8]) -> usize {
         self.servers
             .settings
             .item_size_max
             .saturating_sub(wire.len() + ITEM_OVERHEAD)
+    }
+
+    /// `value` too long for `wire`, as the typed error.
+    pub(crate) fn check_len(&self, wire: &[u8], value: &[u8]) -> carboy::Result<()> {
+        let max = self.max_value(wire);
+        if value.len() > max {
+            return Err(Error::ValueTooLong {
+                len: value.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// The other namespace of a `get_with`, if it is one of ours on the
+    /// same servers (the markers namespace of the same configuration).
+    pub(crate) fn same_servers<'o>(
+        &self,
+        other: &'o dyn Backend,
+    ) -> Option<&'o MemcachedNamespace> {
+        let other = other
+            .as_any()
+            .and_then(|o| o.downcast_ref::<MemcachedNamespace>())?;
+        Arc::ptr_eq(&self.servers, &other.servers).then_some(other)
     }
 
     fn store(&self, wire: &[u8], value: &[u8], ttl: Ttl) -> carboy::Result<()> {
@@ -328,15 +359,9 @@ impl Backend for MemcachedNamespace {
         other: &'s dyn Backend,
         other_keys: &[&[u8]],
     ) -> carboy::Result<Option<(Option<Fetched<'s>>, Vec<Option<Fetched<'s>>>)>> {
-        let Some(other) = other
-            .as_any()
-            .and_then(|o| o.downcast_ref::<MemcachedNamespace>())
-        else {
+        let Some(other) = self.same_servers(other) else {
             return Ok(None);
         };
-        if !Arc::ptr_eq(&self.servers, &other.servers) {
-            return Ok(None);
-        }
         let mut wires = Vec::with_capacity(1 + other_keys.len());
         wires.push(self.wire_key(key));
         wires.extend(other_keys.iter().map(|k| other.wire_key(k)));
@@ -475,6 +500,12 @@ impl Backend for MemcachedNamespace {
     ) -> carboy::Result<Option<CreationGuard<'_>>> {
         let lease = Lease::acquire(self, self.lock_wire_key(key), wait)?;
         Ok(lease.map(CreationGuard::holding))
+    }
+
+    /// Memcached's async meta client on the caller's tokio runtime (see
+    /// `aio.rs`; outside one, the blocking methods on the calling thread).
+    fn as_async(&self) -> Option<&dyn AsyncBackend> {
+        Some(self)
     }
 }
 

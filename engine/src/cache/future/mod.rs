@@ -19,9 +19,11 @@
 //! ([`Backend::as_async`](super::Backend::as_async), an
 //! [`AsyncBackend`]), the lookups, `set`, `remove`, `invalidate` of a key,
 //! storing a created value and the creation lock await the backend's own
-//! futures on the task instead; the markers are still read with the
-//! blocking backend, and `invalidate_all` and `clear` still run on a
-//! helper thread.
+//! futures on the task instead. The invalidation markers are read from
+//! memory while the markers namespace's change stamp holds still; without
+//! a change stamp (memcached) they are awaited too, with the value in one
+//! call ([`AsyncBackend::get_with`]) on a lookup. `invalidate_all` and
+//! `clear` still run on a helper thread.
 //!
 //! Both fronts share one namespace's flights and locks: an [`AsyncCache`]
 //! and a [`Cache`] on the same namespace, in one process or several, still
@@ -41,13 +43,14 @@ use serde::de::DeserializeOwned;
 
 use self::lock::{AsyncLock, HeldLock, off_thread};
 use super::async_backend::{AsyncBackend, AsyncCreationGuard, LockWait, Locked};
+use super::backend::Fetched;
 use super::codec::{Codec, Postcard};
 use super::create::CreateError;
 use super::envelope;
 use super::flight::{Join, Leader, Outcome};
 use super::key::{self, CacheKey};
 use super::lock_wait::Wait;
-use super::markers::Invalidation;
+use super::markers::{Invalidation, Marker, MarkerSlot};
 use super::namespace::{Cache, CachedValue, Found, marked_stale};
 use super::policy::{self, OnBackendError, OnLockTimeout};
 use crate::error::{Error, Result};
@@ -165,8 +168,7 @@ impl<C: Codec> AsyncCache<C> {
             return Ok(None);
         }
         let key = self.cache.stored_key(key)?;
-        let markers = self.cache.ns.markers()?;
-        let fetched = native.get(&key).await;
+        let (fetched, markers) = self.read(native, &key).await?;
         // A stale value is not decoded: it would be thrown away.
         self.cache.judge(fetched, markers, |_, stale, payload| {
             (!stale)
@@ -202,8 +204,7 @@ impl<C: Codec> AsyncCache<C> {
             return Ok(false);
         }
         let key = self.cache.stored_key(key)?;
-        let markers = self.cache.ns.markers()?;
-        let fetched = native.get(&key).await;
+        let (fetched, markers) = self.read(native, &key).await?;
         let fresh = self
             .cache
             .judge(fetched, markers, |_, stale, _| Some(!stale))?;
@@ -211,15 +212,103 @@ impl<C: Codec> AsyncCache<C> {
     }
 
     /// The entry of a stored key: a direct call, or awaited on a backend
-    /// with native async operations. The markers are read first, with the
-    /// blocking backend (see [`AsyncBackend`]).
+    /// with native async operations (see [`read`](Self::read)).
     async fn lookup<V: DeserializeOwned>(&self, key: &[u8]) -> Result<Found<CachedValue<V>>> {
         match self.native() {
             None => self.cache.lookup(key),
             Some(native) => {
-                let markers = self.cache.ns.markers()?;
-                self.cache.found(native.get(key).await, markers)
+                let (fetched, markers) = self.read(native, key).await?;
+                self.cache.found(fetched, markers)
             }
+        }
+    }
+
+    /// `key`'s value and the markers (the namespace's and its region's)
+    /// through the backend's native operations, as the blocking front's
+    /// `fetch_with_markers` reads them: when the markers namespace has no
+    /// change stamp (so they must be read from the backend), both in one
+    /// awaited call ([`AsyncBackend::get_with`]: one round trip on
+    /// memcached); otherwise the markers (from memory while the stamp
+    /// holds still, or as [`markers`](Self::markers) reads them), then the
+    /// value.
+    #[allow(clippy::type_complexity)]
+    async fn read<'a>(
+        &'a self,
+        native: &'a dyn AsyncBackend,
+        key: &'a [u8],
+    ) -> Result<(Result<Option<Fetched<'a>>>, (Marker, Marker))> {
+        let slot = &self.cache.ns.shared.marker;
+        if !slot.has_stamp() {
+            let region = self.cache.ns.region.as_deref();
+            let mut keys: [&[u8]; 2] = [slot.key(), &[]];
+            let (n, together) = match region {
+                Some(r) => {
+                    keys[1] = r.key();
+                    (2, Arc::ptr_eq(r.backend(), slot.backend()))
+                }
+                None => (1, true),
+            };
+            if together {
+                match native.get_with(key, &**slot.backend(), &keys[..n]).await {
+                    Ok(Some((value, marks))) if marks.len() == n => {
+                        let ns = slot.read_fetched(marks[0].as_deref())?;
+                        let region = match region {
+                            Some(r) => r.read_fetched(marks[1].as_deref())?,
+                            None => Marker::default(),
+                        };
+                        return Ok((Ok(value), (ns, region)));
+                    }
+                    // Not for this pair: one after the other.
+                    Ok(_) => {}
+                    Err(e) if e.is_corruption() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let markers = self.markers().await?;
+        Ok((native.get(key).await, markers))
+    }
+
+    /// The markers of the namespace and of its region, as the blocking
+    /// front reads them, but awaited through the markers namespace's
+    /// native operations when they must be read from the backend (no
+    /// change stamp) and it offers them: both in one call where they
+    /// share the markers namespace.
+    async fn markers(&self) -> Result<(Marker, Marker)> {
+        let ns = &self.cache.ns;
+        let slot = &ns.shared.marker;
+        if slot.has_stamp() {
+            return ns.markers();
+        }
+        let Some(native) = slot.backend().as_async() else {
+            return ns.markers();
+        };
+        let read = |slot: &MarkerSlot, got: Result<Option<Fetched<'_>>>| match got {
+            Ok(v) => slot.read_fetched(v.as_deref()),
+            // A damaged marker is a lost one.
+            Err(e) if e.is_corruption() => slot.read_fetched(None),
+            Err(e) => Err(e),
+        };
+        let Some(region) = ns.region.as_deref() else {
+            return Ok((read(slot, native.get(slot.key()).await)?, Marker::default()));
+        };
+        if !Arc::ptr_eq(region.backend(), slot.backend()) {
+            return ns.markers();
+        }
+        let keys: [&[u8]; 1] = [region.key()];
+        match native.get_with(slot.key(), &**slot.backend(), &keys).await {
+            Ok(Some((mine, mut theirs))) if theirs.len() == 1 => {
+                let theirs = theirs.pop().flatten();
+                Ok((read(slot, Ok(mine))?, read(region, Ok(theirs))?))
+            }
+            Ok(_) => Ok((
+                read(slot, native.get(slot.key()).await)?,
+                read(region, native.get(region.key()).await)?,
+            )),
+            Err(e) if e.is_corruption() => {
+                Ok((slot.read_fetched(None)?, region.read_fetched(None)?))
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -273,7 +362,10 @@ impl<C: Codec> AsyncCache<C> {
             return Ok(());
         }
         let stored = self.cache.stored_key(key)?.into_owned();
-        let (ns, region) = self.cache.ns.markers()?;
+        let (ns, region) = match self.native() {
+            Some(_) => self.markers().await?,
+            None => self.cache.ns.markers()?,
+        };
         let entry = self
             .cache
             .entry(value, expire, ns.epoch, region.epoch)
@@ -450,11 +542,15 @@ impl<C: Codec> AsyncCache<C> {
                 }
             };
             // Holding the lock: someone may have finished meanwhile.
-            let markers = cache.ns.markers()?;
-            let (ns, region) = markers;
-            let again = match &held {
-                Hold::Native(native, _) => cache.found::<V>(native.get(key).await, markers)?,
-                Hold::Thread(_) => cache.lookup_under::<V>(key, markers)?,
+            let (again, (ns, region)) = match &held {
+                Hold::Native(native, _) => {
+                    let (fetched, markers) = self.read(*native, key).await?;
+                    (cache.found::<V>(fetched, markers)?, markers)
+                }
+                Hold::Thread(_) => {
+                    let markers = cache.ns.markers()?;
+                    (cache.lookup_under::<V>(key, markers)?, markers)
+                }
             };
             if let Found::Fresh(e) = again {
                 drop(held);
