@@ -455,3 +455,62 @@ fn stopped_server_times_out_without_blocking_the_worker() {
         assert_eq!(c.get::<String>("k").await.unwrap().as_deref(), Some("v"));
     });
 }
+
+/// `cache.max_connections` caps the connections a burst of concurrent
+/// tasks dials: 200 tasks reading at once through a client capped at 2
+/// open at most one more connection than the warm-up's (memcached's
+/// `total_connections` also counts the one `stats` itself opens), and
+/// all are answered. Without a cap (`0`) the same burst dials dozens.
+#[test]
+fn max_connections_caps_a_burst() {
+    let Some(server) = MemcachedServer::start() else {
+        return;
+    };
+    let url = server.address();
+    let burst = |cap: Option<&str>| -> u64 {
+        let mut builder = CacheManager::builder()
+            .backend_factory("memcached", Arc::new(MemcachedFactory::new()))
+            .option("url", &url)
+            .option("timeout", "5")
+            .option("pool_size", "2")
+            .expire(Duration::from_secs(60));
+        builder = builder.option("max_connections", cap.unwrap_or("0"));
+        let c = Arc::new(
+            builder
+                .build()
+                .unwrap()
+                .get_cache("burst")
+                .unwrap()
+                .to_async(),
+        );
+        multi_thread().block_on(async {
+            c.set("k", &7u32).await.unwrap();
+            // Warm: this runtime's client holds its connections.
+            assert_eq!(c.get::<u32>("k").await.unwrap(), Some(7));
+            let before = server.stat("total_connections").unwrap();
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|_| {
+                    let c = Arc::clone(&c);
+                    tokio::spawn(async move { c.get::<u32>("k").await })
+                })
+                .collect();
+            for t in tasks {
+                assert_eq!(t.await.unwrap().unwrap(), Some(7));
+            }
+            server.stat("total_connections").unwrap() - before
+        })
+    };
+    let capped = burst(Some("2"));
+    let uncapped = burst(None);
+    eprintln!("connections dialed by {TASKS} tasks: capped at 2: {capped}, no cap: {uncapped}");
+    // The second `stats` call's own connection, and at most the second of
+    // the two the client may hold (the warm-up opened one).
+    assert!(
+        capped <= 2,
+        "a client capped at 2 connections dialed {capped}"
+    );
+    assert!(
+        uncapped > 4,
+        "without the cap the burst should dial more ({uncapped}): the test cannot tell otherwise"
+    );
+}

@@ -6,7 +6,8 @@
 //! One client per tokio runtime and configuration, shared by every task
 //! and every namespace of that configuration: its pool keeps up to
 //! `cache.pool_size` idle connections per server, and a burst of more
-//! concurrent calls dials more, closed when returned. It is made lazily, by
+//! concurrent calls dials more (up to `cache.max_connections`),
+//! closed when returned. It is made lazily, by
 //! the first async call inside a runtime, and kept per runtime (a
 //! connection's I/O is driven by the runtime that opened it: another
 //! runtime, idle or shut down, would never answer); at most [`RUNTIMES`]
@@ -88,6 +89,7 @@ impl Servers {
             .connect_timeout(Some(s.timeout))
             .io_timeout(Some(s.timeout))
             .max_idle(s.pool_size)
+            .max_connections(s.max_connections)
             // The same identities as the blocking client's (`cache.url`'s
             // spelling): keys route to the same servers.
             .connect_multiple_async(s.servers.iter().map(String::as_str));

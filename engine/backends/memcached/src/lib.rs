@@ -72,7 +72,10 @@
 //! * one client per tokio runtime and configuration, made by the first
 //!   async call inside that runtime (a connection is driven by the runtime
 //!   that opened it), each with up to `cache.pool_size` idle connections
-//!   per server; keys route to the same servers as the blocking client's;
+//!   per server (a burst of concurrent calls dials more, up to
+//!   `cache.max_connections`, 64 by default, then waits for a returned
+//!   one up to `cache.timeout`); keys route to the same servers as the blocking
+//!   client's;
 //! * every connection attempt and every exchange bounded by
 //!   `cache.timeout` on tokio's timer; a connection whose exchange failed,
 //!   timed out or was cancelled is dropped, never reused, and a pooled one
@@ -110,7 +113,7 @@ use carboy::cache::{Backend, BackendConfig, BackendFactory, OpenOptions, registe
 
 pub use error::{FailureKind, ServerError};
 pub use namespace::{CAPABILITIES, ITEM_OVERHEAD, MemcachedNamespace};
-pub use settings::{DEFAULT_PORT, OPTIONS, Settings};
+pub use settings::{DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, OPTIONS, Settings};
 
 use namespace::Servers;
 

@@ -65,6 +65,7 @@ impl Servers {
             .connect_timeout(Some(settings.timeout))
             .io_timeout(Some(settings.timeout))
             .max_idle(settings.pool_size)
+            .max_connections(settings.max_connections)
             .connect_multiple(settings.servers.iter().map(String::as_str))
             .map_err(|e| Error::InvalidOption {
                 name: "cache.url",

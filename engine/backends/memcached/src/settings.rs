@@ -12,10 +12,16 @@ pub const OPTIONS: &[&str] = &[
     "url",
     "timeout",
     "pool_size",
+    "max_connections",
     "key_prefix",
     "lock_lease",
     "item_size_max",
 ];
+
+/// `cache.max_connections` when not set: enough for a burst to go on
+/// without waiting at a loopback round trip's speed, far below
+/// memcached's own 1024.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
 /// memcached's default port, for a server given without one.
 pub const DEFAULT_PORT: u16 = 11211;
@@ -33,6 +39,7 @@ pub const MAX_PREFIX: usize = 64;
 /// | `cache.url` | required | `host:port;host:port` (Beaker's form; the port defaults to 11211) |
 /// | `cache.timeout` | `1` (seconds, decimals allowed) | connecting to a server, and each exchange with it |
 /// | `cache.pool_size` | `8` | idle connections kept per server |
+/// | `cache.max_connections` | `64` | connections in use at once per server, by the blocking client and by each runtime's async client: at the cap a call waits for one to be returned, up to `cache.timeout`, then fails with a timeout naming the server. `0`: no cap, and a burst of concurrent calls dials one connection each (memcached refuses connections past its own `-c`, 1024 by default) |
 /// | `cache.key_prefix` | empty | put before every key: printable ASCII, no spaces, at most 64 bytes; end it with a separator (`app1:`) so that one prefix never reads as the start of another's namespace |
 /// | `cache.lock_lease` | `30` (whole seconds, at least 2) | how long a creation lock outlives a holder that died |
 /// | `cache.item_size_max` | `1m` | the servers' `-I` (bytes, or with `k`/`m`): larger values are refused before they are sent |
@@ -45,6 +52,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// Idle connections kept per server.
     pub pool_size: usize,
+    /// Connections in use at once per server and client; `None`: no cap.
+    pub max_connections: Option<usize>,
     /// Put before every key.
     pub key_prefix: String,
     /// The creation lock's lease: the lock's TTL on the server, renewed
@@ -81,6 +90,20 @@ impl Settings {
                     }
                 },
                 None => 8,
+            },
+            max_connections: match get("max_connections") {
+                Some(v) => match v.parse::<usize>() {
+                    Ok(0) => None,
+                    Ok(n) if n <= 65_536 => Some(n),
+                    _ => {
+                        return Err(invalid(
+                            "cache.max_connections",
+                            v,
+                            "a whole number from 0 (no cap) to 65536",
+                        ));
+                    }
+                },
+                None => Some(DEFAULT_MAX_CONNECTIONS),
             },
             key_prefix: match get("key_prefix") {
                 Some(v) => parse_prefix(v)?,
@@ -233,6 +256,11 @@ mod tests {
         assert_eq!((s.pool_size, s.key_prefix.as_str()), (8, ""));
         assert_eq!(s.lock_lease, Duration::from_secs(30));
         assert_eq!(s.item_size_max, 1 << 20);
+        assert_eq!(s.max_connections, Some(DEFAULT_MAX_CONNECTIONS));
+        let capped = Settings::from_config(&config(&[("url", "h"), ("max_connections", "16")]));
+        assert_eq!(capped.unwrap().max_connections, Some(16));
+        let zero = Settings::from_config(&config(&[("url", "h"), ("max_connections", "0")]));
+        assert_eq!(zero.unwrap().max_connections, None);
     }
 
     #[test]
@@ -245,6 +273,14 @@ mod tests {
             (vec![("url", "h"), ("timeout", "0")], "cache.timeout"),
             (vec![("url", "h"), ("timeout", "soon")], "cache.timeout"),
             (vec![("url", "h"), ("pool_size", "0")], "cache.pool_size"),
+            (
+                vec![("url", "h"), ("max_connections", "-1")],
+                "cache.max_connections",
+            ),
+            (
+                vec![("url", "h"), ("max_connections", "many")],
+                "cache.max_connections",
+            ),
             (
                 vec![("url", "h"), ("key_prefix", "a b")],
                 "cache.key_prefix",
