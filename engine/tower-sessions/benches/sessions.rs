@@ -9,9 +9,13 @@
 //! ```
 //!
 //! Settings (environment): `SESSIONS_BENCH_CONNECTIONS` (default 16),
-//! `SESSIONS_BENCH_SECONDS` measured per row and round (default 3),
+//! `SESSIONS_BENCH_SECONDS` measured per row and round (default 2),
 //! `SESSIONS_BENCH_WARMUP` seconds (default 1), `SESSIONS_BENCH_ROUNDS`
-//! (default 3; the rows run in turn each round, the median is shown).
+//! (default 7; the rows run in turn each round; shown: the median
+//! requests/s, and the median and range of each round's ratio to the
+//! baseline of the same round),
+//! `SESSIONS_BENCH_ONLY` (`|`-separated parts: only the baseline and the
+//! rows whose name holds one, e.g. `SessionLayer, file|cookie`).
 //!
 //! Rows: tower-sessions' layer over its `MemoryStore` (the baseline) and
 //! over carboy's `CarboyStore`; carboy-session's own layer (the demo
@@ -153,9 +157,9 @@ fn main() {
     let workload = Workload {
         connections: env_number("SESSIONS_BENCH_CONNECTIONS", 16) as usize,
         warmup: Duration::from_secs(env_number("SESSIONS_BENCH_WARMUP", 1)),
-        measure: Duration::from_secs(env_number("SESSIONS_BENCH_SECONDS", 3)),
+        measure: Duration::from_secs(env_number("SESSIONS_BENCH_SECONDS", 2)),
     };
-    let rounds = env_number("SESSIONS_BENCH_ROUNDS", 3).max(1) as usize;
+    let rounds = env_number("SESSIONS_BENCH_ROUNDS", 7).max(1) as usize;
 
     // The file stores' directories live as long as the benchmark.
     let dirs = std::sync::Mutex::new(Vec::new());
@@ -230,6 +234,24 @@ fn main() {
         ),
     ];
 
+    // `SESSIONS_BENCH_ONLY='SessionLayer, file|cookie'`: the baseline and
+    // the rows whose name holds one of these `|`-separated parts (to
+    // profile one row).
+    let only = std::env::var("SESSIONS_BENCH_ONLY").unwrap_or_default();
+    let words: Vec<&str> = only
+        .split('|')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .collect();
+    let rows: Vec<Row<'_>> = rows
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (name, _))| {
+            *i == 0 || words.is_empty() || words.iter().any(|w| name.contains(w))
+        })
+        .map(|(_, row)| row)
+        .collect();
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -264,11 +286,21 @@ fn main() {
     );
     println!("- machine: {nproc} CPUs (nproc), {cpu}");
     println!();
-    println!("| store | requests/s | × MemoryStore |");
-    println!("|---|---:|---:|");
-    let base = median(&figures[0]);
+    println!(
+        "| store | requests/s (median) | × MemoryStore (median of the rounds' ratios) | range of the ratios |"
+    );
+    println!("|---|---:|---:|---:|");
     for ((name, _), f) in rows.iter().zip(&figures) {
-        let m = median(f);
-        println!("| {name} | {m:.0} | {:.2} |", m / base);
+        // Each round's ratio to the baseline of the same round: the
+        // machine's drift between rounds cancels out.
+        let ratios: Vec<f64> = f.iter().zip(&figures[0]).map(|(r, b)| r / b).collect();
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        println!(
+            "| {name} | {:.0} | {:.2} | {lo:.2}–{hi:.2} |",
+            median(f),
+            median(&ratios)
+        );
     }
 }
