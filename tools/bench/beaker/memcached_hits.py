@@ -24,14 +24,28 @@ creators raise if they run. Output: one line per row,
 (from the server's ``stats``: ``cmd_get`` counts keys fetched, plus
 ``cmd_set``/``cmd_touch``/deletes when a row sends any), then versions.
 
+With ``--threads T`` the script then measures *throughput*: the same three
+rows, each run by T Python threads (``threading``) at once for ``--seconds``
+(after a warm-up of a tenth of that, at least 0.2 s), each thread cycling
+over ``KEYS`` pre-populated keys (the same record, stored by that row's own
+library; thread i starts at key i). Each library's clients are used the way
+it documents for threads: one ``pymemcache.client.base.PooledClient``
+(``max_pool_size=T``), one dogpile.cache region (its memcached backends keep
+a client per thread, in a ``threading.local``), one Beaker namespace (its
+python-memcached ``memcache.Client`` is a ``threading.local``: one
+connection per thread). One line per row: ``throughput<TAB><name><TAB><hits
+per second, all threads together><TAB><threads>``.
+
     pip install pymemcache python-memcached dogpile.cache Beaker
-    python3 tools/bench/beaker/memcached_hits.py --url 127.0.0.1:11211 [--n 20000] [--rounds 15]
+    python3 tools/bench/beaker/memcached_hits.py --url 127.0.0.1:11211 [--n 20000] [--rounds 15] [--threads 8] [--seconds 2]
 """
 
 import argparse
+import itertools
 import pickle
 import statistics
 import sys
+import threading
 import time
 from importlib.metadata import version
 
@@ -41,7 +55,7 @@ import pymemcache
 from beaker.cache import CacheManager
 from beaker.util import parse_cache_config_options
 from dogpile.cache import make_region
-from pymemcache.client.base import Client
+from pymemcache.client.base import Client, PooledClient
 
 USER = {
     "id": 42,
@@ -59,6 +73,10 @@ COUNTERS = {
     "delete": (b"delete_hits", b"delete_misses"),
     "incr": (b"incr_hits", b"incr_misses"),
 }
+
+
+# Keys the throughput rows cycle over (as the Rust benchmark's rows do).
+KEYS = 64
 
 
 def never():
@@ -94,11 +112,49 @@ def interleaved(n, rounds, rows, stats_client):
         print(f"row\t{name}\t{statistics.median(times) * 1e6:.2f}\t{per_call}")
 
 
+def throughput(name, threads, seconds, keys, hit):
+    """Hits per second of `hit(key)` from `threads` threads at once, over
+    `seconds` after a warm-up; thread i cycles over `keys` from key i."""
+    counts = [0] * threads
+    running = [True]
+    failed = []
+    ready = threading.Barrier(threads + 1)
+
+    def worker(i):
+        mine = itertools.cycle(keys[i % len(keys) :] + keys[: i % len(keys)])
+        ready.wait()
+        n = 0
+        try:
+            while running[0]:
+                hit(next(mine))
+                n += 1
+                counts[i] = n
+        except BaseException as e:
+            failed.append(e)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    ready.wait()
+    time.sleep(max(seconds / 10, 0.2))
+    before, started = sum(counts), time.perf_counter()
+    time.sleep(seconds)
+    after, elapsed = sum(counts), time.perf_counter() - started
+    running[0] = False
+    for t in pool:
+        t.join()
+    if failed:
+        raise failed[0]
+    print(f"throughput\t{name}\t{(after - before) / elapsed:.0f}\t{threads}")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True, help="host:port")
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--threads", type=int, default=0, help="also measure throughput from T threads")
+    p.add_argument("--seconds", type=float, default=2.0, help="length of each throughput row")
     a = p.parse_args()
     host, port = a.url.rsplit(":", 1)
     stats_client = Client((host, int(port)))
@@ -144,6 +200,33 @@ def main():
         ("Beaker ext:memcached get_or_create", beaker_hit),
     ]
     interleaved(a.n, a.rounds, rows, stats_client)
+
+    if a.threads > 0:
+        keys = [f"tp:{i}" for i in range(KEYS)]
+        pooled = PooledClient((host, int(port)), max_pool_size=a.threads)
+        for k in keys:
+            pooled.set(f"py:raw:{k}", pickle.dumps(USER))
+            region.get_or_create(f"py:dogpile:{k}", lambda: USER)
+            users.get(k, createfunc=lambda: USER)
+
+        def raw_key(k):
+            v = pickle.loads(pooled.get(f"py:raw:{k}"))
+            assert v["id"] == 42
+
+        def dogpile_key(k):
+            v = region.get_or_create(f"py:dogpile:{k}", never)
+            assert v["id"] == 42
+
+        def beaker_key(k):
+            v = users.get(k, createfunc=never)
+            assert v["id"] == 42
+
+        for name, hit in [
+            ("pymemcache get + pickle.loads", raw_key),
+            ("dogpile.cache get_or_create", dogpile_key),
+            ("Beaker ext:memcached get_or_create", beaker_key),
+        ]:
+            throughput(name, a.threads, a.seconds, keys, hit)
     print(
         f"versions\tPython {sys.version.split()[0]}, pymemcache {pymemcache.__version__}, "
         f"python-memcached {version('python-memcached')}, "

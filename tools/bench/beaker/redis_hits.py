@@ -18,13 +18,26 @@ creators raise if they run. Output: one line per row,
 ``row<TAB><name><TAB><microseconds per call><TAB><redis commands per call>``
 (commands counted from the server's ``INFO commandstats``), then versions.
 
+With ``--threads T`` the script then measures *throughput*: the same three
+rows, each run by T Python threads (``threading``) at once for ``--seconds``
+(after a warm-up of a tenth of that, at least 0.2 s), each thread cycling
+over ``KEYS`` pre-populated keys (the same record, stored by that row's own
+library; thread i starts at key i). The clients are shared, as the
+libraries document them as thread-safe: one ``redis.Redis`` (its connection
+pool gives each thread a connection), one dogpile.cache region, one Beaker
+namespace (its redis client is one ``redis.StrictRedis`` per url). One
+line per row: ``throughput<TAB><name><TAB><hits per second, all threads
+together><TAB><threads>``.
+
     pip install redis dogpile.cache Beaker
-    python3 tools/bench/beaker/redis_hits.py --url redis://127.0.0.1:6379/0 [--n 20000]
+    python3 tools/bench/beaker/redis_hits.py --url redis://127.0.0.1:6379/0 [--n 20000] [--threads 8] [--seconds 2]
 """
 
 import argparse
+import itertools
 import pickle
 import sys
+import threading
 import time
 
 import beaker
@@ -41,6 +54,10 @@ USER = {
     "roles": ["admin", "editor"],
     "logins": 1234,
 }
+
+
+# Keys the throughput rows cycle over (as the Rust benchmark's rows do).
+KEYS = 64
 
 
 def never():
@@ -65,10 +82,48 @@ def timed(name, n, call, client):
     print(f"row\t{name}\t{elapsed / n * 1e6:.2f}\t{sent / n:.2f}")
 
 
+def throughput(name, threads, seconds, keys, hit):
+    """Hits per second of `hit(key)` from `threads` threads at once, over
+    `seconds` after a warm-up; thread i cycles over `keys` from key i."""
+    counts = [0] * threads
+    running = [True]
+    failed = []
+    ready = threading.Barrier(threads + 1)
+
+    def worker(i):
+        mine = itertools.cycle(keys[i % len(keys) :] + keys[: i % len(keys)])
+        ready.wait()
+        n = 0
+        try:
+            while running[0]:
+                hit(next(mine))
+                n += 1
+                counts[i] = n
+        except BaseException as e:
+            failed.append(e)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    ready.wait()
+    time.sleep(max(seconds / 10, 0.2))
+    before, started = sum(counts), time.perf_counter()
+    time.sleep(seconds)
+    after, elapsed = sum(counts), time.perf_counter() - started
+    running[0] = False
+    for t in pool:
+        t.join()
+    if failed:
+        raise failed[0]
+    print(f"throughput\t{name}\t{(after - before) / elapsed:.0f}\t{threads}")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
     p.add_argument("--n", type=int, default=20000)
+    p.add_argument("--threads", type=int, default=0, help="also measure throughput from T threads")
+    p.add_argument("--seconds", type=float, default=2.0, help="length of each throughput row")
     a = p.parse_args()
     client = redis.Redis.from_url(a.url)
 
@@ -107,6 +162,32 @@ def main():
         assert v["id"] == 42
 
     timed("Beaker ext:redis get_or_create", a.n, beaker_hit, client)
+
+    if a.threads > 0:
+        keys = [f"tp:{i}" for i in range(KEYS)]
+        for k in keys:
+            raw.set(f"py:raw:{k}", pickle.dumps(USER))
+            region.get_or_create(f"py:dogpile:{k}", lambda: USER)
+            users.get(k, createfunc=lambda: USER)
+
+        def raw_key(k):
+            v = pickle.loads(raw.get(f"py:raw:{k}"))
+            assert v["id"] == 42
+
+        def dogpile_key(k):
+            v = region.get_or_create(f"py:dogpile:{k}", never)
+            assert v["id"] == 42
+
+        def beaker_key(k):
+            v = users.get(k, createfunc=never)
+            assert v["id"] == 42
+
+        for name, hit in [
+            ("redis-py GET + pickle.loads", raw_key),
+            ("dogpile.cache get_or_create", dogpile_key),
+            ("Beaker ext:redis get_or_create", beaker_key),
+        ]:
+            throughput(name, a.threads, a.seconds, keys, hit)
     print(
         f"versions\tPython {sys.version.split()[0]}, redis-py {redis.__version__}, "
         f"dogpile.cache {dogpile.__version__}, Beaker {beaker.__version__}"

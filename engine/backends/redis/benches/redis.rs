@@ -12,6 +12,21 @@
 //! runs `tools/bench/beaker/redis_hits.py` on the same server and prints
 //! their hits beside carboy's.
 //!
+//!
+//! Then throughput, hits per second, on the same server: `Cache::get_or_create`
+//! hits from `REDIS_BENCH_THREADS` OS threads (default 8) sharing one `Cache`
+//! (one manager), and `AsyncCache::get_or_create` hits from
+//! `REDIS_BENCH_TASKS` tokio tasks (default 64) on a multi-thread runtime
+//! with 2 workers (the native async path: one multiplexed connection), each
+//! thread or task cycling over 64 keys holding the same record (a creator
+//! that runs is counted and fails the benchmark). The python script runs
+//! the same hit loop from as many Python threads (`--threads`; redis-py's
+//! raw GET, dogpile.cache, Beaker), and one table prints all five rows with
+//! how many times more hits per second carboy's blocking and async rows
+//! make. Each throughput row runs `REDIS_BENCH_SECONDS` (default 2) after a
+//! warm-up of a tenth of that (at least 0.2 s); carboy's rows run before the
+//! Python ones.
+//!
 //! `cargo bench -p carboy-redis --bench redis` (set `CARBOY_BENCH_N` for
 //! the number of calls per row; default 20000). Skips, saying so, when
 //! `redis-server` is not installed.
@@ -21,9 +36,10 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use carboy::cache::{CacheManager, Codec, Postcard};
+use carboy::cache::{AsyncCache, Cache, CacheManager, Codec, Postcard};
 use serde::{Deserialize, Serialize};
 
 /// A typical cached record.
@@ -190,7 +206,9 @@ const ROUNDS: u64 = 9;
 /// Runs `tools/bench/beaker/redis_hits.py` against the same server and
 /// prints its rows (dogpile.cache's and Beaker's redis backends, and
 /// redis-py's raw GET) beside carboy's hit; says why when it cannot.
-fn python_rows(url: &str, n: u64, carboy_hit: Duration) {
+/// Returns its throughput rows (name, hits per second from `tp.threads`
+/// Python threads).
+fn python_rows(url: &str, n: u64, carboy_hit: Duration, tp: &Throughput) -> Vec<(String, f64)> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../tools/bench/beaker/redis_hits.py");
     let out = Command::new("python3")
@@ -199,6 +217,8 @@ fn python_rows(url: &str, n: u64, carboy_hit: Duration) {
         .arg(url)
         .arg("--n")
         .arg(n.to_string())
+        .args(["--threads", &tp.threads.to_string()])
+        .args(["--seconds", &tp.seconds.as_secs_f64().to_string()])
         .output();
     let out = match out {
         Ok(out) if out.status.success() => out,
@@ -211,11 +231,11 @@ fn python_rows(url: &str, n: u64, carboy_hit: Duration) {
                     .last()
                     .unwrap_or("")
             );
-            return;
+            return Vec::new();
         }
         Err(e) => {
             println!("python rows skipped: python3 did not run: {e}");
-            return;
+            return Vec::new();
         }
     };
     let text = String::from_utf8_lossy(&out.stdout);
@@ -224,9 +244,15 @@ fn python_rows(url: &str, n: u64, carboy_hit: Duration) {
     println!("| what | per call | commands per call | carboy's get_or_create hit, faster by |");
     println!("|---|---|---|---|");
     let mut versions = "";
+    let mut throughput = Vec::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split('\t').collect();
         match fields.as_slice() {
+            ["throughput", name, rate, _threads] => {
+                if let Ok(rate) = rate.parse::<f64>() {
+                    throughput.push((name.to_string(), rate));
+                }
+            }
             ["row", name, micros, cmds] => {
                 let Ok(micros) = micros.parse::<f64>() else {
                     continue;
@@ -243,6 +269,7 @@ fn python_rows(url: &str, n: u64, carboy_hit: Duration) {
     if !versions.is_empty() {
         println!("python: {versions}");
     }
+    throughput
 }
 
 fn main() {
@@ -411,8 +438,192 @@ fn main() {
         ahit_ns.as_secs_f64() / raw_ns.as_secs_f64(),
         ahit_ns.as_secs_f64() / araw_ns.as_secs_f64()
     );
-    python_rows(&url, n, hit_ns);
+
+    let tp = Throughput::from_env();
+    let keys: Vec<String> = (0..THROUGHPUT_KEYS).map(|i| format!("tp:{i}")).collect();
+    for key in &keys {
+        users.set(key, &user()).expect("set");
+    }
+    let blocking = tp.blocking(&users, &keys);
+    let tasks = tp.tasks(&ausers, &keys);
+    let python = python_rows(&url, n, hit_ns, &tp);
     batched(&users, &mut stats, n);
+    tp.print(
+        &format!(
+            "redis backend, loopback, throughput: {} keys, {:?} per row after a warm-up of {:?}; carboy's rows ran first",
+            keys.len(),
+            tp.seconds,
+            tp.warm_up()
+        ),
+        blocking,
+        tasks,
+        &python,
+    );
+}
+
+/// Keys the throughput rows cycle over (the Python script's `KEYS`).
+const THROUGHPUT_KEYS: usize = 64;
+
+/// The throughput rows' settings: `REDIS_BENCH_THREADS` OS threads,
+/// `REDIS_BENCH_TASKS` tokio tasks, `REDIS_BENCH_SECONDS` per row.
+struct Throughput {
+    threads: usize,
+    tasks: usize,
+    seconds: Duration,
+}
+
+impl Throughput {
+    fn from_env() -> Throughput {
+        fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        }
+        Throughput {
+            threads: var("REDIS_BENCH_THREADS", 8usize).max(1),
+            tasks: var("REDIS_BENCH_TASKS", 64usize).max(1),
+            seconds: Duration::from_secs_f64(var("REDIS_BENCH_SECONDS", 2.0f64).max(0.1)),
+        }
+    }
+
+    fn warm_up(&self) -> Duration {
+        (self.seconds / 10).max(Duration::from_millis(200))
+    }
+
+    /// Hits per second that `counts` (bumped by running workers) grow by
+    /// over `seconds`, after the warm-up.
+    fn measure(&self, counts: &[AtomicU64]) -> f64 {
+        let sum = || {
+            counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        std::thread::sleep(self.warm_up());
+        let (before, started) = (sum(), Instant::now());
+        std::thread::sleep(self.seconds);
+        let (after, elapsed) = (sum(), started.elapsed());
+        (after - before) as f64 / elapsed.as_secs_f64()
+    }
+
+    /// `Cache::get_or_create` hits per second from `threads` OS threads
+    /// sharing `cache`; thread i cycles over `keys` from key i.
+    fn blocking(&self, cache: &Cache, keys: &[String]) -> f64 {
+        let stop = AtomicBool::new(false);
+        let created = AtomicU64::new(0);
+        let counts: Vec<AtomicU64> = (0..self.threads).map(|_| AtomicU64::new(0)).collect();
+        let rate = std::thread::scope(|s| {
+            for (i, count) in counts.iter().enumerate() {
+                let (stop, created) = (&stop, &created);
+                s.spawn(move || {
+                    let mut k = i;
+                    while !stop.load(Ordering::Relaxed) {
+                        let u: User = cache
+                            .get_or_create(&keys[k % keys.len()], || {
+                                created.fetch_add(1, Ordering::Relaxed);
+                                Ok::<_, std::convert::Infallible>(user())
+                            })
+                            .expect("a hit");
+                        black_box(u);
+                        count.fetch_add(1, Ordering::Relaxed);
+                        k += 1;
+                    }
+                });
+            }
+            let rate = self.measure(&counts);
+            stop.store(true, Ordering::Relaxed);
+            rate
+        });
+        assert_eq!(created.into_inner(), 0, "a blocking call was not a hit");
+        rate
+    }
+
+    /// `AsyncCache::get_or_create` hits per second from `tasks` tokio
+    /// tasks on a multi-thread runtime with 2 workers; task i cycles over
+    /// `keys` from key i.
+    fn tasks(&self, cache: &AsyncCache, keys: &[String]) -> f64 {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a multi-thread tokio runtime");
+        let keys: Arc<[String]> = keys.into();
+        let stop = Arc::new(AtomicBool::new(false));
+        let created = Arc::new(AtomicU64::new(0));
+        let counts: Arc<[AtomicU64]> = (0..self.tasks).map(|_| AtomicU64::new(0)).collect();
+        let handles: Vec<_> = (0..self.tasks)
+            .map(|i| {
+                let (cache, keys) = (cache.clone(), Arc::clone(&keys));
+                let (stop, created, counts) =
+                    (Arc::clone(&stop), Arc::clone(&created), Arc::clone(&counts));
+                rt.spawn(async move {
+                    let mut k = i;
+                    while !stop.load(Ordering::Relaxed) {
+                        let u: User = cache
+                            .get_or_create(&keys[k % keys.len()], || async {
+                                created.fetch_add(1, Ordering::Relaxed);
+                                Ok::<_, std::convert::Infallible>(user())
+                            })
+                            .await
+                            .expect("a hit");
+                        black_box(u);
+                        counts[i].fetch_add(1, Ordering::Relaxed);
+                        k += 1;
+                    }
+                })
+            })
+            .collect();
+        let rate = self.measure(&counts);
+        stop.store(true, Ordering::Relaxed);
+        rt.block_on(async {
+            for h in handles {
+                h.await.expect("a throughput task");
+            }
+        });
+        assert_eq!(
+            created.load(Ordering::Relaxed),
+            0,
+            "an async call was not a hit"
+        );
+        rate
+    }
+
+    /// The throughput table: carboy's rows and the Python ones, with how
+    /// many times more hits per second carboy's blocking and async rows
+    /// make than each row.
+    fn print(&self, title: &str, blocking: f64, tasks: f64, python: &[(String, f64)]) {
+        let t = self.threads;
+        let mut rows = vec![
+            (
+                format!("carboy Cache::get_or_create, {t} threads, one Cache"),
+                blocking,
+            ),
+            (
+                format!(
+                    "carboy AsyncCache::get_or_create, {} tokio tasks, 2 workers",
+                    self.tasks
+                ),
+                tasks,
+            ),
+        ];
+        rows.extend(
+            python
+                .iter()
+                .map(|(name, rate)| (format!("Python {name}, {t} threads"), *rate)),
+        );
+        println!();
+        println!("{title}");
+        println!("| what | hits/s | carboy blocking is faster by | carboy async is faster by |");
+        println!("|---|---:|---:|---:|");
+        for (name, rate) in rows {
+            println!(
+                "| {name} | {rate:.0} | {:.2}× | {:.2}× |",
+                blocking / rate,
+                tasks / rate
+            );
+        }
+    }
 }
 
 /// Ten keys a batch: `Cache::get_many` (one MGET) against ten `Cache::get`s,
