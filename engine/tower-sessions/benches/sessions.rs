@@ -9,11 +9,13 @@
 //! ```
 //!
 //! Settings (environment): `SESSIONS_BENCH_CONNECTIONS` (default 16),
-//! `SESSIONS_BENCH_SECONDS` measured per row and round (default 2),
-//! `SESSIONS_BENCH_WARMUP` seconds (default 1), `SESSIONS_BENCH_ROUNDS`
-//! (default 7; the rows run in turn each round; shown: the median
-//! requests/s, and the median and range of each round's ratio to the
-//! baseline of the same round),
+//! `SESSIONS_BENCH_MS` measured per run (default 1000),
+//! `SESSIONS_BENCH_WARMUP_MS` before each run (default 300),
+//! `SESSIONS_BENCH_ROUNDS` (default 7: in each round every row runs once
+//! paired with a run of the baseline right beside it, before it in even
+//! rounds and after it in odd ones; shown: the median requests/s, and the
+//! median and range of each pair's ratio, so that the machine's drift
+//! between rows cancels out),
 //! `SESSIONS_BENCH_ONLY` (`|`-separated parts: only the baseline and the
 //! rows whose name holds one, e.g. `SessionLayer, file|cookie`).
 //!
@@ -156,8 +158,8 @@ type Row<'a> = (&'static str, Box<dyn Fn() -> Router + 'a>);
 fn main() {
     let workload = Workload {
         connections: env_number("SESSIONS_BENCH_CONNECTIONS", 16) as usize,
-        warmup: Duration::from_secs(env_number("SESSIONS_BENCH_WARMUP", 1)),
-        measure: Duration::from_secs(env_number("SESSIONS_BENCH_SECONDS", 2)),
+        warmup: Duration::from_millis(env_number("SESSIONS_BENCH_WARMUP_MS", 300)),
+        measure: Duration::from_millis(env_number("SESSIONS_BENCH_MS", 1000)),
     };
     let rounds = env_number("SESSIONS_BENCH_ROUNDS", 7).max(1) as usize;
 
@@ -256,16 +258,33 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    let run = |(name, app): &Row<'_>, round: usize| {
+        let rps = runtime
+            .block_on(drive(app(), workload))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        eprintln!("round {}: {name}: {rps:.0} requests/s", round + 1);
+        rps
+    };
+    // Each row is paired with a run of the baseline right beside it (before
+    // it in even rounds, after it in odd ones), and its ratio is taken to
+    // that run: the machine's drift between rows cancels out.
     let mut figures: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
     for round in 0..rounds {
-        for (i, (name, app)) in rows.iter().enumerate() {
-            let rps = runtime
-                .block_on(drive(app(), workload))
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            eprintln!("round {}: {name}: {rps:.0} requests/s", round + 1);
-            figures[i].push(rps);
+        for i in 1..rows.len() {
+            let (base, row) = if round % 2 == 0 {
+                let base = run(&rows[0], round);
+                (base, run(&rows[i], round))
+            } else {
+                let row = run(&rows[i], round);
+                (run(&rows[0], round), row)
+            };
+            figures[0].push(base);
+            figures[i].push(row);
+            ratios[i].push(row / base);
         }
     }
+    ratios[0] = vec![1.0];
 
     let median = |v: &[f64]| {
         let mut v = v.to_vec();
@@ -279,28 +298,26 @@ fn main() {
         "- workload: GET /count (read the session's counter, add one, save), \
          {} keep-alive HTTP/1.1 connections over loopback, one session each, \
          server and clients in this process on one tokio runtime; \
-         {} s warmup, {} s measured per row, median of {rounds} rounds",
+         {} ms warmup and {} ms measured per run, {rounds} rounds of each row \
+         paired with a baseline run beside it",
         workload.connections,
-        workload.warmup.as_secs(),
-        workload.measure.as_secs()
+        workload.warmup.as_millis(),
+        workload.measure.as_millis()
     );
     println!("- machine: {nproc} CPUs (nproc), {cpu}");
     println!();
     println!(
-        "| store | requests/s (median) | × MemoryStore (median of the rounds' ratios) | range of the ratios |"
+        "| store | requests/s (median) | × MemoryStore (median of the paired runs' ratios) | range of the ratios |"
     );
     println!("|---|---:|---:|---:|");
-    for ((name, _), f) in rows.iter().zip(&figures) {
-        // Each round's ratio to the baseline of the same round: the
-        // machine's drift between rounds cancels out.
-        let ratios: Vec<f64> = f.iter().zip(&figures[0]).map(|(r, b)| r / b).collect();
-        let (lo, hi) = ratios
+    for (((name, _), f), r) in rows.iter().zip(&figures).zip(&ratios) {
+        let (lo, hi) = r
             .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
         println!(
             "| {name} | {:.0} | {:.2} | {lo:.2}–{hi:.2} |",
             median(f),
-            median(&ratios)
+            median(r)
         );
     }
 }

@@ -142,7 +142,22 @@ pub(crate) fn store_now<C: Codec>(
     expire: Option<Duration>,
 ) -> Result<bool> {
     let ttl = cache.policy.backend_ttl(expire);
-    cache.ns.shared.backend.try_set_now(key, entry, ttl)
+    let backend = &cache.ns.shared.backend;
+    // The writer lock is most often busy because another thread of this
+    // process is committing, which takes a microsecond or two: try again
+    // a few times after a short spin (about 1 µs in all) before handing
+    // the write to a helper thread, whose wake-up on a loaded machine can
+    // cost a scheduler slice. Never a wait on another process: each try
+    // is a non-blocking one.
+    for spins in [64, 128, 256] {
+        if backend.try_set_now(key, entry, ttl)? {
+            return Ok(true);
+        }
+        for _ in 0..spins {
+            std::hint::spin_loop();
+        }
+    }
+    backend.try_set_now(key, entry, ttl)
 }
 
 /// Stores a created value's `entry` under the stored key `key`, then
