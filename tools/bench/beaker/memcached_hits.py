@@ -27,8 +27,9 @@ creators raise if they run. Output: one line per row,
 With ``--threads T`` the script then measures *throughput*: the same three
 rows, each run by T Python threads (``threading``) at once for ``--seconds``
 (after a warm-up of a tenth of that, at least 0.2 s), each thread cycling
-over ``KEYS`` pre-populated keys (the same record, stored by that row's own
-library; thread i starts at key i). Each library's clients are used the way
+over ``KEYS`` pre-populated keys (throughput.py, beside this script, runs
+the rows; the same record, stored by that row's own library; thread i
+starts at key i). Each library's clients are used the way
 it documents for threads: one ``pymemcache.client.base.PooledClient``
 (``max_pool_size=T``), one dogpile.cache region (its memcached backends keep
 a client per thread, in a ``threading.local``), one Beaker namespace (its
@@ -41,11 +42,9 @@ per second, all threads together><TAB><threads>``.
 """
 
 import argparse
-import itertools
 import pickle
 import statistics
 import sys
-import threading
 import time
 from importlib.metadata import version
 
@@ -56,6 +55,11 @@ from beaker.cache import CacheManager
 from beaker.util import parse_cache_config_options
 from dogpile.cache import make_region
 from pymemcache.client.base import Client, PooledClient
+
+# throughput.py, beside this script; importing it writes no __pycache__
+# into the source tree.
+sys.dont_write_bytecode = True
+from throughput import library_rows, never  # noqa: E402
 
 USER = {
     "id": 42,
@@ -73,14 +77,6 @@ COUNTERS = {
     "delete": (b"delete_hits", b"delete_misses"),
     "incr": (b"incr_hits", b"incr_misses"),
 }
-
-
-# Keys the throughput rows cycle over (as the Rust benchmark's rows do).
-KEYS = 64
-
-
-def never():
-    raise AssertionError("a creator ran: the call was not a hit")
 
 
 def counts(stats_client):
@@ -110,42 +106,6 @@ def interleaved(n, rounds, rows, stats_client):
         calls = per_round * rounds
         per_call = " + ".join(f"{v / calls:.2f} {k}" for k, v in cmds.items() if v)
         print(f"row\t{name}\t{statistics.median(times) * 1e6:.2f}\t{per_call}")
-
-
-def throughput(name, threads, seconds, keys, hit):
-    """Hits per second of `hit(key)` from `threads` threads at once, over
-    `seconds` after a warm-up; thread i cycles over `keys` from key i."""
-    counts = [0] * threads
-    running = [True]
-    failed = []
-    ready = threading.Barrier(threads + 1)
-
-    def worker(i):
-        mine = itertools.cycle(keys[i % len(keys) :] + keys[: i % len(keys)])
-        ready.wait()
-        n = 0
-        try:
-            while running[0]:
-                hit(next(mine))
-                n += 1
-                counts[i] = n
-        except BaseException as e:
-            failed.append(e)
-
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    ready.wait()
-    time.sleep(max(seconds / 10, 0.2))
-    before, started = sum(counts), time.perf_counter()
-    time.sleep(seconds)
-    after, elapsed = sum(counts), time.perf_counter() - started
-    running[0] = False
-    for t in pool:
-        t.join()
-    if failed:
-        raise failed[0]
-    print(f"throughput\t{name}\t{(after - before) / elapsed:.0f}\t{threads}")
 
 
 def main():
@@ -202,31 +162,13 @@ def main():
     interleaved(a.n, a.rounds, rows, stats_client)
 
     if a.threads > 0:
-        keys = [f"tp:{i}" for i in range(KEYS)]
         pooled = PooledClient((host, int(port)), max_pool_size=a.threads)
-        for k in keys:
-            pooled.set(f"py:raw:{k}", pickle.dumps(USER))
-            region.get_or_create(f"py:dogpile:{k}", lambda: USER)
-            users.get(k, createfunc=lambda: USER)
-
-        def raw_key(k):
-            v = pickle.loads(pooled.get(f"py:raw:{k}"))
-            assert v["id"] == 42
-
-        def dogpile_key(k):
-            v = region.get_or_create(f"py:dogpile:{k}", never)
-            assert v["id"] == 42
-
-        def beaker_key(k):
-            v = users.get(k, createfunc=never)
-            assert v["id"] == 42
-
-        for name, hit in [
-            ("pymemcache get + pickle.loads", raw_key),
-            ("dogpile.cache get_or_create", dogpile_key),
-            ("Beaker ext:memcached get_or_create", beaker_key),
-        ]:
-            throughput(name, a.threads, a.seconds, keys, hit)
+        names = [
+            "pymemcache get + pickle.loads",
+            "dogpile.cache get_or_create",
+            "Beaker ext:memcached get_or_create",
+        ]
+        library_rows(names, a.threads, a.seconds, USER, pooled, region, users)
     print(
         f"versions\tPython {sys.version.split()[0]}, pymemcache {pymemcache.__version__}, "
         f"python-memcached {version('python-memcached')}, "

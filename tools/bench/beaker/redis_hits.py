@@ -21,8 +21,9 @@ creators raise if they run. Output: one line per row,
 With ``--threads T`` the script then measures *throughput*: the same three
 rows, each run by T Python threads (``threading``) at once for ``--seconds``
 (after a warm-up of a tenth of that, at least 0.2 s), each thread cycling
-over ``KEYS`` pre-populated keys (the same record, stored by that row's own
-library; thread i starts at key i). The clients are shared, as the
+over ``KEYS`` pre-populated keys (throughput.py, beside this script, runs
+the rows; the same record, stored by that row's own library; thread i
+starts at key i). The clients are shared, as the
 libraries document them as thread-safe: one ``redis.Redis`` (its connection
 pool gives each thread a connection), one dogpile.cache region, one Beaker
 namespace (its redis client is one ``redis.StrictRedis`` per url). One
@@ -34,10 +35,8 @@ together><TAB><threads>``.
 """
 
 import argparse
-import itertools
 import pickle
 import sys
-import threading
 import time
 
 import beaker
@@ -47,6 +46,11 @@ from beaker.cache import CacheManager
 from beaker.util import parse_cache_config_options
 from dogpile.cache import make_region
 
+# throughput.py, beside this script; importing it writes no __pycache__
+# into the source tree.
+sys.dont_write_bytecode = True
+from throughput import library_rows, never  # noqa: E402
+
 USER = {
     "id": 42,
     "name": "Alice Example",
@@ -54,14 +58,6 @@ USER = {
     "roles": ["admin", "editor"],
     "logins": 1234,
 }
-
-
-# Keys the throughput rows cycle over (as the Rust benchmark's rows do).
-KEYS = 64
-
-
-def never():
-    raise AssertionError("a creator ran: the call was not a hit")
 
 
 def commands(client):
@@ -80,42 +76,6 @@ def timed(name, n, call, client):
     after = commands(client)
     sent = sum(after.get(k, 0) - before.get(k, 0) for k in after if k != "cmdstat_info")
     print(f"row\t{name}\t{elapsed / n * 1e6:.2f}\t{sent / n:.2f}")
-
-
-def throughput(name, threads, seconds, keys, hit):
-    """Hits per second of `hit(key)` from `threads` threads at once, over
-    `seconds` after a warm-up; thread i cycles over `keys` from key i."""
-    counts = [0] * threads
-    running = [True]
-    failed = []
-    ready = threading.Barrier(threads + 1)
-
-    def worker(i):
-        mine = itertools.cycle(keys[i % len(keys) :] + keys[: i % len(keys)])
-        ready.wait()
-        n = 0
-        try:
-            while running[0]:
-                hit(next(mine))
-                n += 1
-                counts[i] = n
-        except BaseException as e:
-            failed.append(e)
-
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    ready.wait()
-    time.sleep(max(seconds / 10, 0.2))
-    before, started = sum(counts), time.perf_counter()
-    time.sleep(seconds)
-    after, elapsed = sum(counts), time.perf_counter() - started
-    running[0] = False
-    for t in pool:
-        t.join()
-    if failed:
-        raise failed[0]
-    print(f"throughput\t{name}\t{(after - before) / elapsed:.0f}\t{threads}")
 
 
 def main():
@@ -164,30 +124,12 @@ def main():
     timed("Beaker ext:redis get_or_create", a.n, beaker_hit, client)
 
     if a.threads > 0:
-        keys = [f"tp:{i}" for i in range(KEYS)]
-        for k in keys:
-            raw.set(f"py:raw:{k}", pickle.dumps(USER))
-            region.get_or_create(f"py:dogpile:{k}", lambda: USER)
-            users.get(k, createfunc=lambda: USER)
-
-        def raw_key(k):
-            v = pickle.loads(raw.get(f"py:raw:{k}"))
-            assert v["id"] == 42
-
-        def dogpile_key(k):
-            v = region.get_or_create(f"py:dogpile:{k}", never)
-            assert v["id"] == 42
-
-        def beaker_key(k):
-            v = users.get(k, createfunc=never)
-            assert v["id"] == 42
-
-        for name, hit in [
-            ("redis-py GET + pickle.loads", raw_key),
-            ("dogpile.cache get_or_create", dogpile_key),
-            ("Beaker ext:redis get_or_create", beaker_key),
-        ]:
-            throughput(name, a.threads, a.seconds, keys, hit)
+        names = [
+            "redis-py GET + pickle.loads",
+            "dogpile.cache get_or_create",
+            "Beaker ext:redis get_or_create",
+        ]
+        library_rows(names, a.threads, a.seconds, USER, raw, region, users)
     print(
         f"versions\tPython {sys.version.split()[0]}, redis-py {redis.__version__}, "
         f"dogpile.cache {dogpile.__version__}, Beaker {beaker.__version__}"

@@ -36,11 +36,14 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use carboy::cache::{AsyncCache, Cache, CacheManager, Codec, Postcard};
+use carboy::cache::{CacheManager, Codec, Postcard};
 use serde::{Deserialize, Serialize};
+
+#[path = "../../bench_throughput.rs"]
+mod throughput;
+use throughput::Throughput;
 
 /// A typical cached record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -439,191 +442,11 @@ fn main() {
         ahit_ns.as_secs_f64() / araw_ns.as_secs_f64()
     );
 
-    let tp = Throughput::from_env();
-    let keys: Vec<String> = (0..THROUGHPUT_KEYS).map(|i| format!("tp:{i}")).collect();
-    for key in &keys {
-        users.set(key, &user()).expect("set");
-    }
-    let blocking = tp.blocking(&users, &keys);
-    let tasks = tp.tasks(&ausers, &keys);
+    let tp = Throughput::from_env("REDIS");
+    let carboy = tp.carboy(&users, &ausers, user);
     let python = python_rows(&url, n, hit_ns, &tp);
     batched(&users, &mut stats, n);
-    tp.print(
-        &format!(
-            "redis backend, loopback, throughput: {} keys, {:?} per row after a warm-up of {:?}; carboy's rows ran first",
-            keys.len(),
-            tp.seconds,
-            tp.warm_up()
-        ),
-        blocking,
-        tasks,
-        &python,
-    );
-}
-
-/// Keys the throughput rows cycle over (the Python script's `KEYS`).
-const THROUGHPUT_KEYS: usize = 64;
-
-/// The throughput rows' settings: `REDIS_BENCH_THREADS` OS threads,
-/// `REDIS_BENCH_TASKS` tokio tasks, `REDIS_BENCH_SECONDS` per row.
-struct Throughput {
-    threads: usize,
-    tasks: usize,
-    seconds: Duration,
-}
-
-impl Throughput {
-    fn from_env() -> Throughput {
-        fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-        }
-        Throughput {
-            threads: var("REDIS_BENCH_THREADS", 8usize).max(1),
-            tasks: var("REDIS_BENCH_TASKS", 64usize).max(1),
-            seconds: Duration::from_secs_f64(var("REDIS_BENCH_SECONDS", 2.0f64).max(0.1)),
-        }
-    }
-
-    fn warm_up(&self) -> Duration {
-        (self.seconds / 10).max(Duration::from_millis(200))
-    }
-
-    /// Hits per second that `counts` (bumped by running workers) grow by
-    /// over `seconds`, after the warm-up.
-    fn measure(&self, counts: &[AtomicU64]) -> f64 {
-        let sum = || {
-            counts
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .sum::<u64>()
-        };
-        std::thread::sleep(self.warm_up());
-        let (before, started) = (sum(), Instant::now());
-        std::thread::sleep(self.seconds);
-        let (after, elapsed) = (sum(), started.elapsed());
-        (after - before) as f64 / elapsed.as_secs_f64()
-    }
-
-    /// `Cache::get_or_create` hits per second from `threads` OS threads
-    /// sharing `cache`; thread i cycles over `keys` from key i.
-    fn blocking(&self, cache: &Cache, keys: &[String]) -> f64 {
-        let stop = AtomicBool::new(false);
-        let created = AtomicU64::new(0);
-        let counts: Vec<AtomicU64> = (0..self.threads).map(|_| AtomicU64::new(0)).collect();
-        let rate = std::thread::scope(|s| {
-            for (i, count) in counts.iter().enumerate() {
-                let (stop, created) = (&stop, &created);
-                s.spawn(move || {
-                    let mut k = i;
-                    while !stop.load(Ordering::Relaxed) {
-                        let u: User = cache
-                            .get_or_create(&keys[k % keys.len()], || {
-                                created.fetch_add(1, Ordering::Relaxed);
-                                Ok::<_, std::convert::Infallible>(user())
-                            })
-                            .expect("a hit");
-                        black_box(u);
-                        count.fetch_add(1, Ordering::Relaxed);
-                        k += 1;
-                    }
-                });
-            }
-            let rate = self.measure(&counts);
-            stop.store(true, Ordering::Relaxed);
-            rate
-        });
-        assert_eq!(created.into_inner(), 0, "a blocking call was not a hit");
-        rate
-    }
-
-    /// `AsyncCache::get_or_create` hits per second from `tasks` tokio
-    /// tasks on a multi-thread runtime with 2 workers; task i cycles over
-    /// `keys` from key i.
-    fn tasks(&self, cache: &AsyncCache, keys: &[String]) -> f64 {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a multi-thread tokio runtime");
-        let keys: Arc<[String]> = keys.into();
-        let stop = Arc::new(AtomicBool::new(false));
-        let created = Arc::new(AtomicU64::new(0));
-        let counts: Arc<[AtomicU64]> = (0..self.tasks).map(|_| AtomicU64::new(0)).collect();
-        let handles: Vec<_> = (0..self.tasks)
-            .map(|i| {
-                let (cache, keys) = (cache.clone(), Arc::clone(&keys));
-                let (stop, created, counts) =
-                    (Arc::clone(&stop), Arc::clone(&created), Arc::clone(&counts));
-                rt.spawn(async move {
-                    let mut k = i;
-                    while !stop.load(Ordering::Relaxed) {
-                        let u: User = cache
-                            .get_or_create(&keys[k % keys.len()], || async {
-                                created.fetch_add(1, Ordering::Relaxed);
-                                Ok::<_, std::convert::Infallible>(user())
-                            })
-                            .await
-                            .expect("a hit");
-                        black_box(u);
-                        counts[i].fetch_add(1, Ordering::Relaxed);
-                        k += 1;
-                    }
-                })
-            })
-            .collect();
-        let rate = self.measure(&counts);
-        stop.store(true, Ordering::Relaxed);
-        rt.block_on(async {
-            for h in handles {
-                h.await.expect("a throughput task");
-            }
-        });
-        assert_eq!(
-            created.load(Ordering::Relaxed),
-            0,
-            "an async call was not a hit"
-        );
-        rate
-    }
-
-    /// The throughput table: carboy's rows and the Python ones, with how
-    /// many times more hits per second carboy's blocking and async rows
-    /// make than each row.
-    fn print(&self, title: &str, blocking: f64, tasks: f64, python: &[(String, f64)]) {
-        let t = self.threads;
-        let mut rows = vec![
-            (
-                format!("carboy Cache::get_or_create, {t} threads, one Cache"),
-                blocking,
-            ),
-            (
-                format!(
-                    "carboy AsyncCache::get_or_create, {} tokio tasks, 2 workers",
-                    self.tasks
-                ),
-                tasks,
-            ),
-        ];
-        rows.extend(
-            python
-                .iter()
-                .map(|(name, rate)| (format!("Python {name}, {t} threads"), *rate)),
-        );
-        println!();
-        println!("{title}");
-        println!("| what | hits/s | carboy blocking is faster by | carboy async is faster by |");
-        println!("|---|---:|---:|---:|");
-        for (name, rate) in rows {
-            println!(
-                "| {name} | {rate:.0} | {:.2}× | {:.2}× |",
-                blocking / rate,
-                tasks / rate
-            );
-        }
-    }
+    tp.print("redis backend, loopback", carboy, &python);
 }
 
 /// Ten keys a batch: `Cache::get_many` (one MGET) against ten `Cache::get`s,
