@@ -49,20 +49,9 @@ fn async_cache(data: &Path, ns: &str) -> AsyncCache {
     manager(data, None).get_cache(ns).unwrap().to_async()
 }
 
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+#[path = "support/runtimes.rs"]
+mod runtimes;
+use runtimes::{current_thread, multi_thread};
 
 /// This binary re-executed as a worker process with `args`.
 fn worker(args: &[&str]) -> Command {

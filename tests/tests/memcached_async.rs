@@ -42,20 +42,9 @@ fn cache(url: &str, ns: &str) -> AsyncCache {
     manager(url).get_cache(ns).unwrap().to_async()
 }
 
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+#[path = "support/runtimes.rs"]
+mod runtimes;
+use runtimes::{current_thread, multi_thread};
 
 /// The raw namespace `ns` on `url` (its own factory), to look at the
 /// creation lock directly.

@@ -39,20 +39,9 @@ fn cache(url: &str, ns: &str) -> AsyncCache {
         .to_async()
 }
 
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+#[path = "support/runtimes.rs"]
+mod runtimes;
+use runtimes::{current_thread, multi_thread};
 
 /// 200 tasks, half through each of two managers, on one missing key:
 /// one creator, one value.
