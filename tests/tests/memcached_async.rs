@@ -45,6 +45,8 @@ fn cache(url: &str, ns: &str) -> AsyncCache {
 #[path = "support/runtimes.rs"]
 mod runtimes;
 use runtimes::{current_thread, multi_thread};
+#[path = "support/network.rs"]
+mod network;
 
 /// The raw namespace `ns` on `url` (its own factory), to look at the
 /// creation lock directly.
@@ -165,33 +167,12 @@ fn one_creator(runtime: tokio::runtime::Runtime, test: &str) {
     let url = server.address();
     let caches = [cache(&url, "once"), cache(&url, "once")];
     let raw = raw(&url, "once");
-    let runs = Arc::new(AtomicUsize::new(0));
-    let values = runtime.block_on(async {
-        let mut tasks = Vec::new();
-        for i in 0..TASKS {
-            let c = caches[i % 2].clone();
-            let runs = Arc::clone(&runs);
-            tasks.push(tokio::spawn(async move {
-                c.get_or_create("k", || async move {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    // Let the other tasks pile up behind the flight and
-                    // the lock.
-                    for _ in 0..10 {
-                        tokio::task::yield_now().await;
-                    }
-                    Ok::<_, String>(format!("created by task {i}"))
-                })
-                .await
-            }));
-        }
-        let mut values = Vec::new();
-        for t in tasks {
-            values.push(t.await.unwrap().unwrap());
-        }
+    let (runs, values) = runtime.block_on(async {
+        let herd = network::one_key_herd(&caches, TASKS).await;
         lock_freed(&raw, b"k").await;
-        values
+        herd
     });
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "{test}: creators");
+    assert_eq!(runs, 1, "{test}: creators");
     assert!(
         values.iter().all(|v| *v == values[0]),
         "{test}: the tasks got different values"

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use carboy::cache::testing::{Outcome, Suite};
+use carboy::cache::testing::Suite;
 use carboy::cache::{BackendFactory, CacheManager};
 use carboy_redis::RedisFactory;
 use carboy_tests::redis_server::{RedisCluster, RedisServer};
@@ -23,40 +23,14 @@ const SKIPPED: &[(&str, &str)] = &[
     ("change_stamp_moves_with_content", "change_stamp"),
 ];
 
-/// The async cases run on a tokio runtime (redis's async client needs
-/// one), a multi-thread one as an application would have.
-fn on_tokio(suite: Suite) -> Suite {
-    let runtime = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap(),
-    );
-    suite.block_on_with(move |future| runtime.block_on(future))
-}
+#[path = "support/network.rs"]
+mod network;
+#[path = "support/runtimes.rs"]
+mod runtimes;
+use network::on_tokio;
 
 fn conforms(suite: Suite) {
-    let report = suite.run();
-    report.assert_passed();
-    let skipped: Vec<(&str, &str)> = report
-        .cases
-        .iter()
-        .filter_map(|(name, o)| match o {
-            Outcome::Skipped(cap) => Some((*name, *cap)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(skipped, SKIPPED, "{report}");
-    for case in ["async_raw_operations", "async_creation_locks"] {
-        assert!(
-            report
-                .cases
-                .iter()
-                .any(|(name, o)| *name == case && *o == Outcome::Passed),
-            "{case} did not run: {report}"
-        );
-    }
+    network::conforms(suite, SKIPPED);
 }
 
 fn factory() -> Arc<dyn BackendFactory> {

@@ -16,7 +16,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::backend::{Backend, Fetched, unsupported};
 use crate::error::Result;
@@ -42,6 +42,110 @@ pub enum LockWait {
     /// its own runtime's (`tokio::time::timeout`, a server-side blocking
     /// call with a timeout, …). This is `cache.lock_timeout`.
     UpTo(Duration),
+}
+
+/// The pauses between tries of a lock someone else holds, for a backend
+/// whose lock is a try (a network server's `SET NX`, memcached's `add`):
+/// `first`, then doubled after each try, up to `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first pause.
+    pub first: Duration,
+    /// The longest pause.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The pause after `pause`.
+    #[must_use]
+    pub fn next(&self, pause: Duration) -> Duration {
+        (pause * 2).min(self.max)
+    }
+}
+
+impl LockWait {
+    /// Takes a lock with `try_lock` (one try: the guard, or `None` while
+    /// someone else holds it), trying again after each pause of `backoff`
+    /// for as long as this wait allows: [`Locked::Busy`] at once for
+    /// [`LockWait::No`], [`Locked::TimedOut`] past [`LockWait::UpTo`]'s
+    /// time. carboy has no timer: the backend gives its runtime's `sleep`
+    /// and `now` (tokio's, so that a paused test clock is obeyed).
+    pub async fn poll<'a, T, TF, S, SF>(
+        self,
+        backoff: Backoff,
+        mut try_lock: T,
+        mut sleep: S,
+        now: impl Fn() -> Instant,
+    ) -> Result<Locked<'a>>
+    where
+        T: FnMut() -> TF,
+        TF: Future<Output = Result<Option<AsyncCreationGuard<'a>>>>,
+        S: FnMut(Duration) -> SF,
+        SF: Future<Output = ()>,
+    {
+        let deadline = self.deadline(now());
+        let mut pause = backoff.first;
+        loop {
+            if let Some(guard) = try_lock().await? {
+                return Ok(Locked::Held(guard));
+            }
+            match self.nap(deadline, pause, now()) {
+                Ok(nap) => sleep(nap).await,
+                Err(answer) => return Ok(answer),
+            }
+            pause = backoff.next(pause);
+        }
+    }
+
+    /// As [`poll`](Self::poll), sleeping on the calling thread: for a
+    /// backend's async methods called outside its runtime.
+    pub fn poll_blocking<'a>(
+        self,
+        backoff: Backoff,
+        mut try_lock: impl FnMut() -> Result<Option<AsyncCreationGuard<'a>>>,
+    ) -> Result<Locked<'a>> {
+        let deadline = self.deadline(Instant::now());
+        let mut pause = backoff.first;
+        loop {
+            if let Some(guard) = try_lock()? {
+                return Ok(Locked::Held(guard));
+            }
+            match self.nap(deadline, pause, Instant::now()) {
+                Ok(nap) => std::thread::sleep(nap),
+                Err(answer) => return Ok(answer),
+            }
+            pause = backoff.next(pause);
+        }
+    }
+
+    fn deadline(self, now: Instant) -> Option<Instant> {
+        match self {
+            LockWait::UpTo(d) => Some(now + d),
+            _ => None,
+        }
+    }
+
+    /// After a try that found the lock held: the pause before the next
+    /// try, or the answer to give instead.
+    fn nap<'a>(
+        self,
+        deadline: Option<Instant>,
+        pause: Duration,
+        now: Instant,
+    ) -> std::result::Result<Duration, Locked<'a>> {
+        match (self, deadline) {
+            (LockWait::No, _) => Err(Locked::Busy),
+            (_, Some(deadline)) => {
+                let left = deadline.saturating_duration_since(now);
+                if left.is_zero() {
+                    Err(Locked::TimedOut)
+                } else {
+                    Ok(pause.min(left))
+                }
+            }
+            _ => Ok(pause),
+        }
+    }
 }
 
 /// What [`AsyncBackend::lock_creation`] gave.
@@ -185,5 +289,92 @@ pub trait AsyncBackend: Send + Sync {
         Box::pin(std::future::ready(Ok(Locked::Held(
             AsyncCreationGuard::in_process(),
         ))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUICK: Backoff = Backoff {
+        first: Duration::from_millis(1),
+        max: Duration::from_millis(2),
+    };
+
+    /// A lock that is free from the `free_at`-th try on.
+    fn tries(free_at: usize) -> impl FnMut() -> Result<Option<AsyncCreationGuard<'static>>> {
+        let mut n = 0;
+        move || {
+            n += 1;
+            Ok((n >= free_at).then(|| AsyncCreationGuard::holding(())))
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_max() {
+        let b = Backoff {
+            first: Duration::from_millis(2),
+            max: Duration::from_millis(5),
+        };
+        assert_eq!(b.next(b.first), Duration::from_millis(4));
+        assert_eq!(b.next(Duration::from_millis(4)), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn poll_blocking_answers_as_the_wait_says() {
+        assert!(matches!(
+            LockWait::No.poll_blocking(QUICK, tries(2)),
+            Ok(Locked::Busy)
+        ));
+        assert!(matches!(
+            LockWait::No.poll_blocking(QUICK, tries(1)),
+            Ok(Locked::Held(g)) if g.is_held()
+        ));
+        assert!(matches!(
+            LockWait::Forever.poll_blocking(QUICK, tries(5)),
+            Ok(Locked::Held(_))
+        ));
+        assert!(matches!(
+            LockWait::UpTo(Duration::from_millis(20)).poll_blocking(QUICK, tries(usize::MAX)),
+            Ok(Locked::TimedOut)
+        ));
+    }
+
+    #[test]
+    fn poll_sleeps_with_the_given_timer_and_reads_the_given_clock() {
+        use std::cell::Cell;
+        use std::task::{Context, Poll, Waker};
+        // A clock that moves only when the lock's waiter sleeps.
+        let start = Instant::now();
+        let slept = Cell::new(Duration::ZERO);
+        let naps = std::cell::RefCell::new(Vec::new());
+        let mut try_lock = tries(usize::MAX);
+        let fut = LockWait::UpTo(Duration::from_millis(10)).poll(
+            QUICK,
+            || std::future::ready(try_lock()),
+            |d| {
+                naps.borrow_mut().push(d);
+                slept.set(slept.get() + d);
+                std::future::ready(())
+            },
+            || start + slept.get(),
+        );
+        let got = {
+            let mut fut = std::pin::pin!(fut);
+            match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(got) => got,
+                Poll::Pending => panic!("nothing here waits"),
+            }
+        };
+        assert!(matches!(got, Ok(Locked::TimedOut)));
+        // 1, 2, 2, 2, 2, then the 1 ms left: exactly the 10 ms allowed.
+        let naps = naps.into_inner();
+        assert_eq!(
+            naps.iter().sum::<Duration>(),
+            Duration::from_millis(10),
+            "{naps:?}"
+        );
+        assert_eq!(naps[0], Duration::from_millis(1));
+        assert!(naps.iter().all(|&d| d <= QUICK.max), "{naps:?}");
     }
 }

@@ -85,7 +85,7 @@ mod settings;
 pub mod testing;
 
 pub use async_backend::{
-    AsyncBackend, AsyncCreationGuard, AsyncUpdateFn, BackendFuture, LockWait, Locked,
+    AsyncBackend, AsyncCreationGuard, AsyncUpdateFn, BackendFuture, Backoff, LockWait, Locked,
 };
 pub use backend::{
     Backend, BackendConfig, BackendFactory, Capabilities, CreationGuard, Fetched, OpenOptions,

@@ -1,6 +1,9 @@
 //! The tokio runtimes the async tests run on (included by path: tokio is
 //! a dev-dependency, out of reach of the `carboy_tests` library).
 
+// Each test binary that includes this uses only some of it.
+#![allow(dead_code)]
+
 /// A multi-thread runtime with 2 workers (the CI machine's cores), time
 /// and I/O drivers on.
 pub fn multi_thread() -> tokio::runtime::Runtime {

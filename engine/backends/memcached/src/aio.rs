@@ -38,7 +38,7 @@ use tokio::runtime::{Handle, Id};
 use crate::error::FailureKind;
 use crate::lock::{self, AsyncLease, Lease};
 use crate::namespace::{
-    MAX_CAS_ROUNDS, MemcachedNamespace, Servers, remaining_ttl, server_ttl, too_large,
+    CasRound, MAX_CAS_ROUNDS, MemcachedNamespace, Servers, server_ttl, too_large,
 };
 
 /// How many runtimes' clients are kept at most.
@@ -156,28 +156,9 @@ impl MemcachedNamespace {
     /// release's round trip).
     fn lock_blocking(&self, key: &[u8], wait: LockWait) -> carboy::Result<Locked<'_>> {
         let wire = self.lock_wire_key(key);
-        let held = match wait {
-            LockWait::No => Lease::acquire(self, wire, false)?,
-            LockWait::Forever => Lease::acquire(self, wire, true)?,
-            LockWait::UpTo(d) => {
-                let deadline = std::time::Instant::now() + d;
-                let mut pause = lock::FIRST_PAUSE;
-                loop {
-                    if let Some(held) = Lease::acquire(self, wire.clone(), false)? {
-                        break Some(held);
-                    }
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        return Ok(Locked::TimedOut);
-                    }
-                    std::thread::sleep(pause.min(left));
-                    pause = lock::next_pause(pause);
-                }
-            }
-        };
-        Ok(match held {
-            Some(held) => Locked::Held(AsyncCreationGuard::holding(held)),
-            None => Locked::Busy,
+        wait.poll_blocking(lock::BACKOFF, || {
+            let held = Lease::acquire(self, wire.clone(), false)?;
+            Ok(held.map(AsyncCreationGuard::holding))
         })
     }
 }
@@ -307,17 +288,9 @@ impl AsyncBackend for MemcachedNamespace {
                     .send()
                     .await
                     .map_err(err)?;
-                let (current, cas) = match (got.hit(), got.item.cas) {
-                    (true, Some(cas)) => (Some(got.value.unwrap_or_default()), Some(cas)),
-                    _ => (None, None),
-                };
-                let next = f(current.as_deref());
-                if let Some(v) = &next {
-                    self.check_len(&wire, v)?;
-                }
-                let status = match (cas, next) {
-                    (None, None) => return Ok(()),
-                    (None, Some(v)) => {
+                let status = match self.cas_round(&wire, got, f)? {
+                    CasRound::Done => return Ok(()),
+                    CasRound::Add(v) => {
                         client
                             .set(&wire, &v)
                             .add()
@@ -326,17 +299,17 @@ impl AsyncBackend for MemcachedNamespace {
                             .map_err(err)?
                             .status
                     }
-                    (Some(cas), Some(v)) => {
+                    CasRound::Replace { cas, ttl, value } => {
                         client
-                            .set(&wire, &v)
+                            .set(&wire, &value)
                             .compare_cas(cas)
-                            .ttl(remaining_ttl(got.item.ttl))
+                            .ttl(ttl)
                             .send()
                             .await
                             .map_err(err)?
                             .status
                     }
-                    (Some(cas), None) => {
+                    CasRound::Delete { cas } => {
                         client
                             .delete(&wire)
                             .compare_cas(cas)
@@ -350,13 +323,7 @@ impl AsyncBackend for MemcachedNamespace {
                     return Ok(());
                 }
             }
-            Err(self.servers.failure(
-                &self.namespace,
-                "update",
-                &wire,
-                FailureKind::Contention,
-                format!("lost {MAX_CAS_ROUNDS} compare-and-swap rounds in a row"),
-            ))
+            Err(self.cas_rounds_lost(&wire))
         })
     }
 
@@ -377,29 +344,16 @@ impl AsyncBackend for MemcachedNamespace {
                 return self.lock_blocking(key, wait);
             }
             let wire = self.lock_wire_key(key);
-            let deadline = match wait {
-                LockWait::UpTo(d) => Some(tokio::time::Instant::now() + d),
-                _ => None,
-            };
-            let mut pause = lock::FIRST_PAUSE;
-            loop {
-                if let Some(held) = AsyncLease::try_acquire(self, &wire).await? {
-                    return Ok(Locked::Held(AsyncCreationGuard::holding(held)));
-                }
-                let nap = match (wait, deadline) {
-                    (LockWait::No, _) => return Ok(Locked::Busy),
-                    (_, Some(deadline)) => {
-                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                        if left.is_zero() {
-                            return Ok(Locked::TimedOut);
-                        }
-                        pause.min(left)
-                    }
-                    _ => pause,
-                };
-                tokio::time::sleep(nap).await;
-                pause = lock::next_pause(pause);
-            }
+            wait.poll(
+                lock::BACKOFF,
+                || async {
+                    let held = AsyncLease::try_acquire(self, &wire).await?;
+                    Ok(held.map(AsyncCreationGuard::holding))
+                },
+                tokio::time::sleep,
+                || tokio::time::Instant::now().into_std(),
+            )
+            .await
         })
     }
 }

@@ -49,6 +49,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use carboy::cache::Backoff;
 use memcache::exp::{Meta, MutationStatus, Ttl};
 
 use crate::aio::in_tokio;
@@ -56,13 +57,10 @@ use crate::namespace::{MemcachedNamespace, Servers};
 
 /// How long a waiting caller sleeps between two tries, at first and at
 /// most.
-pub(crate) const FIRST_PAUSE: Duration = Duration::from_millis(2);
-const LONGEST_PAUSE: Duration = Duration::from_millis(100);
-
-/// The pause after `pause`: doubled, up to [`LONGEST_PAUSE`].
-pub(crate) fn next_pause(pause: Duration) -> Duration {
-    (pause * 2).min(LONGEST_PAUSE)
-}
+pub(crate) const BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(2),
+    max: Duration::from_millis(100),
+};
 
 /// A held creation lock; dropping it releases the lock.
 pub(crate) struct Lease {
@@ -109,7 +107,7 @@ impl Lease {
     ) -> carboy::Result<Option<Lease>> {
         let servers = &ns.servers;
         let token = new_token();
-        let mut pause = FIRST_PAUSE;
+        let mut pause = BACKOFF.first;
         loop {
             Releasing::wait(servers, &key);
             let added = servers
@@ -126,7 +124,7 @@ impl Lease {
                 return Ok(None);
             }
             std::thread::sleep(pause);
-            pause = next_pause(pause);
+            pause = BACKOFF.next(pause);
         }
     }
 

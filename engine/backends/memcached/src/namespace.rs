@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use carboy::Error;
 use carboy::cache::{AsyncBackend, Backend, Capabilities, CreationGuard, Fetched, UpdateFn};
-use memcache::exp::{Meta, MetaClient, MutationStatus, Rendezvous, Router, Ttl};
+use memcache::exp::{GetResult, Meta, MetaClient, MutationStatus, Rendezvous, Router, Ttl};
 
 use crate::aio::AsyncClients;
 use crate::error::{FailureKind, ServerError};
@@ -184,6 +184,21 @@ pub(crate) fn remaining_ttl(ttl: Option<i64>) -> Ttl {
     }
 }
 
+/// One round of `update`'s compare-and-swap, decided from the item read
+/// (`mg` with its CAS and remaining TTL) and what the update function made
+/// of its value; the blocking and the async `update` send it alike.
+pub(crate) enum CasRound {
+    /// No item and nothing to store: done.
+    Done,
+    /// No item: store this in add mode (refused if another writer added
+    /// one meanwhile).
+    Add(Vec<u8>),
+    /// Replace the item under its CAS, keeping its remaining TTL.
+    Replace { cas: u64, ttl: Ttl, value: Vec<u8> },
+    /// Delete the item under its CAS.
+    Delete { cas: u64 },
+}
+
 /// One namespace of a memcached backend.
 ///
 /// Declares [`Capabilities`] `atomic_update` (memcached's `cas`) and
@@ -285,6 +300,47 @@ impl MemcachedNamespace {
     }
 
     /// `value` too long for `wire`, as the typed error.
+    /// The next round of `update` on `wire`, from the item `got` read and
+    /// the update function `f`; a new value too large for the servers is
+    /// [`Error::ValueTooLong`].
+    pub(crate) fn cas_round(
+        &self,
+        wire: &[u8],
+        got: GetResult,
+        f: &mut UpdateFn<'_>,
+    ) -> carboy::Result<CasRound> {
+        let (current, cas) = match (got.hit(), got.item.cas) {
+            (true, Some(cas)) => (Some(got.value.unwrap_or_default()), Some(cas)),
+            _ => (None, None),
+        };
+        let next = f(current.as_deref());
+        if let Some(v) = &next {
+            self.check_len(wire, v)?;
+        }
+        Ok(match (cas, next) {
+            (None, None) => CasRound::Done,
+            (None, Some(value)) => CasRound::Add(value),
+            (Some(cas), Some(value)) => CasRound::Replace {
+                cas,
+                ttl: remaining_ttl(got.item.ttl),
+                value,
+            },
+            (Some(cas), None) => CasRound::Delete { cas },
+        })
+    }
+
+    /// `update`'s error after [`MAX_CAS_ROUNDS`] rounds lost to other
+    /// writers.
+    pub(crate) fn cas_rounds_lost(&self, wire: &[u8]) -> Error {
+        self.servers.failure(
+            &self.namespace,
+            "update",
+            wire,
+            FailureKind::Contention,
+            format!("lost {MAX_CAS_ROUNDS} compare-and-swap rounds in a row"),
+        )
+    }
+
     pub(crate) fn check_len(&self, wire: &[u8], value: &[u8]) -> carboy::Result<()> {
         let max = self.max_value(wire);
         if value.len() > max {
@@ -438,38 +494,19 @@ impl Backend for MemcachedNamespace {
                 .meta(Meta::NONE.cas().ttl())
                 .send()
                 .map_err(err)?;
-            let (current, cas) = match (got.hit(), got.item.cas) {
-                (true, Some(cas)) => (Some(got.value.unwrap_or_default()), Some(cas)),
-                _ => (None, None),
-            };
-            let next = f(current.as_deref());
-            let status = match (cas, next) {
-                (None, None) => return Ok(()),
-                (None, Some(v)) => {
-                    if v.len() > self.max_value(&wire) {
-                        return Err(Error::ValueTooLong {
-                            len: v.len(),
-                            max: self.max_value(&wire),
-                        });
-                    }
-                    client.set(&wire, &v).add().send().map_err(err)?.status
-                }
-                (Some(cas), Some(v)) => {
-                    if v.len() > self.max_value(&wire) {
-                        return Err(Error::ValueTooLong {
-                            len: v.len(),
-                            max: self.max_value(&wire),
-                        });
-                    }
+            let status = match self.cas_round(&wire, got, f)? {
+                CasRound::Done => return Ok(()),
+                CasRound::Add(v) => client.set(&wire, &v).add().send().map_err(err)?.status,
+                CasRound::Replace { cas, ttl, value } => {
                     client
-                        .set(&wire, &v)
+                        .set(&wire, &value)
                         .compare_cas(cas)
-                        .ttl(remaining_ttl(got.item.ttl))
+                        .ttl(ttl)
                         .send()
                         .map_err(err)?
                         .status
                 }
-                (Some(cas), None) => {
+                CasRound::Delete { cas } => {
                     client
                         .delete(&wire)
                         .compare_cas(cas)
@@ -484,13 +521,7 @@ impl Backend for MemcachedNamespace {
             // Another writer got in between (CasMismatch, AlreadyExists,
             // NotFound): read again.
         }
-        Err(self.servers.failure(
-            &self.namespace,
-            "update",
-            &wire,
-            FailureKind::Contention,
-            format!("lost {MAX_CAS_ROUNDS} compare-and-swap rounds in a row"),
-        ))
+        Err(self.cas_rounds_lost(&wire))
     }
 
     fn lock_creation(

@@ -259,12 +259,6 @@ impl Server {
     }
 }
 
-/// A pause of the lock's wait: from 1 ms, doubling up to 25 ms (as the
-/// blocking lock's).
-pub(crate) fn next_pause(pause: Duration) -> Duration {
-    (pause * 2).min(Duration::from_millis(25))
-}
-
 /// The creation locks whose async release is on its way (spawned by a
 /// dropped guard, not answered yet), by redis key, with how many releases
 /// of each are in flight. A later lock try in this process, blocking or

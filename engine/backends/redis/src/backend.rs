@@ -9,7 +9,7 @@ use carboy::cache::{
 };
 use redis::Script;
 
-use crate::aio::{in_tokio, next_pause};
+use crate::aio::in_tokio;
 use crate::keys::Layout;
 use crate::lock;
 use crate::server::Server;
@@ -317,31 +317,16 @@ impl AsyncBackend for RedisBackend {
                 return self.lock_blocking(key, hash, wait);
             }
             let rkey = self.layout.lock(key);
-            let deadline = match wait {
-                LockWait::UpTo(d) => Some(tokio::time::Instant::now() + d),
-                _ => None,
-            };
-            let mut pause = Duration::from_millis(1);
-            loop {
-                if let Some(held) =
-                    lock::try_lock_async(&self.server, &self.namespace, &rkey).await?
-                {
-                    return Ok(Locked::Held(AsyncCreationGuard::holding(held)));
-                }
-                let nap = match (wait, deadline) {
-                    (LockWait::No, _) => return Ok(Locked::Busy),
-                    (_, Some(deadline)) => {
-                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                        if left.is_zero() {
-                            return Ok(Locked::TimedOut);
-                        }
-                        pause.min(left)
-                    }
-                    _ => pause,
-                };
-                tokio::time::sleep(nap).await;
-                pause = next_pause(pause);
-            }
+            wait.poll(
+                lock::BACKOFF,
+                || async {
+                    let held = lock::try_lock_async(&self.server, &self.namespace, &rkey).await?;
+                    Ok(held.map(AsyncCreationGuard::holding))
+                },
+                tokio::time::sleep,
+                || tokio::time::Instant::now().into_std(),
+            )
+            .await
         })
     }
 }
@@ -352,28 +337,9 @@ impl RedisBackend {
     /// release's round trip).
     fn lock_blocking(&self, key: &[u8], _hash: u64, wait: LockWait) -> carboy::Result<Locked<'_>> {
         let rkey = self.layout.lock(key);
-        let held = match wait {
-            LockWait::No => lock::try_lock(&self.server, &self.namespace, rkey)?,
-            LockWait::Forever => Some(lock::lock(&self.server, &self.namespace, rkey)?),
-            LockWait::UpTo(d) => {
-                let deadline = std::time::Instant::now() + d;
-                let mut pause = Duration::from_millis(1);
-                loop {
-                    if let Some(h) = lock::try_lock(&self.server, &self.namespace, rkey.clone())? {
-                        break Some(h);
-                    }
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        return Ok(Locked::TimedOut);
-                    }
-                    std::thread::sleep(pause.min(left));
-                    pause = next_pause(pause);
-                }
-            }
-        };
-        Ok(match held {
-            Some(h) => Locked::Held(AsyncCreationGuard::holding(h)),
-            None => Locked::Busy,
+        wait.poll_blocking(lock::BACKOFF, || {
+            let held = lock::try_lock(&self.server, &self.namespace, rkey.clone())?;
+            Ok(held.map(AsyncCreationGuard::holding))
         })
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use carboy::cache::Backoff;
 use redis::Script;
 
 use crate::server::Server;
@@ -71,6 +72,13 @@ pub(crate) fn try_lock(
     HeldLock::keep(Arc::clone(server), namespace.to_string(), key, token).map(Some)
 }
 
+/// The pauses between tries of a lock someone else holds, blocking or
+/// async: from 1 ms, doubling up to 25 ms.
+pub(crate) const BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(1),
+    max: Duration::from_millis(25),
+};
+
 /// Takes the lock, polling until it is free (redis has no blocking lock:
 /// dogpile's and redis-py's locks poll too). Each try is one round trip;
 /// the pause between tries grows from 1 ms to 25 ms.
@@ -79,13 +87,13 @@ pub(crate) fn lock(
     namespace: &str,
     key: Vec<u8>,
 ) -> carboy::Result<HeldLock> {
-    let mut pause = Duration::from_millis(1);
+    let mut pause = BACKOFF.first;
     loop {
         if let Some(held) = try_lock(server, namespace, key.clone())? {
             return Ok(held);
         }
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(25));
+        pause = BACKOFF.next(pause);
     }
 }
 
