@@ -37,9 +37,7 @@ use tokio::runtime::{Handle, Id};
 
 use crate::error::FailureKind;
 use crate::lock::{self, AsyncLease, Lease};
-use crate::namespace::{
-    CasRound, MAX_CAS_ROUNDS, MemcachedNamespace, Servers, server_ttl, too_large,
-};
+use crate::namespace::{CasRound, MAX_CAS_ROUNDS, MemcachedNamespace, Servers, server_ttl};
 
 /// How many runtimes' clients are kept at most.
 pub(crate) const RUNTIMES: usize = 8;
@@ -140,15 +138,7 @@ impl MemcachedNamespace {
             .run_many(wires.iter().map(memcache::exp::Get::new))
             .await
             .map_err(|e| self.error("get many", first, e))?;
-        results
-            .into_iter()
-            .zip(wires)
-            .map(|(r, wire)| match r {
-                Ok(got) if got.hit() => Ok(Some(got.value.unwrap_or_default())),
-                Ok(_) => Ok(None),
-                Err(e) => Err(self.error("get many", wire, e)),
-            })
-            .collect()
+        self.fetched_many(wires, results)
     }
 
     /// The async `lock_creation` outside a tokio runtime: the blocking
@@ -226,31 +216,8 @@ impl AsyncBackend for MemcachedNamespace {
             let wire = self.wire_key(key);
             self.check_len(&wire, value)?;
             let client = self.client("set", &wire).await?;
-            let result = client
-                .set(&wire, value)
-                .ttl(server_ttl(ttl))
-                .send()
-                .await
-                .map_err(|e| {
-                    if too_large(&e) {
-                        carboy::Error::ValueTooLong {
-                            len: value.len(),
-                            max: self.max_value(&wire),
-                        }
-                    } else {
-                        self.error("set", &wire, e)
-                    }
-                })?;
-            match result.status {
-                MutationStatus::Applied => Ok(()),
-                other => Err(self.servers.failure(
-                    &self.namespace,
-                    "set",
-                    &wire,
-                    FailureKind::Server,
-                    format!("not stored: {other:?}"),
-                )),
-            }
+            let sent = client.set(&wire, value).ttl(server_ttl(ttl)).send().await;
+            self.stored(&wire, value.len(), sent)
         })
     }
 

@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use carboy::Error;
 use carboy::cache::{AsyncBackend, Backend, Capabilities, CreationGuard, Fetched, UpdateFn};
-use memcache::exp::{GetResult, Meta, MetaClient, MutationStatus, Rendezvous, Router, Ttl};
+use memcache::exp::{
+    GetResult, Meta, MetaClient, MutationResult, MutationStatus, Rendezvous, Router, Ttl,
+};
 
 use crate::aio::AsyncClients;
 use crate::error::{FailureKind, ServerError};
@@ -135,7 +137,7 @@ impl Servers {
 
 /// memcached's `SERVER_ERROR object too large for cache` (which the client
 /// reports as the outcome of a request it sent).
-pub(crate) fn too_large(e: &memcache::exp::Error) -> bool {
+fn too_large(e: &memcache::exp::Error) -> bool {
     use memcache::exp::Error as E;
     match e {
         E::Server(m) => m.contains("too large"),
@@ -271,15 +273,7 @@ impl MemcachedNamespace {
             .client
             .run_many(ops)
             .map_err(|e| self.error("get many", first, e))?;
-        results
-            .into_iter()
-            .zip(wires)
-            .map(|(r, wire)| match r {
-                Ok(got) if got.hit() => Ok(Some(got.value.unwrap_or_default())),
-                Ok(_) => Ok(None),
-                Err(e) => Err(self.error("get many", wire, e)),
-            })
-            .collect()
+        self.fetched_many(wires, results)
     }
 
     pub(crate) fn error(
@@ -365,30 +359,31 @@ impl MemcachedNamespace {
     }
 
     fn store(&self, wire: &[u8], value: &[u8], ttl: Ttl) -> carboy::Result<()> {
-        let max = self.max_value(wire);
-        if value.len() > max {
-            return Err(Error::ValueTooLong {
-                len: value.len(),
-                max,
-            });
-        }
-        let result = self
-            .servers
-            .client
-            .set(wire, value)
-            .ttl(ttl)
-            .send()
-            .map_err(|e| {
-                if too_large(&e) {
-                    // The server's -I is below cache.item_size_max.
-                    Error::ValueTooLong {
-                        len: value.len(),
-                        max,
-                    }
-                } else {
-                    self.error("set", wire, e)
+        self.check_len(wire, value)?;
+        let sent = self.servers.client.set(wire, value).ttl(ttl).send();
+        self.stored(wire, value.len(), sent)
+    }
+
+    /// The outcome of an `ms` of a `len`-byte value to `wire`, blocking or
+    /// async: a value the server refuses as too large is
+    /// [`Error::ValueTooLong`] (its `-I` is below `cache.item_size_max`),
+    /// one it does not store is a server failure.
+    pub(crate) fn stored(
+        &self,
+        wire: &[u8],
+        len: usize,
+        sent: memcache::exp::Result<MutationResult>,
+    ) -> carboy::Result<()> {
+        let result = sent.map_err(|e| {
+            if too_large(&e) {
+                Error::ValueTooLong {
+                    len,
+                    max: self.max_value(wire),
                 }
-            })?;
+            } else {
+                self.error("set", wire, e)
+            }
+        })?;
         match result.status {
             MutationStatus::Applied => Ok(()),
             other => Err(self.servers.failure(
@@ -399,6 +394,24 @@ impl MemcachedNamespace {
                 format!("not stored: {other:?}"),
             )),
         }
+    }
+
+    /// The values of a multi-get of `wires` (in their order), from its
+    /// answers `results`, blocking or async.
+    pub(crate) fn fetched_many(
+        &self,
+        wires: &[Vec<u8>],
+        results: Vec<memcache::exp::Result<GetResult>>,
+    ) -> carboy::Result<Vec<Option<Vec<u8>>>> {
+        results
+            .into_iter()
+            .zip(wires)
+            .map(|(r, wire)| match r {
+                Ok(got) if got.hit() => Ok(Some(got.value.unwrap_or_default())),
+                Ok(_) => Ok(None),
+                Err(e) => Err(self.error("get many", wire, e)),
+            })
+            .collect()
     }
 }
 
