@@ -141,12 +141,12 @@ async fn drive(apps: [Router; 2], workload: Workload) -> Result<PairRun, String>
     }
     let turns = (workload.measure.as_nanos() / workload.slice.as_nanos().max(1)).max(2) as usize;
     let turns = turns.div_ceil(GROUPS) * GROUPS;
-    let mut requests = vec![[0u64; 2]; GROUPS];
-    let mut time = vec![[Duration::ZERO; 2]; GROUPS];
+    let mut requests = [[0u64; 2]; GROUPS];
+    let mut time = [[Duration::ZERO; 2]; GROUPS];
     let mut cpu = [0u64; 2];
     for t in 0..2 * turns {
         // 0, 1, 1, 0, 0, 1, 1, 0, ...
-        let server = ((t + 1) / 2) % 2;
+        let server = t.div_ceil(2) % 2;
         let group = t * GROUPS / (2 * turns);
         turn_tx.send_replace(server);
         let (before, ticks, start) = (
