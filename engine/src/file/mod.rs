@@ -51,6 +51,8 @@
 //! * `sys.rs`: system calls that touch no mapping: `fallocate`
 //!   ([`allocate`]), `pwritev2(RWF_DSYNC)`, [`rename`], [`sync_dir`], futex
 //!   wait and wake.
+//! * `stripe_words.rs`: [`StripeWords`], the mapped words of a stripe lock
+//!   file through which processes hand idle stripes to each other.
 //! * `range_lock.rs`: the one `fcntl` call behind
 //!   [`crate::sync::StripeLocks`] and the presence marks: byte-range locks
 //!   on open file descriptions.
@@ -61,6 +63,7 @@ mod lock_file;
 mod mapping;
 mod presence;
 mod range_lock;
+mod stripe_words;
 mod sys;
 #[cfg(test)]
 pub(crate) mod test_signals;
@@ -71,4 +74,5 @@ pub(crate) use presence::PRESENCE_SLOTS;
 pub(crate) use range_lock::{
     RangeLock, is_unsupported as range_lock_unsupported, lock_byte, unlock_byte,
 };
-pub(crate) use sys::{allocate, rename, sync_dir};
+pub(crate) use stripe_words::{StripeWords, file_id};
+pub(crate) use sys::{allocate, current_pid, rename, sync_dir};

@@ -103,3 +103,46 @@ pub(super) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 pub(super) fn futex_wake_all(word: &AtomicU32) {
     let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), WAKE_ALL);
 }
+
+/// This process's id, cached; a child made by `fork` finds the cache empty
+/// (a handler registered with `pthread_atfork` clears it) and asks again.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// Clears the cached id in a child just made by `fork` (async-signal-safe:
+/// one atomic store).
+extern "C" fn forget_pid() {
+    PID.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// This process's id, without a system call once known. Unlike a bare
+/// `getpid` cache, it is right in a child forked without exec, which
+/// shares its parent's open file descriptions and must tell them apart.
+pub(crate) fn current_pid() -> u32 {
+    use std::sync::atomic::Ordering;
+    let pid = PID.load(Ordering::Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    AT_FORK.call_once(|| {
+        // SAFETY: `forget_pid` is an `extern "C" fn()` that lives for the
+        // whole program and only stores to an atomic, which is allowed in
+        // a child after fork; the other two handlers are absent. The
+        // registration cannot fail but for lack of memory, in which case
+        // children of `fork` would keep the parent's id: the call's result
+        // is checked and the cache is then not used.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+        if rc != 0 {
+            NO_CACHE.store(true, Ordering::Relaxed);
+        }
+    });
+    let pid = std::process::id();
+    if !NO_CACHE.load(Ordering::Relaxed) {
+        PID.store(pid, Ordering::Relaxed);
+    }
+    pid
+}
+
+/// Set when the fork handler could not be registered: every
+/// [`current_pid`] then asks the kernel.
+static NO_CACHE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

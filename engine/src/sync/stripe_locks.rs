@@ -5,17 +5,19 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::marker::PhantomData;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Weak};
 use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::lock_files::{lock_current, open_lock_file, registry_key};
 use super::sync_dict::WeakSyncDict;
 use crate::error::{Error, Result};
-use crate::file::{RangeLock, lock_byte, range_lock_unsupported, unlock_byte};
+use crate::file::{
+    RangeLock, StripeWords, current_pid, file_id, lock_byte, range_lock_unsupported, unlock_byte,
+};
 
 /// One shared state per lock file in this process.
 static OPEN: LazyLock<WeakSyncDict<PathBuf, Shared>> = LazyLock::new(WeakSyncDict::new);
@@ -37,18 +39,87 @@ struct Shared {
     /// Unlocked descriptions of the lock file, kept by dropped
     /// [`OwnedStripe`]s for the next one (at most [`POOL`]).
     pool: Mutex<Vec<Description>>,
+    /// The words of the lock file last opened at the path.
+    words: Mutex<Arc<StripeWords>>,
+    /// Stripes kept locked between owned guards (the lease).
+    idle: Mutex<Idle>,
+}
+
+impl Shared {
+    /// The words of `file` (a description of the lock file): the ones
+    /// mapped already if it is the same file, else a new mapping.
+    fn words_for(&self, file: &File) -> Result<Arc<StripeWords>> {
+        let id = file_id(file).map_err(|e| Error::io("stat lock file", &self.path, e))?;
+        let mut current = self.words.lock();
+        if current.id() != id {
+            *current = Arc::new(
+                StripeWords::map(file, self.stripes)
+                    .map_err(|e| Error::io("map lock file", &self.path, e))?,
+            );
+        }
+        Ok(Arc::clone(&current))
+    }
+
+    /// An unlocked description of the lock file from the pool, if it holds
+    /// one of this process.
+    fn pooled(&self) -> Option<Description> {
+        let file = self.pool.lock().pop()?;
+        if file.pid == current_pid() {
+            return Some(file);
+        }
+        self.forget_inherited();
+        None
+    }
+
+    /// In a child forked without exec: forgets the descriptions and idle
+    /// stripes of the parent, without unlocking anything (they are the
+    /// parent's locks; closing our copies of its descriptions leaves them).
+    fn forget_inherited(&self) {
+        let pid = current_pid();
+        self.pool.lock().retain(|d| d.pid == pid);
+        let mut idle = self.idle.lock();
+        idle.stripes.retain(|_, i| i.file.pid == pid);
+        if idle.thread != Some(pid) {
+            idle.thread = None;
+        }
+    }
+}
+
+/// The stripes this process keeps locked while no guard uses them.
+#[derive(Debug, Default)]
+struct Idle {
+    stripes: HashMap<u32, IdleStripe>,
+    /// The process whose lease thread runs (a forked child has none).
+    thread: Option<u32>,
+}
+
+#[derive(Debug)]
+struct IdleStripe {
+    /// The description that holds the stripe's byte.
+    file: Description,
+    /// Idle at the lease thread's last periodic look.
+    looked: bool,
 }
 
 /// An open description of the lock file.
 #[derive(Debug)]
 struct Description {
     file: File,
+    /// The process that opened it: a child forked without exec shares its
+    /// parent's descriptions, and must not use them as its own.
+    pid: u32,
+    /// The words of the file it describes.
+    words: Arc<StripeWords>,
 }
 
 impl Description {
-    fn open(path: &Path) -> Result<Description> {
+    fn open(shared: &Shared) -> Result<Description> {
+        let file = open_lock_file(&shared.path)?;
+        let words = shared.words_for(&file)?;
         Ok(Description {
-            file: open_lock_file(path)?,
+            file,
+            pid: current_pid(),
+            words,
         })
     }
 
@@ -61,9 +132,10 @@ impl Description {
     /// nothing in carboy does that, and a lock file moved by hand is
     /// outside what these locks guard against.
     fn still_linked(&self, path: &Path) -> Result<bool> {
-        match self.file.metadata() {
-            Ok(meta) => Ok(meta.nlink() > 0),
-            Err(e) => Err(Error::io("stat lock file", path, e)),
+        // A plain `fstat` (std's metadata asks `statx` for more, slower).
+        match rustix::fs::fstat(&self.file) {
+            Ok(stat) => Ok(stat.st_nlink > 0),
+            Err(e) => Err(Error::io("stat lock file", path, e.into())),
         }
     }
 }
@@ -71,6 +143,23 @@ impl Description {
 /// How many unlocked descriptions a lock file keeps for owned stripes:
 /// about the number of stripes a process holds at once as owned guards.
 const POOL: usize = 16;
+
+/// How many stripes a lock file keeps idle at most (each on a description
+/// of its own: one open file each). Past it, a released stripe is unlocked.
+const IDLE_MAX: usize = 32;
+
+/// How long a non-blocking try waits for a process that holds the stripe
+/// idle to give it up, before answering busy. The holder's lease thread
+/// answers in about a thread wake-up; this bounds the wait when that
+/// process is stopped or starved.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+/// How often a lease thread looks at its idle stripes when nothing wakes
+/// it; a stripe idle at two looks in a row is unlocked, so an idle lease
+/// lasts at most about twice this once nobody uses the stripe here (what a
+/// process that does not announce itself, such as an older carboy, waits
+/// at worst).
+const LEASE_POLL: Duration = Duration::from_secs(1);
 
 /// Cross-process creation locks for the keys of one namespace: `stripes`
 /// byte-range locks on **one** lock file, the stripe of a key chosen from
@@ -171,12 +260,16 @@ impl StripeLocks {
         }
         let path = registry_key(path.as_ref())?;
         let shared = OPEN.get_or_create(path.clone(), || {
-            drop(open_lock_file(&path)?);
+            let file = open_lock_file(&path)?;
+            let words = StripeWords::map(&file, stripes)
+                .map_err(|e| Error::io("map lock file", &path, e))?;
             Ok::<_, Error>(Shared {
                 path: path.clone(),
                 stripes,
                 held: Mutex::new(HashMap::new()),
                 pool: Mutex::new(Vec::new()),
+                words: Mutex::new(Arc::new(words)),
+                idle: Mutex::new(Idle::default()),
             })
         })?;
         if shared.stripes != stripes {
@@ -312,18 +405,36 @@ impl StripeLocks {
     /// ```
     pub fn try_lock_owned(&self, hash: u64) -> Result<Option<OwnedStripe>> {
         let stripe = self.stripe_for(hash);
+        let owned = |file| {
+            Ok(Some(OwnedStripe {
+                shared: Arc::clone(&self.shared),
+                file: Some(file),
+                stripe,
+            }))
+        };
+        if let Some(file) = take_idle(&self.shared, stripe)? {
+            return owned(file);
+        }
         let path = &self.shared.path;
-        let mut pooled = self.shared.pool.lock().pop();
+        let mut pooled = self.shared.pooled();
         for _ in 0..MAX_OWNED_TRIES {
             let file = match pooled.take() {
                 Some(file) => file,
-                None => Description::open(path)?,
+                None => Description::open(&self.shared)?,
             };
-            match lock_byte(&file.file, u64::from(stripe), false) {
-                Ok(RangeLock::Acquired) => {}
+            let got = match lock_byte(&file.file, u64::from(stripe), false) {
+                Ok(RangeLock::Acquired) => true,
                 Ok(RangeLock::Busy) => {
-                    self.keep(file);
-                    return Ok(None);
+                    if file.words.idle_holder(stripe) == current_pid() {
+                        // Kept idle here since we looked: take it over.
+                        self.keep(file);
+                        return match take_idle(&self.shared, stripe)? {
+                            Some(idle) => owned(idle),
+                            None => Ok(None),
+                        };
+                    }
+                    wait_for_idle_holder(&file.file, &file.words, stripe)
+                        .map_err(|e| self.error("lock", stripe, e))?
                 }
                 Err(e) if range_lock_unsupported(&e) => {
                     return Err(Error::LockUnsupported {
@@ -333,13 +444,14 @@ impl StripeLocks {
                     });
                 }
                 Err(e) => return Err(self.error("lock", stripe, e)),
+            };
+            if !got {
+                self.keep(file);
+                return Ok(None);
             }
             if file.still_linked(path)? {
-                return Ok(Some(OwnedStripe {
-                    shared: Arc::clone(&self.shared),
-                    file: Some(file),
-                    stripe,
-                }));
+                file.words.clear_stale(stripe);
+                return owned(file);
             }
             // A pooled description of a file since removed or replaced
             // (or one replaced as we opened it): closing releases it; the
@@ -366,8 +478,12 @@ impl StripeLocks {
             h.depth += 1;
             return Ok(Some(self.guard(me, stripe)));
         }
-        let Some(file) = self.lock_stripe(stripe, wait)? else {
-            return Ok(None);
+        let file = match take_idle(&self.shared, stripe)? {
+            Some(idle) => idle.file,
+            None => match self.lock_stripe(stripe, wait)? {
+                Some(file) => file,
+                None => return Ok(None),
+            },
         };
         self.shared
             .held
@@ -380,20 +496,48 @@ impl StripeLocks {
     /// byte, starting over if the file at the path was replaced meanwhile.
     fn lock_stripe(&self, stripe: u32, wait: bool) -> Result<Option<File>> {
         let path = &self.shared.path;
-        lock_current(
+        let byte = u64::from(stripe);
+        let file = lock_current(
             path,
-            |file| match lock_byte(file, u64::from(stripe), wait) {
-                Ok(RangeLock::Acquired) => Ok(true),
-                Ok(RangeLock::Busy) => Ok(false),
-                Err(e) if range_lock_unsupported(&e) => Err(Error::LockUnsupported {
-                    path: path.clone(),
-                    what: "open file description byte-range lock",
-                    source: e,
-                }),
-                Err(e) => Err(self.error("lock", stripe, e)),
+            |file| {
+                let locked = match lock_byte(file, byte, false) {
+                    Ok(RangeLock::Busy) => {
+                        // Held elsewhere: ask a holder that keeps it idle
+                        // to let go, then wait (or not) for it.
+                        let words = self.shared.words_for(file)?;
+                        if wait {
+                            words.announce(stripe);
+                            let waited = lock_byte(file, byte, true);
+                            words.unannounce(stripe);
+                            waited
+                        } else {
+                            match wait_for_idle_holder(file, &words, stripe) {
+                                Ok(true) => Ok(RangeLock::Acquired),
+                                Ok(false) => Ok(RangeLock::Busy),
+                                Err(e) => Err(e),
+                            }
+                        }
+                    }
+                    other => other,
+                };
+                match locked {
+                    Ok(RangeLock::Acquired) => Ok(true),
+                    Ok(RangeLock::Busy) => Ok(false),
+                    Err(e) if range_lock_unsupported(&e) => Err(Error::LockUnsupported {
+                        path: path.clone(),
+                        what: "open file description byte-range lock",
+                        source: e,
+                    }),
+                    Err(e) => Err(self.error("lock", stripe, e)),
+                }
             },
             |cause| self.error("lock", stripe, cause),
-        )
+        )?;
+        if let Some(file) = &file {
+            // Ours now: whatever a holder that died left in the words goes.
+            self.shared.words_for(file)?.clear_stale(stripe);
+        }
+        Ok(file)
     }
 
     fn error(&self, op: &'static str, stripe: u32, source: io::Error) -> Error {
@@ -525,12 +669,182 @@ impl Drop for OwnedStripe {
         let Some(file) = self.file.take() else {
             return;
         };
-        // Unlock explicitly (a forked child may share the description);
-        // a description that fails to unlock is closed, which releases it.
-        if unlock_byte(&file.file, u64::from(self.stripe)).is_ok() {
-            keep(&self.shared, file);
+        release_owned(&self.shared, file, self.stripe);
+    }
+}
+
+/// Takes over `stripe` if this process keeps it idle: no locking call,
+/// one `fstat` (is the file still linked, as for a fresh lock?).
+fn take_idle(shared: &Shared, stripe: u32) -> Result<Option<Description>> {
+    let mut idle = shared.idle.lock();
+    if idle.stripes.is_empty() {
+        return Ok(None);
+    }
+    let Some(taken) = idle.stripes.remove(&stripe) else {
+        return Ok(None);
+    };
+    drop(idle);
+    let pid = current_pid();
+    if taken.file.pid != pid {
+        // A forked child's copy of its parent's lease: not ours.
+        shared.forget_inherited();
+        return Ok(None);
+    }
+    taken.file.words.clear_idle(stripe, pid);
+    if taken.file.still_linked(&shared.path)? {
+        return Ok(Some(taken.file));
+    }
+    // The lock file was removed or replaced since: closing the description
+    // releases its lock on the old file, and the caller locks the new one.
+    shared.pool.lock().clear();
+    Ok(None)
+}
+
+/// Releases an owned stripe: keeps it locked and idle (the lease) while
+/// nobody waits for it and the lease thread runs, else unlocks it.
+fn release_owned(shared: &Arc<Shared>, file: Description, stripe: u32) {
+    let pid = current_pid();
+    if file.pid != pid {
+        // Made before a fork, dropped in the child: the lock is the
+        // parent's, which unlocks it; closing our copy leaves it.
+        return;
+    }
+    {
+        let mut idle = shared.idle.lock();
+        if idle.stripes.len() < IDLE_MAX
+            && !file.words.wanted(stripe)
+            && start_lease_thread(shared, &mut idle, pid)
+        {
+            file.words.set_idle(stripe, pid);
+            idle.stripes.insert(
+                stripe,
+                IdleStripe {
+                    file,
+                    looked: false,
+                },
+            );
+            return;
         }
     }
+    // Unlock explicitly (a forked child may share the description); a
+    // description that fails to unlock is closed, which releases it.
+    if unlock_byte(&file.file, u64::from(stripe)).is_ok() {
+        keep(shared, file);
+    }
+}
+
+/// With `idle` locked: makes sure this process's lease thread runs; false
+/// if none could be started (then nothing is kept idle).
+fn start_lease_thread(shared: &Arc<Shared>, idle: &mut Idle, pid: u32) -> bool {
+    if idle.thread == Some(pid) {
+        return true;
+    }
+    let weak = Arc::downgrade(shared);
+    let spawned = std::thread::Builder::new()
+        .name("carboy-stripes".into())
+        .spawn(move || lease_thread(weak));
+    if spawned.is_ok() {
+        idle.thread = Some(pid);
+    }
+    spawned.is_ok()
+}
+
+/// Unlocks the idle stripes that someone waits for, at once (a waiter's
+/// announcement wakes it), and, at a look every [`LEASE_POLL`], those idle
+/// since the previous look and all of them if the lock file was removed or
+/// replaced. Exits once nothing is idle (the next lease starts it again) or
+/// every [`StripeLocks`] of the file is gone (closing the descriptions
+/// released their locks).
+fn lease_thread(weak: Weak<Shared>) {
+    let mut last_look = Instant::now();
+    loop {
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        let words = Arc::clone(&shared.words.lock());
+        let seen = words.seq();
+        let look = last_look.elapsed() >= LEASE_POLL;
+        if look {
+            last_look = Instant::now();
+        }
+        let pid = current_pid();
+        let mut idle = shared.idle.lock();
+        let replaced = look
+            && idle
+                .stripes
+                .values()
+                .next()
+                .is_some_and(|i| !i.file.still_linked(&shared.path).unwrap_or(false));
+        let go: Vec<u32> = idle
+            .stripes
+            .iter()
+            .filter(|(s, i)| replaced || i.file.words.wanted(**s) || (look && i.looked))
+            .map(|(s, _)| *s)
+            .collect();
+        for stripe in go {
+            if let Some(gone) = idle.stripes.remove(&stripe) {
+                // Unlocked first, then said: a waiter woken by the word
+                // finds the byte free.
+                let unlocked = unlock_byte(&gone.file.file, u64::from(stripe)).is_ok();
+                gone.file.words.clear_idle(stripe, pid);
+                if unlocked && !replaced {
+                    keep(&shared, gone.file);
+                }
+            }
+        }
+        if replaced {
+            shared.pool.lock().clear();
+        }
+        if look {
+            for i in idle.stripes.values_mut() {
+                i.looked = true;
+            }
+        }
+        if idle.stripes.is_empty() {
+            idle.thread = None;
+            return;
+        }
+        drop(idle);
+        drop(shared);
+        words.wait_seq(seen, LEASE_POLL);
+    }
+}
+
+/// After a non-blocking try found `stripe` busy: if the process holding
+/// it says it keeps it idle, asks it to let go (counts this caller as
+/// waiting, waking its lease thread) and waits up to [`IDLE_WAIT`] for the
+/// byte. True once `file` holds it; false if the holder uses it (or took
+/// it back), or did not let go in time.
+fn wait_for_idle_holder(file: &File, words: &StripeWords, stripe: u32) -> io::Result<bool> {
+    let me = current_pid();
+    let holder = words.idle_holder(stripe);
+    if holder == 0 || holder == me {
+        return Ok(false);
+    }
+    let byte = u64::from(stripe);
+    words.announce(stripe);
+    let deadline = Instant::now() + IDLE_WAIT;
+    let got = loop {
+        let holder = words.idle_holder(stripe);
+        if holder == 0 {
+            // Given up (the byte is free) or taken back into use (busy).
+            break lock_byte(file, byte, false).map(|r| r == RangeLock::Acquired);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break Ok(false);
+        }
+        // Woken when the word changes; a holder that died idle leaves it
+        // as it was, so the byte is tried again every millisecond.
+        words.wait_idle(stripe, holder, left.min(Duration::from_millis(1)));
+        match lock_byte(file, byte, false) {
+            Ok(RangeLock::Acquired) => break Ok(true),
+            Ok(RangeLock::Busy) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    words.unannounce(stripe);
+    got
 }
 
 #[cfg(test)]
@@ -557,7 +871,8 @@ mod tests {
         });
         drop(held);
         elsewhere(|| assert!(locks.try_lock(5).unwrap().is_some()));
-        assert_eq!(std::fs::metadata(locks.path()).unwrap().len(), 0);
+        // One page of words (16 stripes); the locks lie on bytes 0..16.
+        assert_eq!(std::fs::metadata(locks.path()).unwrap().len(), 4096);
     }
 
     #[test]
@@ -711,14 +1026,59 @@ mod tests {
             drop(g);
         });
         assert_eq!(total, 400);
+        // Released owned stripes stay locked and idle (one here), their
+        // descriptions kept; the others' unlocked descriptions are pooled.
+        assert_eq!(locks.shared.idle.lock().stripes.len(), 1);
         let pooled = locks.shared.pool.lock().len();
-        assert!((1..=POOL).contains(&pooled), "{pooled} pooled");
-        // Many at once: the pool keeps at most POOL.
-        let many: Vec<_> = (0..40)
+        assert!(pooled <= POOL, "{pooled} pooled");
+        // Many at once: at most IDLE_MAX stay idle, at most POOL pooled.
+        let many: Vec<_> = (0..IDLE_MAX as u64 + POOL as u64 + 8)
             .map(|h| locks.try_lock_owned(h).unwrap().unwrap())
             .collect();
         drop(many);
+        assert_eq!(locks.shared.idle.lock().stripes.len(), IDLE_MAX);
         assert_eq!(locks.shared.pool.lock().len(), POOL);
+    }
+
+    #[test]
+    fn a_released_owned_stripe_stays_locked_until_taken_again_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = open(&dir, 16);
+        let raw = open_lock_file(locks.path()).unwrap();
+        drop(locks.try_lock_owned(3).unwrap().unwrap());
+        // Still locked for any other description, and marked idle.
+        assert_eq!(lock_byte(&raw, 3, false).unwrap(), RangeLock::Busy);
+        let words = Arc::clone(&locks.shared.words.lock());
+        assert_eq!(words.idle_holder(3), current_pid());
+        // Taken over here, by an owned stripe or a thread: no longer idle.
+        let again = locks.try_lock_owned(3).unwrap().unwrap();
+        assert_eq!(words.idle_holder(3), 0);
+        assert!(locks.shared.idle.lock().stripes.is_empty());
+        assert!(locks.try_lock_owned(3).unwrap().is_none(), "taken twice");
+        drop(again);
+        let thread = locks.try_lock(3).unwrap().expect("idle stripe refused");
+        assert!(locks.shared.idle.lock().stripes.is_empty());
+        assert_eq!(lock_byte(&raw, 3, false).unwrap(), RangeLock::Busy);
+        // A thread's stripe is unlocked on release, not kept idle.
+        drop(thread);
+        assert_eq!(lock_byte(&raw, 3, false).unwrap(), RangeLock::Acquired);
+    }
+
+    #[test]
+    fn a_waiter_of_this_process_gets_an_idle_stripe() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = open(&dir, 16);
+        let inode = std::fs::metadata(locks.path()).unwrap().ino();
+        let owned = locks.try_lock_owned(2).unwrap().unwrap();
+        thread::scope(|s| {
+            // Blocked in the kernel, announced: the release must unlock
+            // rather than keep the stripe idle.
+            let waiter = s.spawn(|| locks.lock(2).map(|g| g.stripe()).unwrap());
+            wait_until_blocked_on(inode);
+            drop(owned);
+            assert_eq!(waiter.join().unwrap(), 2);
+        });
+        assert!(locks.shared.idle.lock().stripes.is_empty());
     }
 
     #[test]
@@ -726,14 +1086,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let locks = open(&dir, 16);
         drop(locks.try_lock_owned(1).unwrap().unwrap());
-        assert_eq!(locks.shared.pool.lock().len(), 1);
-        // The pooled description is of the old file: the new one is taken.
+        drop(locks.try_lock_owned(2).unwrap().unwrap());
+        assert_eq!(locks.shared.idle.lock().stripes.len(), 2);
+        // The idle descriptions are of the old file: the new one is taken.
         std::fs::remove_file(locks.path()).unwrap();
         let g = locks.try_lock_owned(1).unwrap().unwrap();
         let now = open_lock_file(locks.path()).unwrap();
         assert_eq!(lock_byte(&now, 1, false).unwrap(), RangeLock::Busy);
         drop(g);
-        assert_eq!(lock_byte(&now, 1, false).unwrap(), RangeLock::Acquired);
+        // Kept idle, on the new file, with its words.
+        assert_eq!(lock_byte(&now, 1, false).unwrap(), RangeLock::Busy);
+        let words = Arc::clone(&locks.shared.words.lock());
+        assert_eq!(words.id(), file_id(&now).unwrap());
+        assert_eq!(words.idle_holder(1), current_pid());
+        // Stripe 2's idle lease on the old file is not taken over either.
+        let g2 = locks.try_lock_owned(2).unwrap().unwrap();
+        assert_eq!(lock_byte(&now, 2, false).unwrap(), RangeLock::Busy);
+        drop(g2);
     }
 
     #[test]
@@ -741,7 +1110,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let locks = open(&dir, 16);
         drop(locks.try_lock_owned(1).unwrap().unwrap());
-        assert_eq!(locks.shared.pool.lock().len(), 1);
+        assert_eq!(locks.shared.idle.lock().stripes.len(), 1);
         // The file at the path is replaced by a rename: the pooled
         // description's file has no link left.
         let other = dir.path().join("replacement");
@@ -751,7 +1120,8 @@ mod tests {
         let now = open_lock_file(locks.path()).unwrap();
         assert_eq!(lock_byte(&now, 1, false).unwrap(), RangeLock::Busy);
         drop(g);
-        assert_eq!(lock_byte(&now, 1, false).unwrap(), RangeLock::Acquired);
+        let words = Arc::clone(&locks.shared.words.lock());
+        assert_eq!(words.id(), file_id(&now).unwrap());
     }
 
     const _: () = {
