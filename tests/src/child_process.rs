@@ -93,7 +93,12 @@ impl ChildProcess {
         self
     }
 
-    /// The child's name in messages.
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the child is (its command line), for messages.
     pub fn what(&self) -> &str {
         &self.what
     }

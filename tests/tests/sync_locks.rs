@@ -4,7 +4,10 @@
 //! stripes are held at once, and a lock held by a SIGKILLed process is free
 //! right after, with no file to clean. An owned stripe
 //! (`StripeLocks::try_lock_owned`, the async front's) and another
-//! process's stripe exclude each other both ways.
+//! process's stripe exclude each other both ways; an owned stripe a
+//! process keeps idle after use (its lease) goes to another process that
+//! tries, waits or locks it, is free at once when its holder is killed,
+//! and is unlocked by itself once nobody here uses it.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -49,6 +52,11 @@ fn stripe_args<'a>(path: &'a str, stripes: &'a str, hash: &'a str) -> Vec<&'a st
     vec!["stripe", path, stripes, hash]
 }
 
+/// Arguments naming an owned stripe (`try_lock_owned`) for the child.
+fn owned_args<'a>(path: &'a str, stripes: &'a str, hash: &'a str) -> Vec<&'a str> {
+    vec!["owned", path, stripes, hash]
+}
+
 fn child(sub: &str, lock: &[&str]) -> ChildProcess {
     let mut args = vec![sub];
     args.extend_from_slice(lock);
@@ -59,12 +67,21 @@ fn child(sub: &str, lock: &[&str]) -> ChildProcess {
 /// `rounds` increments of one counter file under `lock`, and checks the
 /// final count is exact.
 fn count_under(dir: &Path, lock: &[&str], children: u64, threads: u64, rounds: u64) {
+    let locks: Vec<&[&str]> = (0..children).map(|_| lock).collect();
+    count_under_each(dir, &locks, threads, rounds);
+}
+
+/// As [`count_under`], with one child per entry of `locks`, each under its
+/// own way of taking the lock.
+fn count_under_each(dir: &Path, locks: &[&[&str]], threads: u64, rounds: u64) {
+    let children = locks.len() as u64;
     let counter = dir.join("counter");
     std::fs::write(&counter, "").unwrap();
     let counter_arg = counter.to_str().unwrap();
     let (rounds_arg, threads_arg) = (rounds.to_string(), threads.to_string());
-    let mut helpers: Vec<ChildProcess> = (0..children)
-        .map(|_| {
+    let mut helpers: Vec<ChildProcess> = locks
+        .iter()
+        .map(|lock| {
             let mut args = vec!["lock-count", counter_arg, &rounds_arg, &threads_arg];
             args.extend_from_slice(lock);
             spawn(&args)
@@ -269,6 +286,109 @@ fn owned_stripes_and_other_processes_exclude_each_other() {
         mine.try_lock_owned(5).unwrap().is_some(),
         "the killed process's stripe is still locked"
     );
+}
+
+#[test]
+fn owned_stripes_kept_idle_exclude_processes_and_their_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.carboy.create-lock");
+    let path_arg = path.to_str().unwrap();
+    // Two processes of owned stripes (kept idle between their uses, handed
+    // over on request) and one of thread stripes (waiting in the kernel),
+    // all on stripe 3 of 1024.
+    let owned = owned_args(path_arg, "1024", "2051");
+    let thread = stripe_args(path_arg, "1024", "3");
+    count_under_each(dir.path(), &[&owned, &owned, &thread], 2, 150);
+}
+
+#[test]
+fn an_idle_stripe_goes_to_another_process_that_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.carboy.create-lock");
+    let path_arg = path.to_str().unwrap();
+    let mine = StripeLocks::open(&path, 64).unwrap();
+    let mut holder = child("lock-lease", &owned_args(path_arg, "64", "5"));
+    holder.expect_line("released");
+    // Released, but kept locked and marked idle by the child.
+    assert_eq!(locked_bytes(&path), vec![5], "the child kept no lease");
+    assert_eq!(idle_word(&path, 5), holder.pid());
+
+    // A try from here asks the child, which lets go.
+    let got = mine.try_lock(5).unwrap();
+    assert!(got.is_some(), "the idle stripe was not handed over");
+    drop(got);
+    holder.say("again");
+    holder.expect_line("released");
+    let got = mine.try_lock_owned(69).unwrap(); // stripe 5 too
+    assert!(got.is_some(), "the idle stripe was not handed over");
+    // Now kept idle here: the child's tries ask this process in turn.
+    drop(got);
+    assert_eq!(idle_word(&path, 5), std::process::id());
+    holder.say("again");
+    holder.expect_line("released");
+    // A waiting lock from here: the child lets go too.
+    drop(mine.lock(5).unwrap());
+
+    // Killed while keeping it idle: free at once, and the next holder
+    // clears the mark the child left.
+    holder.say("again");
+    holder.expect_line("released");
+    assert_eq!(idle_word(&path, 5), holder.pid());
+    kill(holder);
+    let got = mine.try_lock_owned(5).unwrap();
+    assert!(got.is_some(), "the killed process's stripe is still locked");
+    assert_eq!(idle_word(&path, 5), 0);
+}
+
+#[test]
+fn an_idle_stripe_nobody_uses_is_unlocked_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.carboy.create-lock");
+    let path_arg = path.to_str().unwrap();
+    let holder = {
+        let mut h = child("lock-lease", &owned_args(path_arg, "64", "7"));
+        h.expect_line("released");
+        h
+    };
+    assert_eq!(locked_bytes(&path), vec![7], "the child kept no lease");
+    // Nobody asks (as with a process that does not announce itself, such
+    // as an older carboy): the child's lease thread unlocks it after two
+    // looks, about a second apart.
+    let deadline = Instant::now() + DEADLINE;
+    while !locked_bytes(&path).is_empty() {
+        assert!(Instant::now() < deadline, "the idle stripe is still locked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(last_line(holder), "done");
+}
+
+/// The bytes of the file at `path` that a granted lock covers, from
+/// `/proc/locks` (one-byte locks: their start).
+fn locked_bytes(path: &Path) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let suffix = format!(":{}", std::fs::metadata(path).unwrap().ino());
+    let locks = std::fs::read_to_string("/proc/locks").expect("read /proc/locks");
+    let mut bytes: Vec<u64> = locks
+        .lines()
+        .filter(|line| !line.contains("->"))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let at = fields
+                .iter()
+                .position(|f| f.matches(':').count() == 2 && f.ends_with(&suffix))?;
+            fields.get(at + 1)?.parse().ok()
+        })
+        .collect();
+    bytes.sort_unstable();
+    bytes
+}
+
+/// The `idle` word of `stripe` in a stripe lock file (FORMAT: offset
+/// 64 + 8 stripe + 4, little-endian): the process keeping it idle, or 0.
+fn idle_word(path: &Path, stripe: usize) -> u32 {
+    let bytes = std::fs::read(path).unwrap();
+    let at = 64 + 8 * stripe + 4;
+    u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
 }
 
 /// Waits until `/proc/locks` shows a blocked waiter (a `->` line) on the

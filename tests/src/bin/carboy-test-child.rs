@@ -50,8 +50,10 @@
 //! ```
 //!
 //! For `tests/sync_locks.rs` (carboy::sync's cross-process locks), where
-//! `<lock>` is either `file <lock dir> <name> <read|write>` (a FileLock) or
-//! `stripe <lock file> <stripes> <hash>` (a StripeLocks stripe):
+//! `<lock>` is `file <lock dir> <name> <read|write>` (a FileLock),
+//! `stripe <lock file> <stripes> <hash>` (a StripeLocks stripe) or
+//! `owned <lock file> <stripes> <hash>` (an owned stripe,
+//! `StripeLocks::try_lock_owned`, retried while busy to wait for it):
 //!
 //! ```text
 //! carboy-test-child lock-count <counter file> <rounds> <threads> <lock>
@@ -63,6 +65,10 @@
 //!     arrives on stdin
 //! carboy-test-child lock-try <lock>
 //!     tries the lock once and prints `acquired` or `busy`
+//! carboy-test-child lock-lease <lock>
+//!     takes the lock and releases it at once (an owned stripe stays
+//!     locked and idle: the lease), prints `released`, and does it again
+//!     for each line on stdin until EOF
 //! ```
 
 use std::collections::HashMap;
@@ -125,6 +131,7 @@ fn run(args: &[String]) -> Result<String, String> {
         }
         Some("lock-hold") => lock_hold(&ChildLock::parse(&args[1..])?),
         Some("lock-try") => lock_try(&ChildLock::parse(&args[1..])?),
+        Some("lock-lease") => lock_lease(&ChildLock::parse(&args[1..])?),
         Some("serve") => serve(path),
         other => Err(format!("unknown mode {other:?}")),
     }
@@ -531,6 +538,7 @@ fn fill(path: &Path) -> Result<String, String> {
 enum ChildLock {
     File { lock: FileLock, write: bool },
     Stripe { locks: StripeLocks, hash: u64 },
+    Owned { locks: StripeLocks, hash: u64 },
 }
 
 /// Something held by a [`ChildLock`], released on drop.
@@ -540,6 +548,9 @@ enum Held<'a> {
     },
     Stripe {
         _guard: carboy::sync::StripeGuard<'a>,
+    },
+    Owned {
+        _guard: carboy::sync::OwnedStripe,
     },
 }
 
@@ -561,12 +572,16 @@ impl ChildLock {
                 };
                 Ok(ChildLock::File { lock, write })
             }
-            "stripe" => {
+            kind @ ("stripe" | "owned") => {
                 let stripes = arg(2)?.parse().map_err(|e| format!("stripes: {e}"))?;
                 let hash = arg(3)?.parse().map_err(|e| format!("hash: {e}"))?;
                 let locks =
                     StripeLocks::open(arg(1)?, stripes).map_err(|e| format!("open: {e}"))?;
-                Ok(ChildLock::Stripe { locks, hash })
+                Ok(if kind == "owned" {
+                    ChildLock::Owned { locks, hash }
+                } else {
+                    ChildLock::Stripe { locks, hash }
+                })
             }
             other => Err(format!("lock kind {other:?} is neither file nor stripe")),
         }
@@ -591,6 +606,14 @@ impl ChildLock {
                     .map(|g| g.map(|guard| Held::Stripe { _guard: guard }))
                     .map_err(|e| format!("try_lock: {e}"));
             }
+            (ChildLock::Owned { locks, hash }, wait) => loop {
+                match locks.try_lock_owned(*hash) {
+                    Ok(Some(guard)) => return Ok(Some(Held::Owned { _guard: guard })),
+                    Ok(None) if wait => std::thread::yield_now(),
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(format!("try_lock_owned: {e}")),
+                }
+            },
         };
         held.map(|g| g.map(|guard| Held::File { _guard: guard }))
             .map_err(|e| format!("lock: {e}"))
@@ -657,6 +680,26 @@ fn lock_hold(lock: &ChildLock) -> Result<String, String> {
     wait_for_start()?;
     drop(held);
     Ok("released".to_string())
+}
+
+/// Takes and releases the lock, once and then again for each line of
+/// stdin.
+fn lock_lease(lock: &ChildLock) -> Result<String, String> {
+    use std::io::Write;
+    let mut lines = std::io::stdin().lock().lines();
+    loop {
+        drop(lock.take(true)?);
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "released")
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("ack: {e}"))?;
+        drop(out);
+        match lines.next() {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(format!("stdin: {e}")),
+            None => return Ok("done".to_string()),
+        }
+    }
 }
 
 /// Tries the lock once.
