@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use carboy::sync::{FileLock, StripeLocks, Synchronizer};
+use carboy::sync::{FileLock, OwnedTry, StripeLocks, Synchronizer};
 use carboy_tests::child_process::ChildProcess;
 
 const CHILD: &str = env!("CARGO_BIN_EXE_carboy-test-child");
@@ -312,6 +312,12 @@ fn an_idle_stripe_goes_to_another_process_that_asks() {
     // Released, but kept locked and marked idle by the child.
     assert_eq!(locked_bytes(&path), vec![5], "the child kept no lease");
     assert_eq!(idle_word(&path, 5), holder.pid());
+    // A try that must not wait says so, and asks nothing.
+    assert!(matches!(
+        mine.try_lock_owned_now(5).unwrap(),
+        OwnedTry::Leased
+    ));
+    assert_eq!(locked_bytes(&path), vec![5]);
 
     // A try from here asks the child, which lets go.
     let got = mine.try_lock(5).unwrap();

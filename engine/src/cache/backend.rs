@@ -117,6 +117,11 @@ pub enum OwnedCreation {
     /// Someone else holds it (a thread or task of this process, another
     /// process); the caller may wait for it the ordinary way.
     Busy,
+    /// Another process holds it without using it (the `file` backend's
+    /// idle stripes); [`Backend::lock_creation`] on a thread, waiting or
+    /// not, gets it shortly. A caller that would take "busy" as "someone
+    /// is creating" asks that way instead.
+    Leased,
     /// The backend offers no owned creation lock (the default): use
     /// [`Backend::lock_creation`].
     NotOffered,

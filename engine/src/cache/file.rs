@@ -9,7 +9,7 @@ use super::backend::{
     OwnedCreation, OwnedCreationGuard, UpdateFn,
 };
 use crate::error::{Error, Result};
-use crate::sync::StripeLocks;
+use crate::sync::{OwnedTry, StripeLocks};
 use crate::{Durability, Expiry, Options, Store};
 
 /// Stripes of a namespace's creation-lock file: two keys share a lock with
@@ -129,9 +129,11 @@ impl Backend for FileBackend {
     }
 
     fn try_lock_creation_owned(&self, _key: &[u8], hash: u64) -> Result<OwnedCreation> {
-        Ok(match self.locks.try_lock_owned(hash)? {
-            Some(stripe) => OwnedCreation::Held(OwnedCreationGuard::holding(stripe)),
-            None => OwnedCreation::Busy,
+        // Never waits (an async task calls this on a runtime's worker).
+        Ok(match self.locks.try_lock_owned_now(hash)? {
+            OwnedTry::Held(stripe) => OwnedCreation::Held(OwnedCreationGuard::holding(stripe)),
+            OwnedTry::Busy => OwnedCreation::Busy,
+            OwnedTry::Leased => OwnedCreation::Leased,
         })
     }
 

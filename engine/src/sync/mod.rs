@@ -93,6 +93,6 @@ pub use any_lock::{AnyGuard, AnyLock};
 pub use file_lock::{FileLock, FileLockGuard};
 pub use name_locks::{NameGuard, NameLocks, NameRwGuard, NameRwLocks};
 pub use null_lock::{NullGuard, NullLock};
-pub use stripe_locks::{OwnedStripe, StripeGuard, StripeLocks};
+pub use stripe_locks::{OwnedStripe, OwnedTry, StripeGuard, StripeLocks};
 pub use sync_dict::{Holding, StrongValue, SyncDict, SyncDictOf, WeakSyncDict, WeakValue};
 pub use synchronizer::{MutexGuard, MutexLock, Synchronizer};

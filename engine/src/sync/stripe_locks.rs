@@ -440,9 +440,45 @@ impl StripeLocks {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_lock_owned(&self, hash: u64) -> Result<Option<OwnedStripe>> {
+        Ok(match self.owned_attempt(hash, true)? {
+            OwnedTry::Held(owned) => Some(owned),
+            OwnedTry::Busy | OwnedTry::Leased => None,
+        })
+    }
+
+    /// As [`try_lock_owned`](Self::try_lock_owned), but never waits, not
+    /// even for another process that keeps the stripe idle: that answer is
+    /// [`OwnedTry::Leased`], and a [`lock`](Self::lock) or
+    /// [`try_lock`](Self::try_lock) on a thread that may wait gets the
+    /// stripe shortly. For callers that must not block, such as an async
+    /// task on a runtime's worker.
+    ///
+    /// # Errors
+    ///
+    /// As for [`lock`](Self::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use carboy::sync::{OwnedTry, StripeLocks};
+    /// let dir = tempfile::tempdir()?;
+    /// let locks = StripeLocks::open(dir.path().join("l"), 16)?;
+    /// let OwnedTry::Held(owned) = locks.try_lock_owned_now(3)? else { panic!("free") };
+    /// assert!(matches!(locks.try_lock_owned_now(19)?, OwnedTry::Busy));
+    /// drop(owned);
+    /// assert!(matches!(locks.try_lock_owned_now(3)?, OwnedTry::Held(_)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_lock_owned_now(&self, hash: u64) -> Result<OwnedTry> {
+        self.owned_attempt(hash, false)
+    }
+
+    /// An owned stripe of `hash`, waiting up to [`IDLE_WAIT`] for another
+    /// process that keeps it idle if `wait_idle`.
+    fn owned_attempt(&self, hash: u64, wait_idle: bool) -> Result<OwnedTry> {
         let stripe = self.stripe_for(hash);
         let owned = |file| {
-            Ok(Some(OwnedStripe {
+            Ok(OwnedTry::Held(OwnedStripe {
                 shared: Arc::clone(&self.shared),
                 file: Some(file),
                 stripe,
@@ -466,8 +502,17 @@ impl StripeLocks {
                         self.keep(file);
                         return match take_idle(&self.shared, stripe)? {
                             Some(idle) => owned(idle),
-                            None => Ok(None),
+                            None => Ok(OwnedTry::Busy),
                         };
+                    }
+                    if !wait_idle {
+                        let leased = file.words.idle_holder(stripe) != 0;
+                        self.keep(file);
+                        return Ok(if leased {
+                            OwnedTry::Leased
+                        } else {
+                            OwnedTry::Busy
+                        });
                     }
                     wait_for_idle_holder(&file.file, &file.words, stripe)
                         .map_err(|e| self.error("lock", stripe, e))?
@@ -483,7 +528,7 @@ impl StripeLocks {
             };
             if !got {
                 self.keep(file);
-                return Ok(None);
+                return Ok(OwnedTry::Busy);
             }
             if file.still_linked(path)? {
                 file.words.clear_stale(stripe);
@@ -666,6 +711,20 @@ fn keep(shared: &Shared, file: Description) {
     if pool.len() < POOL {
         pool.push(file);
     }
+}
+
+/// What [`StripeLocks::try_lock_owned_now`] answers.
+#[derive(Debug)]
+pub enum OwnedTry {
+    /// The stripe, held until the guard is dropped.
+    Held(OwnedStripe),
+    /// A thread or task of this process, or another process, uses it.
+    Busy,
+    /// Another process holds it but does not use it now (it keeps it idle
+    /// after use: see *Leases* at [`StripeLocks`]). A thread that waits for
+    /// it, or a [`StripeLocks::try_lock`], asks that process to let go and
+    /// gets it shortly.
+    Leased,
 }
 
 /// A stripe of a [`StripeLocks`] held by whoever owns this guard

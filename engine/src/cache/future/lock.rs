@@ -81,7 +81,10 @@ pub(crate) async fn take(
             }));
         }
         OwnedCreation::Busy if matches!(wait, Wait::No) => return Ok(AsyncLock::Busy),
-        OwnedCreation::Busy | OwnedCreation::NotOffered => {}
+        // Held by a process that does not use it: a helper thread's try
+        // (which may wait a moment for it to let go) decides, even for a
+        // caller that does not wait, for whom busy means "being created".
+        OwnedCreation::Busy | OwnedCreation::Leased | OwnedCreation::NotOffered => {}
     }
     let (tx, rx) = oneshot::channel::<Result<AsyncLock>>();
     let (backend, key) = (Arc::clone(backend), key.to_vec());
