@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use carboy::cache::{DEFAULT_LOCK_TIMEOUT, lock_hash};
-use carboy::sync::StripeLocks;
+use carboy::sync::{OwnedStripe, OwnedTry, StripeLocks};
 use tokio::task::futures::TaskLocalFuture;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -114,10 +114,21 @@ impl SessionLocks {
         drop(released);
     }
 
-    /// Locks the stripe of `hash` on a lock thread, which holds the lock
-    /// until the returned [`HeldSessionLock`] is dropped (stripes belong to
-    /// the thread that locks them, and a task moves between threads).
+    /// Locks the stripe of `hash`: on the task when it is free (an owned
+    /// stripe, which may travel between threads with the task; no wait),
+    /// otherwise on a lock thread, which waits for it and holds it until
+    /// the returned [`HeldSessionLock`] is dropped.
     async fn acquire(&self, hash: u64) -> Result<HeldSessionLock, String> {
+        match self.stripes.try_lock_owned_now(hash) {
+            Ok(OwnedTry::Held(owned)) => {
+                return Ok(HeldSessionLock {
+                    _release: None,
+                    _owned: Some(owned),
+                });
+            }
+            Ok(OwnedTry::Busy | OwnedTry::Leased) => {}
+            Err(e) => return Err(e.to_string()),
+        }
         let (acquired_tx, acquired_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
         let (release_tx, release_rx) = mpsc::channel::<()>();
         dispatch(Job {
@@ -129,7 +140,8 @@ impl SessionLocks {
         })?;
         match acquired_rx.await {
             Ok(Ok(())) => Ok(HeldSessionLock {
-                _release: release_tx,
+                _release: Some(release_tx),
+                _owned: None,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("the lock thread ended without an answer".into()),
@@ -238,10 +250,13 @@ fn lock_thread(me: mpsc::Sender<Job>, jobs: mpsc::Receiver<Job>) {
 }
 
 /// A session lock held for a request (inside [`SessionLockService`]'s
-/// future): dropping it tells its thread to release it.
+/// future): dropping it releases it, or tells the thread that holds it to.
 #[derive(Debug)]
 pub struct HeldSessionLock {
-    _release: mpsc::Sender<()>,
+    /// Hung up to tell the lock thread to release it.
+    _release: Option<mpsc::Sender<()>>,
+    /// The lock, when the task holds it itself.
+    _owned: Option<OwnedStripe>,
 }
 
 /// A tower layer that makes each request hold the session locks its store
