@@ -1101,11 +1101,14 @@ mod tests {
         let inode = std::fs::metadata(locks.path()).unwrap().ino();
         let owned = locks.try_lock_owned(2).unwrap().unwrap();
         thread::scope(|s| {
+            // Blocked in the kernel, announced: the release must unlock
+            // rather than keep the stripe idle.
             let waiter = s.spawn(|| locks.lock(2).map(|g| g.stripe()).unwrap());
             wait_until_blocked_on(inode);
             drop(owned);
             assert_eq!(waiter.join().unwrap(), 2);
         });
+        assert!(locks.shared.idle.lock().stripes.is_empty());
     }
 
     #[test]
@@ -1159,23 +1162,6 @@ mod tests {
         // A thread's stripe is unlocked on release, not kept idle.
         drop(thread);
         assert_eq!(lock_byte(&raw, 3, false).unwrap(), RangeLock::Acquired);
-    }
-
-    #[test]
-    fn a_waiter_of_this_process_gets_an_idle_stripe() {
-        let dir = tempfile::tempdir().unwrap();
-        let locks = open(&dir, 16);
-        let inode = std::fs::metadata(locks.path()).unwrap().ino();
-        let owned = locks.try_lock_owned(2).unwrap().unwrap();
-        thread::scope(|s| {
-            // Blocked in the kernel, announced: the release must unlock
-            // rather than keep the stripe idle.
-            let waiter = s.spawn(|| locks.lock(2).map(|g| g.stripe()).unwrap());
-            wait_until_blocked_on(inode);
-            drop(owned);
-            assert_eq!(waiter.join().unwrap(), 2);
-        });
-        assert!(locks.shared.idle.lock().stripes.is_empty());
     }
 
     #[test]
