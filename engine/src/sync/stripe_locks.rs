@@ -497,7 +497,8 @@ impl StripeLocks {
             let got = match lock_byte(&file.file, u64::from(stripe), false) {
                 Ok(RangeLock::Acquired) => true,
                 Ok(RangeLock::Busy) => {
-                    if file.words.idle_holder(stripe) == current_pid() {
+                    let holder = file.words.idle_holder(stripe);
+                    if holder == current_pid() {
                         // Kept idle here since we looked: take it over.
                         self.keep(file);
                         return match take_idle(&self.shared, stripe)? {
@@ -506,25 +507,17 @@ impl StripeLocks {
                         };
                     }
                     if !wait_idle {
-                        let leased = file.words.idle_holder(stripe) != 0;
                         self.keep(file);
-                        return Ok(if leased {
+                        return Ok(if holder != 0 {
                             OwnedTry::Leased
                         } else {
                             OwnedTry::Busy
                         });
                     }
                     wait_for_idle_holder(&file.file, &file.words, stripe)
-                        .map_err(|e| self.error("lock", stripe, e))?
+                        .map_err(|e| self.lock_failed(stripe, e))?
                 }
-                Err(e) if range_lock_unsupported(&e) => {
-                    return Err(Error::LockUnsupported {
-                        path: path.clone(),
-                        what: "open file description byte-range lock",
-                        source: e,
-                    });
-                }
-                Err(e) => return Err(self.error("lock", stripe, e)),
+                Err(e) => return Err(self.lock_failed(stripe, e)),
             };
             if !got {
                 self.keep(file);
@@ -604,12 +597,7 @@ impl StripeLocks {
                 match locked {
                     Ok(RangeLock::Acquired) => Ok(true),
                     Ok(RangeLock::Busy) => Ok(false),
-                    Err(e) if range_lock_unsupported(&e) => Err(Error::LockUnsupported {
-                        path: path.clone(),
-                        what: "open file description byte-range lock",
-                        source: e,
-                    }),
-                    Err(e) => Err(self.error("lock", stripe, e)),
+                    Err(e) => Err(self.lock_failed(stripe, e)),
                 }
             },
             |cause| self.error("lock", stripe, cause),
@@ -619,6 +607,19 @@ impl StripeLocks {
             self.shared.words_for(file)?.clear_stale(stripe);
         }
         Ok(file)
+    }
+
+    /// The error of a locking call on `stripe` that failed with `e`: the
+    /// lock kind missing here, or the call's own failure.
+    fn lock_failed(&self, stripe: u32, e: io::Error) -> Error {
+        if range_lock_unsupported(&e) {
+            return Error::LockUnsupported {
+                path: self.shared.path.clone(),
+                what: "open file description byte-range lock",
+                source: e,
+            };
+        }
+        self.error("lock", stripe, e)
     }
 
     fn error(&self, op: &'static str, stripe: u32, source: io::Error) -> Error {

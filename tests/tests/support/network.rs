@@ -72,3 +72,40 @@ pub async fn one_key_herd(caches: &[AsyncCache; 2], tasks: usize) -> (usize, Vec
     }
     (runs.load(Ordering::SeqCst), values)
 }
+
+/// A creator of `k` in `first` is cancelled while it holds the server's
+/// lock (`lock_held` says the server has it, before the cancel), and
+/// `second`, another manager, then creates `k` at once rather than after
+/// the lock's 30 s lease. Run on a multi-thread runtime.
+pub async fn cancelled_creator_frees_the_lock(
+    first: AsyncCache,
+    second: AsyncCache,
+    lock_held: impl FnOnce() -> bool,
+) {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let creating = tokio::spawn(async move {
+        first
+            .get_or_create("k", || async move {
+                let _ = started_tx.send(());
+                std::future::pending::<Result<String, String>>().await
+            })
+            .await
+    });
+    started_rx.await.unwrap();
+    // The creator runs, so its lock is held on the server.
+    assert!(lock_held(), "no server lock while creating");
+    creating.abort();
+    assert!(creating.await.unwrap_err().is_cancelled());
+    // The other manager creates, without waiting out the lease (30 s).
+    let started = std::time::Instant::now();
+    let v: String = second
+        .get_or_create("k", || async { Ok::<_, String>("second".to_string()) })
+        .await
+        .unwrap();
+    assert_eq!(v, "second");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the second creator waited {:?}",
+        started.elapsed()
+    );
+}
